@@ -1,0 +1,1 @@
+"""What every service shares: config, server bootstrap, clients, errors."""

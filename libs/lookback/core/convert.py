@@ -1,0 +1,277 @@
+"""Translation between protobuf messages and the plain domain values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    device_pb2,
+    install_pb2,
+    touch_pb2,
+)
+from lookback.domain import model, rules
+from lookback.domain.model import Micros
+
+E = TypeVar("E", bound=Any)
+
+
+# --- times ---------------------------------------------------------------
+
+
+def ts_to_micros(ts: timestamp_pb2.Timestamp) -> Micros:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def micros_to_ts(micros: Micros) -> timestamp_pb2.Timestamp:
+    seconds, rest = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=rest * 1000)
+
+
+def dur_to_micros(d: duration_pb2.Duration) -> Micros:
+    return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+def micros_to_dur(micros: Micros) -> duration_pb2.Duration:
+    seconds, rest = divmod(micros, 1_000_000)
+    return duration_pb2.Duration(seconds=seconds, nanos=rest * 1000)
+
+
+# --- enums ---------------------------------------------------------------
+
+
+class EnumMap:
+    """Maps a proto enum to a ``StrEnum`` by the short name (``TOUCH_TYPE_CLICK`` -> ``click``)."""
+
+    def __init__(self, proto: EnumTypeWrapper, domain: type[E], prefix: str) -> None:
+        self.to_domain: dict[int, Any] = {}
+        self.to_proto: dict[Any, int] = {}
+        values = {m.value: m for m in domain}  # type: ignore[attr-defined]
+        for name, number in proto.items():
+            short = name.removeprefix(prefix).lower()
+            if short in values:
+                self.to_domain[number] = values[short]
+                self.to_proto[values[short]] = number
+
+    def domain(self, number: int, default: Any = None) -> Any:
+        return self.to_domain.get(number, default)
+
+    def proto(self, value: Any) -> int:
+        return self.to_proto.get(value, 0)
+
+
+TOUCH_TYPE = EnumMap(touch_pb2.TouchType, model.TouchType, "TOUCH_TYPE_")
+KIND = EnumMap(decision_pb2.DecisionKind, model.Kind, "DECISION_KIND_")
+METHOD = EnumMap(decision_pb2.AttributionMethod, model.Method, "ATTRIBUTION_METHOD_")
+REASON = EnumMap(decision_pb2.RejectionReason, model.Reason, "REJECTION_REASON_")
+PLATFORM = EnumMap(app_pb2.Platform, model.Platform, "PLATFORM_")
+PRELOAD_TYPE = EnumMap(install_pb2.PreloadType, model.PreloadType, "PRELOAD_TYPE_")
+ATT = EnumMap(install_pb2.AttStatus, model.AttStatus, "ATT_STATUS_")
+ATT.to_domain[0] = model.AttStatus.UNSPECIFIED
+ID_TYPE = {
+    number: name.removeprefix("DEVICE_ID_TYPE_").lower()
+    for name, number in device_pb2.DeviceIdType.items()
+    if number
+}
+HASH_ALGORITHM = {
+    number: name.removeprefix("HASH_ALGORITHM_").lower()
+    for name, number in device_pb2.HashAlgorithm.items()
+    if number
+}
+
+
+# --- facts ---------------------------------------------------------------
+
+
+def device(d: device_pb2.DeviceIdentifiers) -> model.Device:
+    raw = {t: getattr(d, t) for t in model.DEVICE_ID_TYPES if getattr(d, t)}
+    hashed = tuple(
+        model.HashedId(
+            ID_TYPE.get(h.type, ""), HASH_ALGORITHM.get(h.algorithm, ""), h.value.lower()
+        )
+        for h in d.hashed
+    )
+    return model.Device(raw=raw, hashed=hashed)
+
+
+def touch(t: touch_pb2.Touch) -> model.Touch:
+    return model.Touch(
+        click_id=t.click_id,
+        type=TOUCH_TYPE.domain(t.type, model.TouchType.CLICK),
+        media_source=t.media_source,
+        engaged_at=ts_to_micros(t.engaged_at),
+        campaign=t.campaign,
+        adset=t.adset,
+        ad=t.ad,
+        site_id=t.site_id,
+        device=device(t.device),
+        ip=t.ip,
+        user_agent=t.user_agent,
+        is_retargeting=t.is_retargeting,
+        click_lookback=dur_to_micros(t.click_lookback) if t.HasField("click_lookback") else None,
+    )
+
+
+def install(i: install_pb2.Install) -> model.Install:
+    referrer = None
+    if i.HasField("install_referrer") and i.install_referrer.referrer:
+        r = i.install_referrer
+        referrer = model.Referrer(
+            raw=r.referrer,
+            click_id=rules.referrer_click_id(r.referrer),
+            install_begin_at=ts_to_micros(r.install_begin_at)
+            if r.HasField("install_begin_at")
+            else None,
+            referrer_click_at=(
+                ts_to_micros(r.referrer_click_at) if r.HasField("referrer_click_at") else None
+            ),
+        )
+    preload = None
+    if i.HasField("preload"):
+        p = i.preload
+        preload = model.Preload(
+            type=PRELOAD_TYPE.domain(p.type, model.PreloadType.REFERRER),
+            media_source=p.media_source,
+            campaign=p.campaign,
+            preloaded_at=ts_to_micros(p.preloaded_at) if p.HasField("preloaded_at") else None,
+        )
+    return model.Install(
+        install_id=i.install_id,
+        installed_at=ts_to_micros(i.installed_at),
+        device=device(i.device),
+        ip=i.ip,
+        user_agent=i.user_agent,
+        os_version=i.os_version,
+        att_status=ATT.domain(i.att_status, model.AttStatus.UNSPECIFIED),
+        referrer=referrer,
+        preload=preload,
+    )
+
+
+def open_(o: install_pb2.Open) -> model.Open:
+    return model.Open(
+        install_id=o.install_id,
+        opened_at=ts_to_micros(o.opened_at),
+        device=device(o.device),
+        deep_link_click_id=o.deep_link_click_id,
+    )
+
+
+def claim(c: srn_pb.SrnClaim) -> model.SrnClaim:
+    return model.SrnClaim(
+        media_source=c.media_source,
+        touch_type=TOUCH_TYPE.domain(c.touch_type, model.TouchType.CLICK),
+        engaged_at=ts_to_micros(c.engaged_at),
+        campaign=c.campaign,
+        click_id=c.click_id,
+    )
+
+
+def _opt(msg: Any, name: str, default: Micros) -> Micros:
+    return dur_to_micros(getattr(msg, name)) if msg.HasField(name) else default
+
+
+def settings(app: app_pb2.App) -> model.Settings:
+    """The app's settings with every default applied."""
+    s = app.settings
+    d = model.Settings()
+    return model.Settings(
+        platform=PLATFORM.domain(app.platform, model.Platform.OTHER),
+        click_lookback=_opt(s, "click_lookback", d.click_lookback),
+        click_lookback_by_source={
+            k: dur_to_micros(v) for k, v in s.click_lookback_by_source.items()
+        },
+        view_lookback=_opt(s, "view_lookback", d.view_lookback),
+        probabilistic_click_lookback=_opt(
+            s, "probabilistic_click_lookback", d.probabilistic_click_lookback
+        ),
+        probabilistic_view_lookback=_opt(
+            s, "probabilistic_view_lookback", d.probabilistic_view_lookback
+        ),
+        preload_lookback=_opt(s, "preload_lookback", d.preload_lookback),
+        reattribution_window=_opt(s, "reattribution_window", d.reattribution_window),
+        reengagement_window=_opt(s, "reengagement_window", d.reengagement_window),
+        min_ctit=_opt(s, "min_ctit", d.min_ctit),
+        click_injection_check=not s.disable_click_injection_check,
+        srn_networks=tuple(s.srn_networks),
+    )
+
+
+# --- decisions -----------------------------------------------------------
+
+
+def decision(
+    outcome: model.Outcome,
+    *,
+    decision_id: str,
+    app_id: str,
+    install_id: str,
+    event_time: Micros,
+    decided_at: Micros,
+    latency: Micros,
+    unanswered_srns: tuple[str, ...] = (),
+) -> decision_pb2.Decision:
+    return decision_pb2.Decision(
+        decision_id=decision_id,
+        app_id=app_id,
+        install_id=install_id,
+        kind=KIND.proto(outcome.kind),
+        media_source=outcome.media_source,
+        campaign=outcome.campaign,
+        method=METHOD.proto(outcome.method),
+        touch_type=TOUCH_TYPE.proto(outcome.touch_type),
+        click_id=outcome.click_id,
+        contributors=list(outcome.contributors),
+        rejected=[
+            decision_pb2.RejectedTouch(
+                click_id=r.click_id, media_source=r.media_source, reason=REASON.proto(r.reason)
+            )
+            for r in outcome.rejected
+        ],
+        latency=micros_to_dur(latency),
+        event_time=micros_to_ts(event_time),
+        decided_at=micros_to_ts(decided_at),
+        unanswered_srns=list(unanswered_srns),
+        counted=outcome.counted,
+        adset=outcome.adset,
+        ad=outcome.ad,
+        site_id=outcome.site_id,
+        original_decision_id=outcome.original_decision_id,
+    )
+
+
+def prior_decision(d: decision_pb2.Decision) -> model.PriorDecision:
+    return model.PriorDecision(
+        decision_id=d.decision_id,
+        kind=KIND.domain(d.kind, model.Kind.INSTALL),
+        media_source=d.media_source,
+        event_time=ts_to_micros(d.event_time),
+        campaign=d.campaign,
+        method=METHOD.domain(d.method, model.Method.NONE),
+        touch_type=TOUCH_TYPE.domain(d.touch_type, model.TouchType.NONE),
+        click_id=d.click_id,
+    )
+
+
+def prior_install(r: store_pb.InstallRecord) -> model.PriorInstall:
+    return model.PriorInstall(
+        install_id=r.install.install_id,
+        installed_at=ts_to_micros(r.install.installed_at),
+        attributed=prior_decision(r.attributed_decision),
+        latest_reengagement=(
+            prior_decision(r.latest_reengagement) if r.HasField("latest_reengagement") else None
+        ),
+    )
+
+
+def short_enum_names(values: Mapping[str, int]) -> dict[str, int]:
+    """Lower-case short names of an enum's values, without the type prefix."""
+    names = list(values)
+    prefix = names[0].rsplit("UNSPECIFIED", 1)[0] if names else ""
+    return {n.removeprefix(prefix).lower(): v for n, v in values.items() if v}

@@ -1,0 +1,219 @@
+"""The gRPC server bootstrap every service uses.
+
+A service is a :class:`Component`: it registers its servicers, warms up in
+``start`` (opens its database, connects its clients) and releases everything
+in ``stop``. :class:`GrpcServer` wraps it in a ``grpc.aio`` server with
+
+- the gRPC health service: NOT_SERVING until ``start`` has finished, SERVING
+  after, NOT_SERVING again as soon as shutdown begins;
+- server reflection for every service;
+- interceptors that log each call and map domain errors
+  (:mod:`lookback.core.errors`) and downstream failures to gRPC status;
+- a graceful stop: new calls are refused, in-flight calls get ``grace_period``
+  seconds to finish.
+
+:func:`serve` runs one until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from lookback.core.errors import LookbackError, to_status
+
+log = logging.getLogger("lookback.server")
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings shared by every gRPC service."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; ``0.0.0.0`` in a container."""
+    port: int = 0
+    """gRPC port; 0 picks a free one (printed at start-up)."""
+    grace_period: float = 10.0
+    """Seconds in-flight calls get to finish after SIGTERM."""
+    log_level: str = "INFO"
+    """Python log level name."""
+
+
+class Component(Protocol):
+    """What a service gives the bootstrap."""
+
+    name: str
+    """Short name, e.g. ``decider``."""
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        """Add servicers to ``server``; return their full service names."""
+        ...
+
+    async def start(self) -> None:
+        """Warm up; the service is reported SERVING once this returns."""
+        ...
+
+    async def stop(self) -> None:
+        """Release resources after the server has stopped."""
+        ...
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Logs every unary call and turns exceptions into proper status.
+
+    - :class:`LookbackError`: its code, message and details (AIP-193).
+    - A failed downstream call: its code, message and details, passed on, so
+      a caller of ingestion sees the decider's ``INVALID_ARGUMENT`` unchanged.
+    - Anything else: ``INTERNAL``, logged with its traceback.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+        method = handler_call_details.method
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                return await behavior(request, context)
+            except LookbackError as exc:
+                status = to_status(exc)
+                log.info("%s -> %s: %s", method, exc.code.name, exc.message)
+                await context.abort(
+                    exc.code,
+                    exc.message,
+                    trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.warning("%s -> downstream %s: %s", method, exc.code().name, exc.details())
+                passed = tuple(
+                    (k, v) for k, v in (exc.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY
+                )
+                await context.abort(exc.code(), exc.details() or "", trailing_metadata=passed)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("%s failed", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if log.isEnabledFor(logging.DEBUG):
+                    ms = (time.perf_counter() - started) * 1000
+                    log.debug("%s %.2f ms", method, ms)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrpcServer:
+    """A component served over gRPC with health, reflection and graceful stop."""
+
+    def __init__(self, component: Component, config: ServerConfig) -> None:
+        self.component = component
+        self.config = config
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.service_names = component.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [
+                *self.service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        self.port = 0
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind, start, warm up, then report SERVING. Returns the bound port."""
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if not self.port:
+            raise OSError(f"cannot bind {self.config.host}:{self.config.port}")
+        await self.server.start()
+        await self.component.start()
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving on %s", self.component.name, self.address)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report the component's readiness (e.g. while its backend is down)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    def stop(self, grace: float | None = None) -> asyncio.Task[None]:
+        """Begin a graceful stop (idempotent); await the task to wait for it."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        return self._stopping
+
+    async def _stop(self, grace: float | None) -> None:
+        grace = self.config.grace_period if grace is None else grace
+        log.info("%s stopping (grace %.1fs)", self.component.name, grace)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.component.stop()
+        log.info("%s stopped", self.component.name)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+        if self._stopping is not None:
+            await self._stopping
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def install_signal_handlers(on_signal: Callable[[], object]) -> None:
+    """Call ``on_signal`` on SIGTERM or SIGINT (once per signal)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+async def serve(component: Component, config: ServerConfig) -> None:
+    """Run ``component`` until SIGTERM or SIGINT, then stop gracefully."""
+    server = GrpcServer(component, config)
+    await server.start()
+    print(f"{component.name} listening on {server.address}", flush=True)
+    install_signal_handlers(server.stop)
+    await server.wait()

@@ -1,0 +1,79 @@
+"""Device identifiers: normalising, hashing, and the match keys they index by.
+
+A match key is an opaque string the store indexes touches and installs by:
+
+- ``gaid:<raw lower>`` for a raw identifier,
+- ``sha1:gaid:<hex>`` / ``md5:gaid:<hex>`` for a hashed one,
+- ``ip:<ip>`` for probabilistic matching (see :mod:`lookback.domain.useragent`).
+
+An install is looked up by its raw keys and both hashed forms of each raw
+identifier, so a touch that carried any form matches. The all-zero identifier
+means "not available" and yields no key at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from lookback.domain.model import Device, HashedId
+
+_ZERO = re.compile(r"^[0\-]+$")
+HASH_ALGORITHMS = ("sha1", "md5")
+
+
+def _digest(algorithm: str, value: str) -> str:
+    return hashlib.new(algorithm, value.encode(), usedforsecurity=False).hexdigest()
+
+
+def is_unavailable(value: str) -> bool:
+    """True for an empty or all-zero identifier."""
+    return not value or bool(_ZERO.match(value))
+
+
+# Hashes of the all-zero identifier never match either.
+_ZERO_HASHES = frozenset(
+    _digest(a, "00000000-0000-0000-0000-000000000000") for a in HASH_ALGORITHMS
+) | frozenset(_digest(a, "0000000000000000") for a in HASH_ALGORITHMS)
+
+
+def raw_key(id_type: str, value: str) -> str:
+    return f"{id_type}:{value.strip().lower()}"
+
+
+def hashed_key(algorithm: str, id_type: str, digest: str) -> str:
+    return f"{algorithm}:{id_type}:{digest.strip().lower()}"
+
+
+def touch_device_keys(device: Device) -> set[str]:
+    """The keys a touch is stored under: its identifiers in the form it gave them."""
+    keys = {raw_key(t, v) for t, v in device.raw.items() if not is_unavailable(v)}
+    keys |= {
+        hashed_key(h.algorithm, h.id_type, h.value)
+        for h in device.hashed
+        if h.value.lower() not in _ZERO_HASHES
+    }
+    return keys
+
+
+def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]:
+    """Every key that matches a raw device identifier: raw, SHA-1 and MD5 forms.
+
+    ``exclude`` names identifier types that must not match (e.g. ``idfa``
+    without ATT consent).
+    """
+    skip = set(exclude)
+    keys: set[str] = set()
+    for id_type, value in device.raw.items():
+        if id_type in skip or is_unavailable(value):
+            continue
+        lowered = value.strip().lower()
+        keys.add(raw_key(id_type, lowered))
+        for algorithm in HASH_ALGORITHMS:
+            keys.add(hashed_key(algorithm, id_type, _digest(algorithm, lowered)))
+    return keys
+
+
+def hashed(id_type: str, algorithm: str, value: str) -> HashedId:
+    return HashedId(id_type=id_type, algorithm=algorithm, value=value.lower())

@@ -1,0 +1,238 @@
+"""The values the attribution rules work on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from lookback.domain.durations import DAY, HOUR, SECOND
+
+Micros = int
+"""A time: microseconds since the Unix epoch (UTC); or a length of time."""
+
+ORGANIC = "organic"
+
+DEVICE_ID_TYPES = ("gaid", "idfa", "idfv", "oaid", "android_id", "imei", "fire_id")
+
+
+class Platform(StrEnum):
+    ANDROID = "android"
+    IOS = "ios"
+    OTHER = "other"
+
+
+class TouchType(StrEnum):
+    CLICK = "click"
+    IMPRESSION = "impression"
+    NONE = "none"
+
+
+class Kind(StrEnum):
+    INSTALL = "install"
+    REATTRIBUTION = "reattribution"
+    REINSTALL = "reinstall"
+    REENGAGEMENT = "reengagement"
+    DUPLICATE = "duplicate"
+    NONE = "none"
+
+
+class Method(StrEnum):
+    PRELOAD = "preload"
+    INSTALL_REFERRER = "install_referrer"
+    DEVICE_ID = "device_id"
+    SRN = "srn"
+    PROBABILISTIC = "probabilistic"
+    DEEP_LINK = "deep_link"
+    NONE = "none"
+
+
+class Reason(StrEnum):
+    CTIT_TOO_SHORT = "ctit_too_short"
+    CLICK_AFTER_INSTALL_BEGIN = "click_after_install_begin"
+    UNKNOWN_CLICK_ID = "unknown_click_id"
+
+
+class AttStatus(StrEnum):
+    UNSPECIFIED = ""
+    AUTHORIZED = "authorized"
+    DENIED = "denied"
+    RESTRICTED = "restricted"
+    NOT_DETERMINED = "not_determined"
+
+
+class PreloadType(StrEnum):
+    REFERRER = "referrer"
+    PAI = "pai"
+    CONF = "conf"
+
+
+@dataclass(frozen=True, slots=True)
+class HashedId:
+    """A device identifier known only by its hash."""
+
+    id_type: str
+    algorithm: str  # "sha1" or "md5"
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """Device identifiers: raw values by type, plus hashed ones."""
+
+    raw: Mapping[str, str] = field(default_factory=dict)
+    hashed: tuple[HashedId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A click or impression."""
+
+    click_id: str
+    type: TouchType
+    media_source: str
+    engaged_at: Micros
+    campaign: str = ""
+    adset: str = ""
+    ad: str = ""
+    site_id: str = ""
+    device: Device = field(default_factory=Device)
+    ip: str = ""
+    user_agent: str = ""
+    is_retargeting: bool = False
+    click_lookback: Micros | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    """The Play install referrer."""
+
+    raw: str
+    click_id: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    install_begin_at: Micros | None = None
+    referrer_click_at: Micros | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Preload:
+    type: PreloadType
+    media_source: str
+    campaign: str = ""
+    preloaded_at: Micros | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Install:
+    """An app's first launch."""
+
+    install_id: str
+    installed_at: Micros
+    device: Device = field(default_factory=Device)
+    ip: str = ""
+    user_agent: str = ""
+    os_version: str = ""
+    att_status: AttStatus = AttStatus.UNSPECIFIED
+    referrer: Referrer | None = None
+    preload: Preload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    install_id: str
+    opened_at: Micros
+    device: Device = field(default_factory=Device)
+    deep_link_click_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SrnClaim:
+    """A self-reporting network's claim that it engaged the device."""
+
+    media_source: str
+    touch_type: TouchType
+    engaged_at: Micros
+    campaign: str = ""
+    click_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """An app's attribution settings with every default applied."""
+
+    platform: Platform = Platform.ANDROID
+    click_lookback: Micros = 7 * DAY
+    click_lookback_by_source: Mapping[str, Micros] = field(default_factory=dict)
+    view_lookback: Micros = 24 * HOUR
+    probabilistic_click_lookback: Micros = 24 * HOUR
+    probabilistic_view_lookback: Micros = 0
+    preload_lookback: Micros = 90 * DAY
+    reattribution_window: Micros = 90 * DAY
+    reengagement_window: Micros = 30 * DAY
+    min_ctit: Micros = 10 * SECOND
+    click_injection_check: bool = True
+    srn_networks: tuple[str, ...] = ()
+
+    def click_window(self, media_source: str) -> Micros:
+        """The deterministic click lookback for ``media_source``."""
+        return self.click_lookback_by_source.get(media_source, self.click_lookback)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    click_id: str
+    media_source: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the rules decided. The service adds ids and timing."""
+
+    kind: Kind
+    media_source: str = ORGANIC
+    campaign: str = ""
+    method: Method = Method.NONE
+    touch_type: TouchType = TouchType.NONE
+    click_id: str = ""
+    adset: str = ""
+    ad: str = ""
+    site_id: str = ""
+    contributors: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    original_decision_id: str = ""
+
+    @property
+    def counted(self) -> bool:
+        """Counted decisions trigger postbacks."""
+        if self.kind is Kind.INSTALL:
+            return self.media_source != ORGANIC
+        return self.kind in (Kind.REATTRIBUTION, Kind.REENGAGEMENT)
+
+    def with_kind(self, kind: Kind) -> Outcome:
+        return replace(self, kind=kind)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorDecision:
+    """A decision recorded earlier for the same device."""
+
+    decision_id: str
+    kind: Kind
+    media_source: str
+    event_time: Micros
+    campaign: str = ""
+    method: Method = Method.NONE
+    touch_type: TouchType = TouchType.NONE
+    click_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorInstall:
+    """An earlier install of the same app on the same device."""
+
+    install_id: str
+    installed_at: Micros
+    attributed: PriorDecision
+    """The counted decision holding this user (original install or last reattribution)."""
+    latest_reengagement: PriorDecision | None = None

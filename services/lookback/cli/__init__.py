@@ -1,0 +1,1 @@
+"""The ``lookback`` command."""

@@ -1,0 +1,128 @@
+"""``lookback demo``: a few clicks and installs through the HTTP gateway,
+and the decisions as a table."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+DEMO_APP = "com.lookback.demo"
+ANDROID_UA = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Mobile Safari/537.36"
+)
+
+
+def _gaid() -> str:
+    return str(uuid.uuid4())
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> dict[str, Any]:
+    async with session.request(method, url, **kw) as response:
+        body: dict[str, Any] = await response.json()
+        if response.status >= 400 and response.status != 409:
+            raise RuntimeError(f"{method} {url} -> {response.status}: {body}")
+        return body
+
+
+def table(rows: list[dict[str, str]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(r.get(c, "").ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+async def run_demo(gateway: str) -> int:
+    now = datetime.now(UTC)
+    run = uuid.uuid4().hex[:6]
+    async with aiohttp.ClientSession() as s:
+        await _call(
+            s,
+            "POST",
+            f"{gateway}/v1/apps",
+            json={
+                "app_id": DEMO_APP,
+                "platform": "android",
+                "settings": {"click_lookback": "7d", "view_lookback": "24h"},
+            },
+        )
+        alice, bob, carol = _gaid(), _gaid(), _gaid()
+
+        async def touch(kind: str, source: str, campaign: str, device: str, ago: timedelta) -> str:
+            params = {
+                "app_id": DEMO_APP,
+                "media_source": source,
+                "campaign": campaign,
+                "gaid": device,
+                "engaged_at": _iso(now - ago),
+                "click_id": f"{source}-{run}-{device[:4]}",
+            }
+            body = await _call(
+                s, "GET", f"{gateway}/v1/{kind}", params=params, headers={"User-Agent": ANDROID_UA}
+            )
+            return str(body["click_id"])
+
+        async def install(label: str, install_id: str, device: str, **extra: Any) -> dict[str, str]:
+            body = await _call(
+                s,
+                "POST",
+                f"{gateway}/v1/installs",
+                json={
+                    "app_id": DEMO_APP,
+                    "install_id": install_id,
+                    "device": {"gaid": device},
+                    "ip": "198.51.100.7",
+                    "user_agent": ANDROID_UA,
+                    "os_version": "14",
+                    "installed_at": _iso(now),
+                    **extra,
+                },
+            )
+            d = body["decision"]
+            return {
+                "scenario": label,
+                "install_id": install_id,
+                "kind": d["kind"],
+                "media_source": d["media_source"],
+                "campaign": d.get("campaign", ""),
+                "method": d["method"],
+                "touch": d["touch_type"],
+                "click_id": d.get("click_id", ""),
+                "contributors": ",".join(d.get("contributors", [])),
+                "latency": d.get("latency", ""),
+            }
+
+        await touch("click", "networka", "spring_sale", alice, timedelta(hours=3))
+        await touch("impression", "networkb", "video", carol, timedelta(hours=5))
+        await touch("click", "networkc", "retarget_q2", carol, timedelta(hours=2))
+        rows = [
+            await install("clicked networka", f"alice-{run}", alice),
+            await install("no ad seen", f"bob-{run}", bob),
+            await install("saw b, clicked c", f"carol-{run}", carol),
+            await install("same install again", f"alice-{run}", alice),
+        ]
+    print(
+        table(
+            rows,
+            [
+                "scenario",
+                "install_id",
+                "kind",
+                "media_source",
+                "campaign",
+                "method",
+                "touch",
+                "contributors",
+                "latency",
+            ],
+        )
+    )
+    return 0

@@ -1,0 +1,102 @@
+"""``lookback``: serve one service, run the whole suite, drive a demo.
+
+lookback serve SERVICE [--flag value ...]   one service (flags: --help)
+lookback up [--demo]                        the whole suite, supervised
+lookback demo [--gateway URL]               clicks and installs, as a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lookback.core import config as cfg
+from lookback.core.server import Component, ServerConfig, configure_logging, serve
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    config: type
+    component: Callable[[Any], Component] | None
+    """None for the gateway, which is HTTP."""
+
+
+def _specs() -> dict[str, ServiceSpec]:
+    from lookback.decider.service import DeciderComponent, DeciderConfig
+    from lookback.gateway.service import GatewayConfig
+    from lookback.ingestion.service import IngestionComponent, IngestionConfig
+    from lookback.postback.service import PostbackComponent, PostbackConfig
+    from lookback.srn_adapter.service import SrnComponent, SrnConfig
+    from lookback.touchpoint_store.service import StoreComponent, StoreConfig
+
+    return {
+        "touchpoint_store": ServiceSpec(StoreConfig, StoreComponent),
+        "decider": ServiceSpec(DeciderConfig, DeciderComponent),
+        "ingestion": ServiceSpec(IngestionConfig, IngestionComponent),
+        "srn_adapter": ServiceSpec(SrnConfig, SrnComponent),
+        "postback": ServiceSpec(PostbackConfig, PostbackComponent),
+        "gateway": ServiceSpec(GatewayConfig, None),
+    }
+
+
+SERVICE_NAMES = ("touchpoint_store", "srn_adapter", "postback", "decider", "ingestion", "gateway")
+
+
+def run_service(name: str, argv: Sequence[str]) -> int:
+    spec = _specs()[name]
+    if "--help" in argv or "-h" in argv:
+        print(f"lookback serve {name} [options]\n\n{cfg.describe(spec.config)}")
+        return 0
+    try:
+        config = cfg.load(spec.config, argv)
+    except cfg.ConfigError as exc:
+        print(f"lookback serve {name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    if spec.component is None:
+        from lookback.gateway.service import serve as serve_gateway
+
+        asyncio.run(serve_gateway(config))
+    else:
+        assert isinstance(config, ServerConfig)
+        asyncio.run(serve(spec.component(config), config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="lookback", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run one service", add_help=False)
+    p_serve.add_argument("service", choices=SERVICE_NAMES)
+    p_up = sub.add_parser("up", help="run the whole suite locally, supervised")
+    p_up.add_argument("--data-dir", default=".lookback/data", help="embedded store folder")
+    p_up.add_argument("--host", default="127.0.0.1", help="address every service binds")
+    p_up.add_argument("--base-port", type=int, default=7400, help="gRPC ports are base+1..base+5")
+    p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
+    p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
+    p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
+    p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
+    p_demo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
+
+    if args[:1] == ["serve"]:
+        known, rest = p_serve.parse_known_args(args[1:])
+        return run_service(known.service, rest)
+    ns = parser.parse_args(args)
+    if ns.command == "up":
+        from lookback.cli.suite import run_up
+
+        return run_up(ns)
+    if ns.command == "demo":
+        from lookback.cli.demo import run_demo
+
+        return asyncio.run(run_demo(ns.gateway))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The decider: applies the attribution rules, exactly once per install."""

@@ -1,0 +1,53 @@
+"""A bounded in-process LRU cache whose entries also expire by age."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LruCache(Generic[K, V]):
+    """At most ``max_size`` entries, each at most ``max_age`` seconds old."""
+
+    def __init__(
+        self, max_size: int, max_age: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_size = max_size
+        self.max_age = max_age
+        self.clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: K) -> V | None:
+        item = self._data.get(key)
+        if item is None or self.clock() - item[0] > self.max_age:
+            if item is not None:
+                del self._data[key]
+            self.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        return item[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = (self.clock(), value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_size:
+            self._data.popitem(last=False)
+
+    def drop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0

@@ -1,0 +1,1 @@
+"""The HTTP gateway for app SDKs and attribution links."""

@@ -1,0 +1,1 @@
+"""Ingestion: validates and durably records SDK and partner traffic."""

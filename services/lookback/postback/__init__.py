@@ -1,0 +1,1 @@
+"""The postback dispatcher: durable server-to-server postbacks with retries."""

@@ -1,0 +1,216 @@
+"""The postback dispatcher: a gRPC front to the queue, and delivery workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+from lookback.api.types.v1 import postback_pb2
+from lookback.core.errors import NotFound, Violations
+from lookback.core.server import ServerConfig
+from lookback.postback.policy import RetryPolicy, judge, retry_after_seconds
+from lookback.postback.queue import JobState, PostbackQueue, SqliteQueue
+
+log = logging.getLogger("lookback.postback")
+
+USER_AGENT = "Lookback-Postback/0.1"
+
+
+@dataclass(frozen=True)
+class PostbackConfig(ServerConfig):
+    """Settings of the postback dispatcher."""
+
+    queue_path: str = ".lookback/data/postbacks.sqlite3"
+    """SQLite file of the embedded queue."""
+    workers: int = 32
+    """Deliveries in flight at once."""
+    request_timeout: float = 5.0
+    """Seconds one delivery attempt may take."""
+    lease_seconds: float = 30.0
+    """How long a claimed job is reserved before another worker may take it."""
+    poll_interval: float = 0.2
+    """Seconds between polls for due jobs when idle."""
+    max_attempts: int = 8
+    """Attempts before a job goes to the dead letters."""
+    max_age: float = 86400.0
+    """Seconds after which a failing job is not retried any more."""
+    base_delay: float = 0.5
+    """First retry backoff in seconds (doubled per attempt, with jitter)."""
+    signing_secrets: dict[str, str] = field(default_factory=dict)
+    """HMAC-SHA256 keys by secret name (``name=key,...``), usually from a Secret."""
+
+
+def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str:
+    """``sha256=<hex>`` over ``timestamp.method.url.body``."""
+    message = f"{timestamp}.{method}.{url}.{body}".encode()
+    return "sha256=" + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+class Dispatcher:
+    """Claims due jobs and delivers them, at least once, with retries."""
+
+    def __init__(self, config: PostbackConfig, queue: PostbackQueue) -> None:
+        self.config = config
+        self.queue = queue
+        self.policy = RetryPolicy(
+            max_attempts=config.max_attempts, max_age=config.max_age, base_delay=config.base_delay
+        )
+        self.rng = random.Random()
+        self.wakeup = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.workers),
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.config.request_timeout)
+        if self.session is not None:
+            await self.session.close()
+
+    async def _loop(self) -> None:
+        while True:
+            free = self.config.workers - len(self._inflight)
+            jobs: list[JobState] = []
+            if free > 0:
+                try:
+                    jobs = await self.queue.claim(free, time.time(), self.config.lease_seconds)
+                except Exception:
+                    log.exception("claiming postbacks failed")
+            for job in jobs:
+                task = asyncio.create_task(self._deliver(job))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            if not jobs:
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), self.config.poll_interval)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self.wakeup.set()
+
+    async def _deliver(self, state: JobState) -> None:
+        job = state.job
+        assert self.session is not None
+        method = "POST" if job.method == postback_pb2.HTTP_METHOD_POST else "GET"
+        headers = {"Idempotency-Key": job.job_id}
+        if job.signing_secret:
+            key = self.config.signing_secrets.get(job.signing_secret)
+            if key is None:
+                await self.queue.dead(job.job_id, f"unknown signing secret {job.signing_secret!r}")
+                return
+            stamp = str(int(time.time()))
+            headers["X-Lookback-Timestamp"] = stamp
+            headers["X-Lookback-Signature"] = signature(key, stamp, method, job.url, job.body)
+        status: int | None = None
+        error = ""
+        retry_after: float | None = None
+        try:
+            async with self.session.request(
+                method,
+                job.url,
+                data=job.body.encode() if method == "POST" else None,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+            ) as response:
+                status = response.status
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        verdict = judge(
+            self.policy,
+            attempt=state.attempts,
+            age=time.time() - state.created_at,
+            status=status,
+            error=error,
+            retry_after=retry_after,
+            rng=self.rng,
+        )
+        try:
+            if verdict.outcome == "delivered":
+                await self.queue.delivered(job.job_id, time.time())
+            elif verdict.outcome == "retry":
+                await self.queue.retry(job.job_id, time.time() + verdict.delay, verdict.reason)
+            else:
+                log.warning("postback %s dead: %s", job.job_id, verdict.reason)
+                await self.queue.dead(job.job_id, verdict.reason)
+        except Exception:
+            # The lease runs out and the job is claimed again: at least once.
+            log.exception("recording the outcome of postback %s failed", job.job_id)
+
+
+class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
+    def __init__(self, queue: PostbackQueue, dispatcher: Dispatcher) -> None:
+        self.queue = queue
+        self.dispatcher = dispatcher
+
+    async def EnqueuePostbacks(
+        self, request: pb.EnqueuePostbacksRequest, context: object
+    ) -> pb.EnqueuePostbacksResponse:
+        v = Violations()
+        for i, job in enumerate(request.jobs):
+            v.require(job.job_id, f"jobs[{i}].job_id")
+            if not job.url.startswith(("http://", "https://")):
+                v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
+        v.raise_if_any()
+        new = await self.queue.enqueue(request.jobs, time.time())
+        self.dispatcher.wakeup.set()
+        return pb.EnqueuePostbacksResponse(enqueued=new)
+
+    async def GetPostbackJob(
+        self, request: pb.GetPostbackJobRequest, context: object
+    ) -> pb.GetPostbackJobResponse:
+        state = await self.queue.get(request.job_id)
+        if state is None:
+            raise NotFound(f"no postback job {request.job_id!r}")
+        response = pb.GetPostbackJobResponse(
+            job=state.job, state=state.state, attempts=state.attempts, last_error=state.last_error
+        )
+        if state.delivered_at is not None:
+            response.delivered_at.FromNanoseconds(int(state.delivered_at * 1e9))
+        return response
+
+
+class PostbackComponent:
+    name = "postback"
+
+    def __init__(self, config: PostbackConfig, queue: PostbackQueue | None = None) -> None:
+        self.config = config
+        self.queue: PostbackQueue = queue or SqliteQueue(config.queue_path)
+        self.dispatcher = Dispatcher(config, self.queue)
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_PostbackDispatcherServiceServicer_to_server(
+            PostbackDispatcherServicer(self.queue, self.dispatcher), server
+        )
+        return [pb.DESCRIPTOR.services_by_name["PostbackDispatcherService"].full_name]
+
+    async def start(self) -> None:
+        await self.queue.open()
+        await self.dispatcher.start()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.queue.close()

@@ -1,0 +1,122 @@
+"""One adapter per self-reporting network, behind a common interface.
+
+Every network here speaks the same small JSON API (the one the local fake in
+:mod:`lookback.srn_adapter.fake` plays), so one HTTP adapter class serves
+them all; a network with its own API gets a class of its own with the same
+``query`` method.
+
+    GET {base}/v1/claims?network=N&app_id=A&installed_at=ISO&gaid=...&idfa=...
+    200 {"claims": [{"touch_type": "click", "campaign": "c", "engaged_at": ISO,
+                     "click_id": "x"}]}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import aiohttp
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
+from lookback.api.types.v1 import device_pb2, touch_pb2
+from lookback.core.convert import micros_to_ts
+from lookback.domain.model import DEVICE_ID_TYPES
+
+
+class SrnError(Exception):
+    """The network did not give a usable answer."""
+
+
+class SrnAdapter(Protocol):
+    network: str
+
+    async def query(
+        self,
+        app_id: str,
+        device: device_pb2.DeviceIdentifiers,
+        installed_at: datetime,
+        timeout: float,
+    ) -> list[pb.SrnClaim]: ...
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+_TOUCH_TYPES = {"click": touch_pb2.TOUCH_TYPE_CLICK, "impression": touch_pb2.TOUCH_TYPE_IMPRESSION}
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive failures; half-opens after ``cooldown`` s."""
+
+    threshold: int = 5
+    cooldown: float = 5.0
+    failures: int = 0
+    opened_at: float = 0.0
+
+    def allow(self) -> bool:
+        if self.failures < self.threshold:
+            return True
+        return time.monotonic() - self.opened_at >= self.cooldown
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.failures = 0
+            return
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+
+class HttpSrnAdapter:
+    """A network reached over HTTP at ``base_url``."""
+
+    def __init__(self, network: str, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.network = network
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+
+    async def query(
+        self,
+        app_id: str,
+        device: device_pb2.DeviceIdentifiers,
+        installed_at: datetime,
+        timeout: float,
+    ) -> list[pb.SrnClaim]:
+        params = {"network": self.network, "app_id": app_id, "installed_at": iso(installed_at)}
+        params.update({t: getattr(device, t) for t in DEVICE_ID_TYPES if getattr(device, t)})
+        try:
+            async with self.session.get(
+                f"{self.base_url}/v1/claims",
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                if response.status != 200:
+                    raise SrnError(f"{self.network}: HTTP {response.status}")
+                body = await response.json()
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise SrnError(f"{self.network}: {exc}") from exc
+        claims = []
+        try:
+            for item in body.get("claims", []):
+                claims.append(
+                    pb.SrnClaim(
+                        media_source=self.network,
+                        touch_type=_TOUCH_TYPES[item.get("touch_type", "click")],
+                        campaign=str(item.get("campaign", "")),
+                        engaged_at=micros_to_ts(
+                            int(parse_iso(item["engaged_at"]).timestamp() * 1e6)
+                        ),
+                        click_id=str(item.get("click_id", "")),
+                    )
+                )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SrnError(f"{self.network}: malformed answer: {exc}") from exc
+        return claims

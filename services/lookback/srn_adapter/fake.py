@@ -1,0 +1,81 @@
+"""A local HTTP server that plays self-reporting networks, for tests and the
+scenario runner. It answers the adapter's API from claims registered with it.
+
+    POST /v1/register  {"network", "app_id", "device": {"gaid": ...},
+                        "touch_type", "campaign", "engaged_at", "click_id"}
+    POST /v1/behaviour {"network", "delay_ms": 0, "status": 200}
+    GET  /v1/claims    (the adapter's query)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from lookback.domain.model import DEVICE_ID_TYPES
+from lookback.srn_adapter.adapters import parse_iso
+
+
+@dataclass
+class FakeSrn:
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    behaviour: dict[str, dict[str, int]] = field(default_factory=dict)
+    queries: list[dict[str, str]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/register", self._register)
+        app.router.add_post("/v1/behaviour", self._behaviour)
+        app.router.add_get("/v1/claims", self._claims)
+        return app
+
+    async def _register(self, request: web.Request) -> web.Response:
+        self.claims.append(await request.json())
+        return web.json_response({"ok": True})
+
+    async def _behaviour(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.behaviour[body["network"]] = {k: int(v) for k, v in body.items() if k != "network"}
+        return web.json_response({"ok": True})
+
+    async def _claims(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        self.queries.append(q)
+        network = q.get("network", "")
+        behaviour = self.behaviour.get(network, {})
+        if behaviour.get("delay_ms"):
+            await asyncio.sleep(behaviour["delay_ms"] / 1000)
+        if behaviour.get("status", 200) != 200:
+            return web.json_response({"error": "configured failure"}, status=behaviour["status"])
+        installed = parse_iso(q["installed_at"])
+        device = {t: q[t].lower() for t in DEVICE_ID_TYPES if q.get(t)}
+        out = []
+        for c in self.claims:
+            if c.get("network") != network or c.get("app_id") != q.get("app_id"):
+                continue
+            claimed = {k: str(v).lower() for k, v in (c.get("device") or {}).items()}
+            if not any(device.get(k) == v for k, v in claimed.items()):
+                continue
+            if parse_iso(c["engaged_at"]) > installed:
+                continue
+            out.append(
+                {k: c.get(k, "") for k in ("touch_type", "campaign", "engaged_at", "click_id")}
+            )
+        return web.json_response({"claims": out})
+
+
+async def start_fake_srn(
+    host: str = "127.0.0.1", port: int = 0
+) -> tuple[FakeSrn, web.AppRunner, str]:
+    """Start a fake SRN server; returns it, its runner (to clean up) and its base URL."""
+    fake = FakeSrn()
+    runner = web.AppRunner(fake.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    return fake, runner, f"http://{host}:{bound}"

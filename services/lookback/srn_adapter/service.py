@@ -1,0 +1,112 @@
+"""The SRN adapter's gRPC service: every network at once, under one budget."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import grpc
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
+from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
+from lookback.core.convert import dur_to_micros, ts_to_micros
+from lookback.core.server import ServerConfig
+from lookback.srn_adapter.adapters import CircuitBreaker, HttpSrnAdapter, SrnAdapter, SrnError
+
+log = logging.getLogger("lookback.srn")
+
+
+@dataclass(frozen=True)
+class SrnConfig(ServerConfig):
+    """Settings of the SRN adapter."""
+
+    srn_endpoints: dict[str, str] = field(default_factory=dict)
+    """Base URL per network, e.g. ``srn_social=http://127.0.0.1:9000``."""
+    default_budget_ms: int = 100
+    """Budget of a query that names none."""
+    max_concurrency: int = 256
+    """Network calls in flight at once, across all queries."""
+    breaker_threshold: int = 5
+    """Consecutive failures that open a network's circuit breaker."""
+    breaker_cooldown: float = 5.0
+    """Seconds an open breaker waits before letting a call through again."""
+
+
+class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
+    def __init__(self, config: SrnConfig, adapters: dict[str, SrnAdapter]) -> None:
+        self.config = config
+        self.adapters = adapters
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.limit = asyncio.Semaphore(config.max_concurrency)
+
+    async def _ask(
+        self, adapter: SrnAdapter, request: pb.QueryClaimsRequest, deadline: float
+    ) -> list[pb.SrnClaim]:
+        breaker = self.breakers.setdefault(
+            adapter.network,
+            CircuitBreaker(self.config.breaker_threshold, self.config.breaker_cooldown),
+        )
+        if not breaker.allow():
+            raise SrnError(f"{adapter.network}: circuit open")
+        installed = datetime.fromtimestamp(ts_to_micros(request.installed_at) / 1e6, UTC)
+        async with self.limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SrnError(f"{adapter.network}: no time left")
+            try:
+                claims = await asyncio.wait_for(
+                    adapter.query(request.app_id, request.device, installed, remaining), remaining
+                )
+            except (SrnError, TimeoutError) as exc:
+                breaker.record(False)
+                raise SrnError(str(exc) or f"{adapter.network}: timed out") from exc
+        breaker.record(True)
+        return claims
+
+    async def QueryClaims(
+        self, request: pb.QueryClaimsRequest, context: object
+    ) -> pb.QueryClaimsResponse:
+        budget_us = dur_to_micros(request.budget) if request.HasField("budget") else 0
+        budget = budget_us / 1e6 if budget_us > 0 else self.config.default_budget_ms / 1000
+        deadline = time.monotonic() + budget
+        response = pb.QueryClaimsResponse()
+        networks = list(dict.fromkeys(request.networks))
+        known = [n for n in networks if n in self.adapters]
+        response.unanswered.extend(n for n in networks if n not in self.adapters)
+        results = await asyncio.gather(
+            *(self._ask(self.adapters[n], request, deadline) for n in known), return_exceptions=True
+        )
+        for network, result in zip(known, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("SRN %s unanswered: %s", network, result)
+                response.unanswered.append(network)
+            else:
+                response.claims.extend(result)
+        return response
+
+
+class SrnComponent:
+    name = "srn_adapter"
+
+    def __init__(self, config: SrnConfig) -> None:
+        self.config = config
+        self.session: aiohttp.ClientSession | None = None
+        self.adapters: dict[str, SrnAdapter] = {}
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        self.servicer = SrnAdapterServicer(self.config, self.adapters)
+        pb_grpc.add_SrnAdapterServiceServicer_to_server(self.servicer, server)
+        return [pb.DESCRIPTOR.services_by_name["SrnAdapterService"].full_name]
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(connector=connector)
+        for network, url in self.config.srn_endpoints.items():
+            self.adapters[network] = HttpSrnAdapter(network, url, self.session)
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()

@@ -1,0 +1,1 @@
+"""The touchpoint store: the data service over a pluggable backend."""

@@ -1,0 +1,148 @@
+"""The touchpoint store's gRPC service: translates RPCs to backend calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
+from lookback.core.convert import ts_to_micros
+from lookback.core.errors import Aborted, AlreadyExists, NotFound
+from lookback.core.server import ServerConfig
+from lookback.touchpoint_store.backend import StoreBackend
+from lookback.touchpoint_store.sqlite import SqliteBackend
+
+_FOREVER = 2**62
+
+
+@dataclass(frozen=True)
+class StoreConfig(ServerConfig):
+    """Settings of the touchpoint store."""
+
+    sqlite_path: str = ".lookback/data/store.sqlite3"
+    """SQLite database file of the embedded backend."""
+
+
+class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
+    """Every RPC is one backend call; the backend guarantees durability."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    async def PutTouches(
+        self, request: pb.PutTouchesRequest, context: object
+    ) -> pb.PutTouchesResponse:
+        stored = await self.backend.put_touches(request.touches)
+        return pb.PutTouchesResponse(stored=stored)
+
+    async def GatherInstallFacts(
+        self, request: pb.GatherInstallFactsRequest, context: object
+    ) -> pb.GatherInstallFactsResponse:
+        facts = await self.backend.gather_install_facts(
+            request.app_id,
+            request.install_id,
+            request.touch_keys,
+            request.click_ids,
+            ts_to_micros(request.engaged_after),
+            ts_to_micros(request.engaged_before)
+            if request.HasField("engaged_before")
+            else _FOREVER,
+            request.device_keys,
+        )
+        response = pb.GatherInstallFactsResponse(touches=facts.touches, prior=facts.prior)
+        if facts.existing is not None:
+            response.existing.CopyFrom(facts.existing)
+        return response
+
+    async def FindTouches(
+        self, request: pb.FindTouchesRequest, context: object
+    ) -> pb.FindTouchesResponse:
+        touches = await self.backend.find_touches(
+            request.app_id,
+            request.match_keys,
+            request.click_ids,
+            ts_to_micros(request.engaged_after),
+            ts_to_micros(request.engaged_before)
+            if request.HasField("engaged_before")
+            else _FOREVER,
+        )
+        return pb.FindTouchesResponse(touches=touches)
+
+    async def CreateInstallRecord(
+        self, request: pb.CreateInstallRecordRequest, context: object
+    ) -> pb.CreateInstallRecordResponse:
+        created, record = await self.backend.create_install_record(request.record)
+        return pb.CreateInstallRecordResponse(created=created, record=record)
+
+    async def GetInstallRecord(
+        self, request: pb.GetInstallRecordRequest, context: object
+    ) -> pb.GetInstallRecordResponse:
+        record = await self.backend.get_install_record(request.app_id, request.install_id)
+        if record is None:
+            raise NotFound(f"no install {request.install_id!r} for app {request.app_id!r}")
+        return pb.GetInstallRecordResponse(record=record)
+
+    async def FindInstallRecords(
+        self, request: pb.FindInstallRecordsRequest, context: object
+    ) -> pb.FindInstallRecordsResponse:
+        records = await self.backend.find_install_records(request.app_id, request.match_keys)
+        return pb.FindInstallRecordsResponse(records=records)
+
+    async def RecordOpenDecision(
+        self, request: pb.RecordOpenDecisionRequest, context: object
+    ) -> pb.RecordOpenDecisionResponse:
+        record = await self.backend.record_open_decision(request.open, request.decision)
+        if record is None:
+            raise NotFound(
+                f"no install {request.open.install_id!r} for app {request.open.app_id!r}"
+            )
+        return pb.RecordOpenDecisionResponse(record=record)
+
+    async def PutEvent(self, request: pb.PutEventRequest, context: object) -> pb.PutEventResponse:
+        created, attribution = await self.backend.put_event(request.event, request.attribution)
+        return pb.PutEventResponse(created=created, attribution=attribution)
+
+    async def CreateApp(
+        self, request: pb.CreateAppRequest, context: object
+    ) -> pb.CreateAppResponse:
+        if not await self.backend.create_app(request.app):
+            raise AlreadyExists(f"app {request.app.app_id!r} exists already")
+        return pb.CreateAppResponse(app=request.app)
+
+    async def GetApp(self, request: pb.GetAppRequest, context: object) -> pb.GetAppResponse:
+        app = await self.backend.get_app(request.app_id)
+        if app is None:
+            raise NotFound(f"app {request.app_id!r} is not registered")
+        return pb.GetAppResponse(app=app)
+
+    async def ReplaceApp(
+        self, request: pb.ReplaceAppRequest, context: object
+    ) -> pb.ReplaceAppResponse:
+        if not await self.backend.replace_app(request.app, request.expected_version):
+            if await self.backend.get_app(request.app.app_id) is None:
+                raise NotFound(f"app {request.app.app_id!r} is not registered")
+            raise Aborted(
+                f"app {request.app.app_id!r} changed since version {request.expected_version}"
+            )
+        return pb.ReplaceAppResponse(app=request.app)
+
+
+class StoreComponent:
+    """The store as a servable component."""
+
+    name = "touchpoint_store"
+
+    def __init__(self, config: StoreConfig, backend: StoreBackend | None = None) -> None:
+        self.config = config
+        self.backend: StoreBackend = backend or SqliteBackend(config.sqlite_path)
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_TouchpointStoreServiceServicer_to_server(TouchpointStore(self.backend), server)
+        return [pb.DESCRIPTOR.services_by_name["TouchpointStoreService"].full_name]
+
+    async def start(self) -> None:
+        await self.backend.open()
+
+    async def stop(self) -> None:
+        await self.backend.close()
