@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import (
@@ -49,7 +49,7 @@ def micros_to_dur(micros: Micros) -> duration_pb2.Duration:
 class EnumMap:
     """Maps a proto enum to a ``StrEnum`` by the short name (``TOUCH_TYPE_CLICK`` -> ``click``)."""
 
-    def __init__(self, proto: EnumTypeWrapper, domain: type[E], prefix: str) -> None:
+    def __init__(self, proto: Any, domain: type[E], prefix: str) -> None:
         self.to_domain: dict[int, Any] = {}
         self.to_proto: dict[Any, int] = {}
         values = {m.value: m for m in domain}  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ class EnumMap:
     def domain(self, number: int, default: Any = None) -> Any:
         return self.to_domain.get(number, default)
 
-    def proto(self, value: Any) -> int:
+    def proto(self, value: Any) -> Any:
         return self.to_proto.get(value, 0)
 
 

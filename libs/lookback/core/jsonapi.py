@@ -17,8 +17,9 @@ import re
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
 from lookback.core.errors import FieldViolation, InvalidArgument
 from lookback.domain.durations import SECOND, format_duration, parse_duration
 
@@ -55,7 +56,7 @@ def _in_value(field: FieldDescriptor, value: Any, path: str) -> Any:
     return value
 
 
-def _to_proto_json(desc: Descriptor, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+def _to_proto_json(desc: Any, data: dict[str, Any], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         field = desc.fields_by_name.get(key)
@@ -63,7 +64,7 @@ def _to_proto_json(desc: Descriptor, data: dict[str, Any], prefix: str) -> dict[
         if field is None:
             out[key] = value
         elif _is_map(field) and isinstance(value, dict):
-            value_field = field.message_type.fields_by_name["value"]
+            value_field = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
             out[key] = {k: _in_value(value_field, v, f"{path}[{k}]") for k, v in value.items()}
         elif field.is_repeated and isinstance(value, list):
             out[key] = [_in_value(field, v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -106,14 +107,14 @@ def _out_value(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def _from_proto_json(desc: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+def _from_proto_json(desc: Any, data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         field = desc.fields_by_name.get(key)
         if field is None:
             out[key] = value
         elif _is_map(field):
-            value_field = field.message_type.fields_by_name["value"]
+            value_field = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
             out[key] = {k: _out_value(value_field, v) for k, v in value.items()}
         elif field.is_repeated:
             out[key] = [_out_value(field, v) for v in value]

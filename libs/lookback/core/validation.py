@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.errors import Violations
@@ -221,7 +223,7 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
     _check_id(v, app.app_id, "app_id")
     if app.platform not in (app_pb2.PLATFORM_ANDROID, app_pb2.PLATFORM_IOS, app_pb2.PLATFORM_OTHER):
         v.add("platform", "must be android, ios or other")
-    s = app.settings
+    s: Any = app.settings
     for name in _DURATIONS:
         if s.HasField(name):
             check_duration(v, getattr(s, name), f"settings.{name}", name)

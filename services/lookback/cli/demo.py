@@ -32,6 +32,11 @@ async def _call(session: aiohttp.ClientSession, method: str, url: str, **kw: Any
         return body
 
 
+def _ms(duration: str) -> str:
+    """``0.00287s`` -> ``2.9 ms``."""
+    return f"{float(duration.rstrip('s') or 0) * 1000:.1f} ms"
+
+
 def table(rows: list[dict[str, str]], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
@@ -97,7 +102,7 @@ async def run_demo(gateway: str) -> int:
                 "touch": d["touch_type"],
                 "click_id": d.get("click_id", ""),
                 "contributors": ",".join(d.get("contributors", [])),
-                "latency": d.get("latency", ""),
+                "latency": _ms(d.get("latency", "0s")),
             }
 
         await touch("click", "networka", "spring_sale", alice, timedelta(hours=3))

@@ -52,7 +52,7 @@ def run_service(name: str, argv: Sequence[str]) -> int:
         print(f"lookback serve {name} [options]\n\n{cfg.describe(spec.config)}")
         return 0
     try:
-        config = cfg.load(spec.config, argv)
+        config: Any = cfg.load(spec.config, argv)
     except cfg.ConfigError as exc:
         print(f"lookback serve {name}: {exc}", file=sys.stderr)
         return 2

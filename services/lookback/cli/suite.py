@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from lookback.core.config import parse_map
 from lookback.core.server import GrpcServer, configure_logging
 from lookback.decider.service import DeciderComponent, DeciderConfig
@@ -281,7 +282,10 @@ async def _up(ns: argparse.Namespace) -> int:
 
 
 async def _announce_and_wait(
-    ns: argparse.Namespace, children: list[Child], supervisor: Supervisor, runner: asyncio.Task[None]
+    ns: argparse.Namespace,
+    children: list[Child],
+    supervisor: Supervisor,
+    runner: asyncio.Task[None],
 ) -> int:
     gateway_url = f"http://{ns.host}:{ns.http_port}"
     try:

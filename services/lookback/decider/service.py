@@ -22,10 +22,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
+
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
@@ -90,18 +91,18 @@ class CachedApp:
     settings: Settings
 
 
-class _SingleFlight:
+class _SingleFlight(Generic[T]):
     """Concurrent calls with the same key share one execution."""
 
     def __init__(self) -> None:
-        self._running: dict[object, asyncio.Future[object]] = {}
+        self._running: dict[object, asyncio.Future[T]] = {}
 
     async def run(self, key: object, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Returns the result and whether this caller was the one that ran it."""
         running = self._running.get(key)
         if running is not None:
-            return await asyncio.shield(running), False  # type: ignore[return-value]
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            return await asyncio.shield(running), False
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         try:
             result = await fn()
@@ -196,7 +197,7 @@ class Decider:
         self.install_cache: LruCache[tuple[str, str], decision_pb2.Decision] = LruCache(
             config.install_cache_size, config.install_cache_ttl
         )
-        self._flights = _SingleFlight()
+        self._flights: _SingleFlight[decision_pb2.Decision] = _SingleFlight()
         self._channels: list[grpc.aio.Channel] = []
 
     async def connect(self) -> None:

@@ -31,6 +31,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
@@ -173,7 +174,7 @@ def touch_from_link(request: web.Request, touch_type: int) -> tuple[touch_pb2.To
         site_id=q.get("site_id", ""),
         click_id=q.get("click_id", ""),
         ip=q.get("ip") or _client_ip(request),
-        user_agent=q.get("user_agent") or request.headers.get("User-Agent", ""),
+        user_agent=q.get("user_agent") or request.headers.get("User-Agent") or "",
         is_retargeting=q.get("is_retargeting", "").lower() in ("1", "true", "yes"),
     )
     for id_type in DEVICE_ID_TYPES:

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as pb

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
+
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
 from lookback.core.errors import NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.postback.policy import RetryPolicy, judge, retry_after_seconds
-from lookback.postback.queue import JobState, PostbackQueue, SqliteQueue
+from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue, SqliteQueue
 
 log = logging.getLogger("lookback.postback")
 
@@ -70,6 +71,7 @@ class Dispatcher:
         self.session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._outcomes = asyncio.Condition()
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -159,6 +161,21 @@ class Dispatcher:
         except Exception:
             # The lease runs out and the job is claimed again: at least once.
             log.exception("recording the outcome of postback %s failed", job.job_id)
+        async with self._outcomes:
+            self._outcomes.notify_all()
+
+    async def wait_final(self, job_id: str, timeout: float) -> JobState:
+        """Wait until ``job_id`` is delivered or dead (for tools and tests)."""
+
+        async def final() -> JobState:
+            while True:
+                async with self._outcomes:
+                    state = await self.queue.get(job_id)
+                    if state is not None and state.state in (DELIVERED, DEAD):
+                        return state
+                    await self._outcomes.wait()
+
+        return await asyncio.wait_for(final(), timeout)
 
 
 class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
@@ -186,7 +203,10 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
         if state is None:
             raise NotFound(f"no postback job {request.job_id!r}")
         response = pb.GetPostbackJobResponse(
-            job=state.job, state=state.state, attempts=state.attempts, last_error=state.last_error
+            job=state.job,
+            state=state.state,  # type: ignore[arg-type]
+            attempts=state.attempts,
+            last_error=state.last_error,
         )
         if state.delivered_at is not None:
             response.delivered_at.FromNanoseconds(int(state.delivered_at * 1e9))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
+
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.types.v1 import device_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts

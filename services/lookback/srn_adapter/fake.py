@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
 from lookback.domain.model import DEVICE_ID_TYPES
 from lookback.srn_adapter.adapters import parse_iso
 
@@ -23,6 +24,8 @@ class FakeSrn:
     claims: list[dict[str, Any]] = field(default_factory=list)
     behaviour: dict[str, dict[str, int]] = field(default_factory=dict)
     queries: list[dict[str, str]] = field(default_factory=list)
+    queried: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever a query arrives (clear it to wait for the next)."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -43,6 +46,7 @@ class FakeSrn:
     async def _claims(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         self.queries.append(q)
+        self.queried.set()
         network = q.get("network", "")
         behaviour = self.behaviour.get(network, {})
         if behaviour.get("delay_ms"):

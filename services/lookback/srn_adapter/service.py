@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import grpc
+
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core.convert import dur_to_micros, ts_to_micros

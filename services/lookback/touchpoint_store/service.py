@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.core.convert import ts_to_micros

@@ -1,0 +1,45 @@
+# Lookback: the two commands for a fresh machine are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CODE    = libs services tests scripts bench
+
+.PHONY: setup demo up test check unit protos clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+## Set up, start the whole suite (embedded store) and run the demo; Ctrl-C stops it.
+demo: setup
+	$(BIN)/lookback up --demo
+
+## Start the suite without the demo.
+up: setup
+	$(BIN)/lookback up
+
+## Set up and run every check and every test (what CI runs).
+test: setup check unit
+
+check: setup
+	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/gen_config_docs.py --check
+	$(BIN)/buf lint
+	scripts/buf_breaking.sh $(BIN)/buf
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy libs services scripts bench
+
+unit: setup
+	$(BIN)/pytest
+
+## Regenerate the Python code from protos/.
+protos: setup
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .lookback .pytest_cache .mypy_cache .ruff_cache

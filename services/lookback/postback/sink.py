@@ -1,0 +1,73 @@
+"""A local HTTP receiver that records postbacks, for tests and the scenario
+runner. Every request to ``/{partner}...`` is recorded; ``wait_for`` waits
+(on an event, not by sleeping) until a partner has received one."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Received:
+    partner: str
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class PostbackSink:
+    received: list[Received] = field(default_factory=list)
+    status: int = 200
+    """HTTP status every request is answered with."""
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{partner}{rest:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.url = f"http://{host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        item = Received(
+            partner=request.match_info["partner"],
+            method=request.method,
+            path_qs=request.path_qs,
+            headers=dict(request.headers),
+            body=(await request.read()).decode(errors="replace"),
+        )
+        async with self._changed:
+            self.received.append(item)
+            self._changed.notify_all()
+        return web.Response(status=self.status, text="ok")
+
+    def for_partner(self, partner: str) -> list[Received]:
+        return [r for r in self.received if r.partner == partner]
+
+    async def wait_for(
+        self, predicate_partner: str, count: int = 1, timeout: float = 10.0
+    ) -> list[Received]:
+        """Wait until ``predicate_partner`` has received ``count`` requests."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.for_partner(predicate_partner)) >= count),
+                timeout,
+            )
+        return self.for_partner(predicate_partner)

@@ -1,0 +1,202 @@
+"""Bad input gets INVALID_ARGUMENT naming the field (gRPC) or a 400 whose JSON
+body names it (HTTP); nothing is half-written and nothing crashes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
+from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.api.types.v1 import install_pb2, touch_pb2
+from lookback.cli.suite import SuiteAddresses
+from tests.conftest import new_gaid
+
+
+def violations_of(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "no google.rpc.Status details"
+    out: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.update({v.field: v.description for v in bad.field_violations})
+    return out
+
+
+async def expect_invalid(call: Any, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violations_of(info.value), violations_of(info.value)
+
+
+async def test_install_without_install_id(
+    app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
+) -> None:
+    install = install_pb2.Install(app_id=app_id)
+    await expect_invalid(
+        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
+        "install.install_id",
+    )
+
+
+async def test_click_without_media_source(
+    app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
+) -> None:
+    touch = touch_pb2.Touch(app_id=app_id, type=touch_pb2.TOUCH_TYPE_CLICK, campaign="x")
+    await expect_invalid(
+        ingestion.RecordTouch(ingestion_pb.RecordTouchRequest(touch=touch)), "touch.media_source"
+    )
+
+
+async def test_malformed_time(app_id: str, ingestion: ingestion_grpc.IngestionServiceStub) -> None:
+    install = install_pb2.Install(app_id=app_id, install_id="i-bad-time")
+    install.installed_at.seconds = int(time.time())
+    install.installed_at.nanos = -5
+    await expect_invalid(
+        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
+        "install.installed_at",
+    )
+    install.installed_at.nanos = 0
+    install.installed_at.seconds = int(time.time()) + 30 * 86400
+    await expect_invalid(
+        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
+        "install.installed_at",
+    )
+
+
+async def test_malformed_identifier(
+    app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
+) -> None:
+    install = install_pb2.Install(app_id=app_id, install_id="i-bad-id")
+    install.device.gaid = "not-a-uuid"
+    await expect_invalid(
+        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
+        "install.device.gaid",
+    )
+
+
+async def test_bad_batch_stores_nothing(
+    app_id: str,
+    ingestion: ingestion_grpc.IngestionServiceStub,
+    store: store_grpc.TouchpointStoreServiceStub,
+) -> None:
+    good = touch_pb2.Touch(
+        app_id=app_id,
+        type=touch_pb2.TOUCH_TYPE_CLICK,
+        media_source="networka",
+        click_id="c-batch-good",
+    )
+    bad = touch_pb2.Touch(app_id=app_id, type=touch_pb2.TOUCH_TYPE_CLICK, click_id="c-batch-bad")
+    await expect_invalid(
+        ingestion.RecordTouches(ingestion_pb.RecordTouchesRequest(touches=[good, bad])),
+        "touches[1].media_source",
+    )
+    found = await store.FindTouches(
+        store_pb.FindTouchesRequest(app_id=app_id, click_ids=["c-batch-good", "c-batch-bad"])
+    )
+    assert list(found.touches) == []
+
+
+async def test_install_for_an_unknown_app_is_not_found(
+    ingestion: ingestion_grpc.IngestionServiceStub,
+) -> None:
+    install = install_pb2.Install(app_id="com.nobody.registered", install_id="i1")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _http(suite: SuiteAddresses, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, suite.gateway_url + path, **kw) as r:
+            return r.status, await r.json()
+
+
+def _fields(body: Any) -> set[str]:
+    return {v["field"] for v in body["error"].get("field_violations", [])}
+
+
+async def test_http_install_without_install_id(suite: SuiteAddresses, app_id: str) -> None:
+    status, body = await _http(suite, "POST", "/v1/installs", json={"app_id": app_id})
+    assert status == 400
+    assert body["error"]["code"] == "INVALID_ARGUMENT"
+    assert "install_id" in _fields(body)
+
+
+async def test_http_click_without_media_source(suite: SuiteAddresses, app_id: str) -> None:
+    status, body = await _http(
+        suite, "GET", "/v1/click", params={"app_id": app_id, "campaign": "c"}
+    )
+    assert status == 400
+    assert "media_source" in _fields(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"installed_at": "yesterday"}, "installed_at"),
+        ({"device": {"gaid": "zzz"}}, "device.gaid"),
+        ({"device": {"gaid": 42}}, "device.gaid"),
+        ({"att_status": "maybe"}, "att_status"),
+        ({"colour": "blue"}, "colour"),
+        ({"ip": "300.1.1.1"}, "ip"),
+    ],
+)
+async def test_http_malformed_install_fields(
+    suite: SuiteAddresses, app_id: str, payload: dict[str, Any], field: str
+) -> None:
+    body = {"app_id": app_id, "install_id": "i-malformed", **payload}
+    status, answer = await _http(suite, "POST", "/v1/installs", json=body)
+    assert status == 400, answer
+    assert field in _fields(answer), answer
+
+
+async def test_http_malformed_link_fields(suite: SuiteAddresses, app_id: str) -> None:
+    status, body = await _http(
+        suite,
+        "GET",
+        "/v1/click",
+        params={
+            "app_id": app_id,
+            "media_source": "networka",
+            "engaged_at": "noon",
+            "gaid": new_gaid(),
+        },
+    )
+    assert status == 400
+    assert "engaged_at" in _fields(body)
+    status, body = await _http(
+        suite,
+        "GET",
+        "/v1/click",
+        params={
+            "app_id": app_id,
+            "media_source": "networka",
+            "sha1_gaid": "abc",
+        },
+    )
+    assert status == 400
+    assert "device.hashed[0].value" in _fields(body)
+
+
+async def test_http_body_that_is_not_json(suite: SuiteAddresses) -> None:
+    status, body = await _http(
+        suite,
+        "POST",
+        "/v1/installs",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 400
+    assert "body" in _fields(body)
