@@ -40,7 +40,9 @@ def render() -> str:
             "|---|---|---|---|",
         ]
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default: object = f.default
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             lines.append(
                 f"| `{config.flag_name(f.name)}` | `{config.env_name(f.name)}` | `{default!r}` "
                 f"| {docs.get(f.name, '')} |"
