@@ -1,0 +1,118 @@
+"""The server bootstrap: health is NOT_SERVING until the component is warm;
+``lookback up`` starts the whole suite, runs the demo and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lookback.core.server import GrpcServer, ServerConfig
+
+
+class SlowToWarm:
+    """A real component whose warm-up waits for the test's go-ahead."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.warming = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        return ["test.Slow"]
+
+    async def start(self) -> None:
+        self.warming.set()
+        await self.go.wait()
+
+    async def stop(self) -> None:
+        pass
+
+
+async def _status(address: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2
+        )
+        return answer.status
+
+
+async def test_health_is_serving_only_once_warm() -> None:
+    component = SlowToWarm()
+    server = GrpcServer(component, ServerConfig(port=0, grace_period=1))
+    starting = asyncio.ensure_future(server.start())
+    await asyncio.wait_for(component.warming.wait(), 10)  # bound and started, not warm
+    address = server.address
+    assert await _status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await _status(address, "test.Slow") == health_pb2.HealthCheckResponse.NOT_SERVING
+    component.go.set()
+    await starting
+    assert await _status(address) == health_pb2.HealthCheckResponse.SERVING
+    await server.stop()
+
+
+def _free_base_port() -> int:
+    """A base port whose next five ports and +100 are free right now."""
+    for base in range(23_000, 60_000, 137):
+        ports = [base + i for i in range(1, 6)] + [base + 100]
+        try:
+            socks = []
+            for p in ports:
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free ports")
+
+
+async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: object) -> None:
+    base = _free_base_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        "up",
+        "--demo",
+        "--base-port",
+        str(base),
+        "--http-port",
+        str(base + 100),
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    output = []
+    try:
+        while True:
+            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+            assert line, "lookback up exited early:\n" + "".join(output)
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        text = "".join(output)
+        assert "Lookback is up" in text
+        assert "no ad seen" in text and "organic" in text
+        assert "clicked networka" in text and "device_id" in text
+        assert "duplicate" in text
+        process.send_signal(signal.SIGINT)
+        rest = (await asyncio.wait_for(process.stdout.read(), 30)).decode()
+        assert await process.wait() == 0
+        assert "lookback up: stopped" in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
