@@ -91,12 +91,16 @@ async def test_a_stored_click_id_keeps_its_first_version(backend: SqliteBackend)
 async def test_retention_expires_impressions_after_a_day_and_clicks_after_30(
     backend: SqliteBackend, clock: Clock
 ) -> None:
+    # Each keeps a day's margin past its longest window for late reports.
     await backend.put_touches([touch("c", NOW), touch("v", NOW, touch_pb2.TOUCH_TYPE_IMPRESSION)])
-    clock.now = NOW + DAY + 1
+    clock.now = NOW + 2 * DAY - 1
+    found = await backend.find_touches("app", ["gaid:x"], [], 0, clock.now)
+    assert sorted(t.click_id for t in found) == ["c", "v"]
+    clock.now = NOW + 2 * DAY + 1
     assert [
         t.click_id for t in await backend.find_touches("app", ["gaid:x"], [], 0, clock.now)
     ] == ["c"]
-    clock.now = NOW + 30 * DAY + 1
+    clock.now = NOW + 31 * DAY + 1
     assert await backend.find_touches("app", ["gaid:x"], ["c"], 0, clock.now) == []
     assert await backend.purge_expired() > 0
 

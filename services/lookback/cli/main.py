@@ -80,9 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
     p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
+    sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
     p_demo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
 
+    if args[:2] == ["scenario", "run"]:
+        from lookback.cli.scenarios import main as run_scenarios
+
+        return run_scenarios(args[2:])
     if args[:1] == ["serve"]:
         known, rest = p_serve.parse_known_args(args[1:])
         return run_service(known.service, rest)

@@ -5,6 +5,7 @@ runner. Every request to ``/{partner}...`` is recorded; ``wait_for`` waits
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -60,6 +61,15 @@ class PostbackSink:
 
     def for_partner(self, partner: str) -> list[Received]:
         return [r for r in self.received if r.partner == partner]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds (re-checked on each arrival); False on timeout."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     async def wait_for(
         self, predicate_partner: str, count: int = 1, timeout: float = 10.0

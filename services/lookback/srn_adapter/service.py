@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,7 +26,8 @@ class SrnConfig(ServerConfig):
     """Settings of the SRN adapter."""
 
     srn_endpoints: dict[str, str] = field(default_factory=dict)
-    """Base URL per network, e.g. ``srn_social=http://127.0.0.1:9000``."""
+    """Base URL per network, e.g. ``srn_social=http://127.0.0.1:9000``; the
+    network ``*`` gives the URL of every network not named."""
     default_budget_ms: int = 100
     """Budget of a query that names none."""
     max_concurrency: int = 256
@@ -37,11 +39,25 @@ class SrnConfig(ServerConfig):
 
 
 class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
-    def __init__(self, config: SrnConfig, adapters: dict[str, SrnAdapter]) -> None:
+    def __init__(
+        self,
+        config: SrnConfig,
+        adapters: dict[str, SrnAdapter],
+        make_adapter: Callable[[str, str], SrnAdapter] | None = None,
+    ) -> None:
         self.config = config
         self.adapters = adapters
+        self.make_adapter = make_adapter
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limit = asyncio.Semaphore(config.max_concurrency)
+
+    def adapter_for(self, network: str) -> SrnAdapter | None:
+        """The network's adapter; one is made for the ``*`` endpoint if needed."""
+        adapter = self.adapters.get(network)
+        fallback = self.config.srn_endpoints.get("*")
+        if adapter is None and fallback and self.make_adapter is not None:
+            adapter = self.adapters[network] = self.make_adapter(network, fallback)
+        return adapter
 
     async def _ask(
         self, adapter: SrnAdapter, request: pb.QueryClaimsRequest, deadline: float
@@ -75,10 +91,12 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
         deadline = time.monotonic() + budget
         response = pb.QueryClaimsResponse()
         networks = list(dict.fromkeys(request.networks))
-        known = [n for n in networks if n in self.adapters]
-        response.unanswered.extend(n for n in networks if n not in self.adapters)
+        adapters = {n: self.adapter_for(n) for n in networks}
+        known = [n for n, a in adapters.items() if a is not None]
+        response.unanswered.extend(n for n, a in adapters.items() if a is None)
         results = await asyncio.gather(
-            *(self._ask(self.adapters[n], request, deadline) for n in known), return_exceptions=True
+            *(self._ask(adapters[n], request, deadline) for n in known),  # type: ignore[arg-type]
+            return_exceptions=True,
         )
         for network, result in zip(known, results, strict=True):
             if isinstance(result, BaseException):
@@ -98,15 +116,20 @@ class SrnComponent:
         self.adapters: dict[str, SrnAdapter] = {}
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        self.servicer = SrnAdapterServicer(self.config, self.adapters)
+        self.servicer = SrnAdapterServicer(self.config, self.adapters, self._make_adapter)
         pb_grpc.add_SrnAdapterServiceServicer_to_server(self.servicer, server)
         return [pb.DESCRIPTOR.services_by_name["SrnAdapterService"].full_name]
+
+    def _make_adapter(self, network: str, url: str) -> SrnAdapter:
+        assert self.session is not None, "not started"
+        return HttpSrnAdapter(network, url, self.session)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(connector=connector)
         for network, url in self.config.srn_endpoints.items():
-            self.adapters[network] = HttpSrnAdapter(network, url, self.session)
+            if network != "*":
+                self.adapters[network] = HttpSrnAdapter(network, url, self.session)
 
     async def stop(self) -> None:
         if self.session is not None:

@@ -15,11 +15,14 @@ from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.domain.durations import DAY, HOUR, MONTH
 
 # Retention from each record's own time (ATTRIBUTION_RULES.md, section 4):
-# the longest window a record could ever count in, whatever the settings.
-CLICK_RETENTION = 30 * DAY
-IMPRESSION_RETENTION = 24 * HOUR
-INSTALL_RETENTION = 24 * MONTH
-EVENT_RETENTION = 24 * MONTH
+# the longest window a record could ever count in, whatever the settings,
+# plus a day's margin for reports that arrive late (an offline device sends
+# its first launch when it comes back; a replayed timeline arrives at once).
+LATE_REPORT_MARGIN = 1 * DAY
+CLICK_RETENTION = 30 * DAY + LATE_REPORT_MARGIN
+IMPRESSION_RETENTION = 24 * HOUR + LATE_REPORT_MARGIN
+INSTALL_RETENTION = 24 * MONTH + LATE_REPORT_MARGIN
+EVENT_RETENTION = 24 * MONTH + LATE_REPORT_MARGIN
 
 
 def touch_retention(touch: touch_pb2.Touch) -> int:
