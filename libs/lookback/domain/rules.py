@@ -107,10 +107,18 @@ class Candidate:
     site_id: str = ""
     is_retargeting: bool = False
 
-    def sort_key(self) -> tuple[int, int, int, str]:
-        # Best first: lowest tier, most recent, method order, then click id
-        # so that the result never depends on the order touches arrived in.
-        return (self.tier, -self.engaged_at, _METHOD_ORDER.get(self.method, 9), self.click_id)
+    def sort_key(self) -> tuple[int, int, int, str, str, str]:
+        # Best first: lowest tier, most recent, method order; then click id,
+        # media source and campaign, so that the result never depends on the
+        # order candidates arrived in.
+        return (
+            self.tier,
+            -self.engaged_at,
+            _METHOD_ORDER.get(self.method, 9),
+            self.click_id,
+            self.media_source,
+            self.campaign,
+        )
 
 
 def in_window(engaged_at: Micros, at: Micros, window: Micros | None) -> bool:
