@@ -582,3 +582,14 @@ class DeciderComponent:
 
     async def stop(self) -> None:
         await self.decider.close()
+        for name, cache in (
+            ("settings", self.decider.settings_cache),
+            ("install", self.decider.install_cache),
+        ):
+            log.info(
+                "%s cache: %d hits, %d misses, hit ratio %.3f",
+                name,
+                cache.hits,
+                cache.misses,
+                cache.hit_ratio,
+            )
