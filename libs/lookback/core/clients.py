@@ -1,15 +1,15 @@
-"""Client channels between services: every call has a deadline.
+"""Client channels and stubs between services: every call has a deadline.
 
-Services reach each other only through generated stubs over channels made
-here. A call without an explicit ``timeout`` gets the channel's default
-deadline, so no call can hang for ever.
+Services reach each other only through generated stubs made by :func:`stub`
+over channels made by :func:`channel`. A call without an explicit
+``timeout`` gets the stub's default deadline, so no call can hang for ever.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -33,34 +33,41 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Gives every unary call a deadline unless the caller set one."""
+class _WithDeadline:
+    """A multicallable that adds ``timeout=`` when the caller gives none."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    __slots__ = ("_call", "_timeout")
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        if client_call_details.timeout is None:
-            client_call_details = grpc.aio.ClientCallDetails(
-                method=client_call_details.method,
-                timeout=self.seconds,
-                metadata=client_call_details.metadata,
-                credentials=client_call_details.credentials,
-                wait_for_ready=client_call_details.wait_for_ready,
-            )
-        return await continuation(client_call_details, request)
+    def __init__(self, call: Any, timeout: float) -> None:
+        self._call = call
+        self._timeout = timeout
+
+    def __call__(self, request: Any, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        return self._call(request, timeout=self._timeout if timeout is None else timeout, **kwargs)
 
 
-def channel(address: str, default_timeout: float = 5.0) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (``host:port``) with a default deadline."""
+S = TypeVar("S")
+
+
+def stub(
+    stub_class: Callable[[grpc.aio.Channel], S],
+    channel: grpc.aio.Channel,
+    default_timeout: float = 5.0,
+) -> S:
+    """A generated stub whose every call has a deadline (``default_timeout``
+    seconds unless the call names one). Wrapping the stub's methods costs
+    far less per call than a client interceptor."""
+    instance = stub_class(channel)
+    for name, call in list(vars(instance).items()):
+        if callable(call):
+            setattr(instance, name, _WithDeadline(call, default_timeout))
+    return instance
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    """An insecure channel to ``address`` (``host:port``) that retries UNAVAILABLE."""
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[DefaultDeadline(default_timeout)],
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

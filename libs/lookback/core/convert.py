@@ -120,7 +120,7 @@ def touch(t: touch_pb2.Touch) -> model.Touch:
 
 def install(i: install_pb2.Install) -> model.Install:
     referrer = None
-    if i.HasField("install_referrer") and i.install_referrer.referrer:
+    if i.HasField("install_referrer"):
         r = i.install_referrer
         referrer = model.Referrer(
             raw=r.referrer,

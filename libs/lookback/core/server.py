@@ -79,16 +79,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     - Anything else: ``INTERNAL``, logged with its traceback.
     """
 
+    def __init__(self) -> None:
+        # The wrapped handler of each method, made once: this runs on every call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
-        method = handler_call_details.method
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()

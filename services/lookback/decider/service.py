@@ -201,13 +201,15 @@ class Decider:
         self._channels: list[grpc.aio.Channel] = []
 
     async def connect(self) -> None:
-        store_ch = clients.channel(self.config.store_address, self.config.store_timeout)
+        store_ch = clients.channel(self.config.store_address)
         srn_ch = clients.channel(self.config.srn_address)
         postback_ch = clients.channel(self.config.postback_address)
         self._channels = [store_ch, srn_ch, postback_ch]
-        self.store = store_grpc.TouchpointStoreServiceStub(store_ch)
-        self.srn = srn_grpc.SrnAdapterServiceStub(srn_ch)
-        self.postbacks = postback_grpc.PostbackDispatcherServiceStub(postback_ch)
+        self.store = clients.stub(
+            store_grpc.TouchpointStoreServiceStub, store_ch, self.config.store_timeout
+        )
+        self.srn = clients.stub(srn_grpc.SrnAdapterServiceStub, srn_ch)
+        self.postbacks = clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch)
         for ch in self._channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=30)
 

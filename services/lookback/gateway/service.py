@@ -208,10 +208,10 @@ def touch_from_link(request: web.Request, touch_type: int) -> tuple[touch_pb2.To
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self._ingestion_ch = clients.channel(config.ingestion_address, 10.0)
+        self._ingestion_ch = clients.channel(config.ingestion_address)
         self._decider_ch = clients.channel(config.decider_address)
-        self.ingestion = ingestion_grpc.IngestionServiceStub(self._ingestion_ch)
-        self.apps = apps_grpc.AppSettingsServiceStub(self._decider_ch)
+        self.ingestion = clients.stub(ingestion_grpc.IngestionServiceStub, self._ingestion_ch, 10.0)
+        self.apps = clients.stub(apps_grpc.AppSettingsServiceStub, self._decider_ch)
         self.health = health_pb2_grpc.HealthStub(self._ingestion_ch)
         self.draining = False
 

@@ -154,12 +154,14 @@ class IngestionComponent:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         store_ch = clients.channel(self.config.store_address)
-        decider_ch = clients.channel(self.config.decider_address, self.config.decider_timeout)
+        decider_ch = clients.channel(self.config.decider_address)
         self._channels = [store_ch, decider_ch]
         pb_grpc.add_IngestionServiceServicer_to_server(
             IngestionServicer(
-                store_grpc.TouchpointStoreServiceStub(store_ch),
-                decider_grpc.DeciderServiceStub(decider_ch),
+                clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch),
+                clients.stub(
+                    decider_grpc.DeciderServiceStub, decider_ch, self.config.decider_timeout
+                ),
             ),
             server,
         )

@@ -1,9 +1,9 @@
 """The embedded default backend: SQLite on disk, nothing to install.
 
-One connection lives on one dedicated thread, so the event loop never blocks
-on the database and writes are serialised. WAL mode with ``synchronous=FULL``:
-a write that returned is on disk. Expired records (retention) are purged at
-start and then hourly; reads never return them either way.
+Writes are group-committed by one writer thread and are on disk when they
+return; reads use their own connection (see :mod:`lookback.core.sqlite`).
+Expired records (retention) are purged at start and then hourly; reads never
+return them either way.
 """
 
 from __future__ import annotations
@@ -12,21 +12,18 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.core.convert import ts_to_micros
+from lookback.core.sqlite import SqliteDatabase
 from lookback.touchpoint_store.backend import (
     EVENT_RETENTION,
     INSTALL_RETENTION,
     InstallFacts,
     touch_retention,
 )
-
-T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 _MIGRATIONS = {
@@ -68,64 +65,30 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
+Db = sqlite3.Connection
+
+
 class SqliteBackend:
     """:class:`~lookback.touchpoint_store.backend.StoreBackend` on SQLite."""
 
     def __init__(self, path: str | Path, clock: Callable[[], int] = wall_clock_micros) -> None:
-        self.path = Path(path)
         self.clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        self._db: sqlite3.Connection | None = None
+        self.db = SqliteDatabase(path, _MIGRATIONS, name="store")
         self._purger: asyncio.Task[None] | None = None
 
-    # --- plumbing --------------------------------------------------------
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "backend not open"
-        return self._db
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        for version in sorted(v for v in _MIGRATIONS if v > current):
-            # One script, one transaction: a migration applies whole or not at all.
-            try:
-                db.executescript(
-                    f"BEGIN IMMEDIATE; {_MIGRATIONS[version]}"
-                    f" INSERT INTO schema_version VALUES ({version}); COMMIT;"
-                )
-            except Exception:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        self._db = db
-
     async def open(self) -> None:
-        await self._run(self._open)
+        await self.db.open()
         await self.purge_expired()
         self._purger = asyncio.create_task(self._purge_loop())
 
     async def close(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
-        if self._db is not None:
-            await self._run(self.db.close)
-            self._db = None
-        self._executor.shutdown(wait=True)
+        await self.db.close()
 
     async def healthy(self) -> bool:
         try:
-            await self._run(lambda: self.db.execute("SELECT 1").fetchone())
+            self.db.read(lambda db: db.execute("SELECT 1").fetchone())
         except Exception:
             return False
         return True
@@ -135,54 +98,55 @@ class SqliteBackend:
             await asyncio.sleep(PURGE_INTERVAL)
             await self.purge_expired()
 
-    def _purge(self, now: int) -> int:
+    @staticmethod
+    def _purge(db: Db, now: int) -> int:
         removed = 0
-        with self._tx():
-            for table in ("touches", "touch_keys", "installs", "install_keys", "events"):
-                removed += self.db.execute(
-                    f"DELETE FROM {table} WHERE expires_at < ?", (now,)
-                ).rowcount
+        for table in ("touches", "touch_keys", "installs", "install_keys", "events"):
+            removed += db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,)).rowcount
         return removed
 
     async def purge_expired(self) -> int:
         """Delete every record past its retention; returns how many rows went."""
-        return await self._run(self._purge, self.clock())
-
-    def _tx(self) -> _Transaction:
-        return _Transaction(self.db)
+        return await self.db.write(self._purge, self.clock())
 
     # --- touches ---------------------------------------------------------
 
-    def _put_touches(self, touches: Sequence[store_pb.IndexedTouch]) -> int:
+    @staticmethod
+    def _put_touches(db: Db, touches: Sequence[store_pb.IndexedTouch]) -> int:
         stored = 0
-        with self._tx():
-            for item in touches:
-                t = item.touch
-                engaged = ts_to_micros(t.engaged_at)
-                expires = engaged + touch_retention(t)
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO touches VALUES (?,?,?,?,?)",
-                    (t.app_id, t.click_id, engaged, expires, t.SerializeToString()),
-                )
-                if cur.rowcount == 0:
-                    continue
-                stored += 1
-                self.db.executemany(
-                    "INSERT OR IGNORE INTO touch_keys VALUES (?,?,?,?,?)",
-                    [(t.app_id, k, engaged, t.click_id, expires) for k in set(item.match_keys)],
-                )
+        for item in touches:
+            t = item.touch
+            engaged = ts_to_micros(t.engaged_at)
+            expires = engaged + touch_retention(t)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO touches VALUES (?,?,?,?,?)",
+                (t.app_id, t.click_id, engaged, expires, t.SerializeToString()),
+            )
+            if cur.rowcount == 0:
+                continue
+            stored += 1
+            db.executemany(
+                "INSERT OR IGNORE INTO touch_keys VALUES (?,?,?,?,?)",
+                [(t.app_id, k, engaged, t.click_id, expires) for k in set(item.match_keys)],
+            )
         return stored
 
     async def put_touches(self, touches: Sequence[store_pb.IndexedTouch]) -> int:
-        return await self._run(self._put_touches, list(touches))
+        return await self.db.write(self._put_touches, list(touches))
 
     def _find_touches(
-        self, app_id: str, keys: Sequence[str], click_ids: Sequence[str], after: int, before: int
+        self,
+        db: Db,
+        app_id: str,
+        keys: Sequence[str],
+        click_ids: Sequence[str],
+        after: int,
+        before: int,
     ) -> list[touch_pb2.Touch]:
         now = self.clock()
         ids: set[str] = set(click_ids)
         if keys:
-            rows = self.db.execute(
+            rows = db.execute(
                 "SELECT click_id FROM touch_keys WHERE app_id=?"
                 f" AND key IN ({_placeholders(len(keys))})"
                 " AND engaged_at BETWEEN ? AND ? AND expires_at >= ?",
@@ -191,7 +155,7 @@ class SqliteBackend:
             ids.update(r[0] for r in rows)
         if not ids:
             return []
-        found = self.db.execute(
+        found = db.execute(
             f"SELECT body FROM touches WHERE app_id=? AND click_id IN ({_placeholders(len(ids))})"
             " AND expires_at >= ?",
             (app_id, *sorted(ids), now),
@@ -208,23 +172,23 @@ class SqliteBackend:
     async def find_touches(
         self, app_id: str, keys: Sequence[str], click_ids: Sequence[str], after: int, before: int
     ) -> list[touch_pb2.Touch]:
-        return await self._run(
-            self._find_touches, app_id, list(keys), list(click_ids), after, before
-        )
+        return self.db.read(self._find_touches, app_id, keys, click_ids, after, before)
 
     # --- installs --------------------------------------------------------
 
-    def _get_install(self, app_id: str, install_id: str) -> store_pb.InstallRecord | None:
-        row = self.db.execute(
+    def _get_install(self, db: Db, app_id: str, install_id: str) -> store_pb.InstallRecord | None:
+        row = db.execute(
             "SELECT body FROM installs WHERE app_id=? AND install_id=? AND expires_at >= ?",
             (app_id, install_id, self.clock()),
         ).fetchone()
         return store_pb.InstallRecord.FromString(row[0]) if row else None
 
-    def _find_installs(self, app_id: str, keys: Sequence[str]) -> list[store_pb.InstallRecord]:
+    def _find_installs(
+        self, db: Db, app_id: str, keys: Sequence[str]
+    ) -> list[store_pb.InstallRecord]:
         if not keys:
             return []
-        rows = self.db.execute(
+        rows = db.execute(
             "SELECT i.body FROM installs i WHERE i.app_id=? AND i.expires_at >= ?"
             " AND i.install_id IN (SELECT install_id FROM install_keys"
             f" WHERE app_id=? AND key IN ({_placeholders(len(keys))}))"
@@ -235,6 +199,7 @@ class SqliteBackend:
 
     def _gather(
         self,
+        db: Db,
         app_id: str,
         install_id: str,
         touch_keys: Sequence[str],
@@ -243,13 +208,13 @@ class SqliteBackend:
         before: int,
         device_keys: Sequence[str],
     ) -> InstallFacts:
-        existing = self._get_install(app_id, install_id)
+        existing = self._get_install(db, app_id, install_id)
         if existing is not None:
             return InstallFacts(existing, [], [])
         return InstallFacts(
             None,
-            self._find_touches(app_id, touch_keys, click_ids, after, before),
-            self._find_installs(app_id, device_keys),
+            self._find_touches(db, app_id, touch_keys, click_ids, after, before),
+            self._find_installs(db, app_id, device_keys),
         )
 
     async def gather_install_facts(
@@ -262,143 +227,122 @@ class SqliteBackend:
         before: int,
         device_keys: Sequence[str],
     ) -> InstallFacts:
-        return await self._run(
-            self._gather,
-            app_id,
-            install_id,
-            list(touch_keys),
-            list(click_ids),
-            after,
-            before,
-            list(device_keys),
+        return self.db.read(
+            self._gather, app_id, install_id, touch_keys, click_ids, after, before, device_keys
         )
 
     def _create_install(
-        self, record: store_pb.InstallRecord
+        self, db: Db, record: store_pb.InstallRecord
     ) -> tuple[bool, store_pb.InstallRecord]:
         i = record.install
         installed = ts_to_micros(i.installed_at)
         expires = installed + INSTALL_RETENTION
-        with self._tx():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO installs VALUES (?,?,?,?,?)",
-                (i.app_id, i.install_id, installed, expires, record.SerializeToString()),
-            )
-            if cur.rowcount == 0:
-                existing = self._get_install(i.app_id, i.install_id)
-                assert existing is not None
-                return False, existing
-            self.db.executemany(
-                "INSERT OR IGNORE INTO install_keys VALUES (?,?,?,?,?)",
-                [(i.app_id, k, installed, i.install_id, expires) for k in set(record.match_keys)],
-            )
+        cur = db.execute(
+            "INSERT OR IGNORE INTO installs VALUES (?,?,?,?,?)",
+            (i.app_id, i.install_id, installed, expires, record.SerializeToString()),
+        )
+        if cur.rowcount == 0:
+            existing = self._get_install(db, i.app_id, i.install_id)
+            assert existing is not None
+            return False, existing
+        db.executemany(
+            "INSERT OR IGNORE INTO install_keys VALUES (?,?,?,?,?)",
+            [(i.app_id, k, installed, i.install_id, expires) for k in set(record.match_keys)],
+        )
         return True, record
 
     async def create_install_record(
         self, record: store_pb.InstallRecord
     ) -> tuple[bool, store_pb.InstallRecord]:
-        return await self._run(self._create_install, record)
+        return await self.db.write(self._create_install, record)
 
     async def get_install_record(
         self, app_id: str, install_id: str
     ) -> store_pb.InstallRecord | None:
-        return await self._run(self._get_install, app_id, install_id)
+        return self.db.read(self._get_install, app_id, install_id)
 
     async def find_install_records(
         self, app_id: str, keys: Sequence[str]
     ) -> list[store_pb.InstallRecord]:
-        return await self._run(self._find_installs, app_id, list(keys))
+        return self.db.read(self._find_installs, app_id, keys)
 
     def _record_open(
-        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+        self, db: Db, open_: install_pb2.Open, decision: decision_pb2.Decision
     ) -> store_pb.InstallRecord | None:
-        with self._tx():
-            record = self._get_install(open_.app_id, open_.install_id)
-            if record is None:
-                return None
-            if decision.kind == decision_pb2.DECISION_KIND_REENGAGEMENT:
-                record.latest_reengagement.CopyFrom(decision)
-                self.db.execute(
-                    "UPDATE installs SET body=? WHERE app_id=? AND install_id=?",
-                    (record.SerializeToString(), open_.app_id, open_.install_id),
-                )
+        record = self._get_install(db, open_.app_id, open_.install_id)
+        if record is None:
+            return None
+        if decision.kind == decision_pb2.DECISION_KIND_REENGAGEMENT:
+            record.latest_reengagement.CopyFrom(decision)
+            db.execute(
+                "UPDATE installs SET body=? WHERE app_id=? AND install_id=?",
+                (record.SerializeToString(), open_.app_id, open_.install_id),
+            )
         return record
 
     async def record_open_decision(
         self, open_: install_pb2.Open, decision: decision_pb2.Decision
     ) -> store_pb.InstallRecord | None:
-        return await self._run(self._record_open, open_, decision)
+        return await self.db.write(self._record_open, open_, decision)
 
     # --- events ----------------------------------------------------------
 
+    @staticmethod
     def _put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        db: Db, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
     ) -> tuple[bool, decision_pb2.EventAttribution]:
         expires = ts_to_micros(event.occurred_at) + EVENT_RETENTION
-        with self._tx():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?)",
-                (
-                    event.app_id,
-                    event.event_id,
-                    expires,
-                    event.SerializeToString(),
-                    attribution.SerializeToString(),
-                ),
-            )
-            if cur.rowcount:
-                return True, attribution
-            row = self.db.execute(
-                "SELECT attribution FROM events WHERE app_id=? AND event_id=?",
-                (event.app_id, event.event_id),
-            ).fetchone()
+        cur = db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?)",
+            (
+                event.app_id,
+                event.event_id,
+                expires,
+                event.SerializeToString(),
+                attribution.SerializeToString(),
+            ),
+        )
+        if cur.rowcount:
+            return True, attribution
+        row = db.execute(
+            "SELECT attribution FROM events WHERE app_id=? AND event_id=?",
+            (event.app_id, event.event_id),
+        ).fetchone()
         return False, decision_pb2.EventAttribution.FromString(row[0])
 
     async def put_event(
         self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
     ) -> tuple[bool, decision_pb2.EventAttribution]:
-        return await self._run(self._put_event, event, attribution)
+        return await self.db.write(self._put_event, event, attribution)
 
     # --- apps ------------------------------------------------------------
 
-    def _create_app(self, app: app_pb2.App) -> bool:
-        with self._tx():
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO apps VALUES (?,?,?)",
-                (app.app_id, app.version, app.SerializeToString()),
-            )
+    @staticmethod
+    def _create_app(db: Db, app: app_pb2.App) -> bool:
+        cur = db.execute(
+            "INSERT OR IGNORE INTO apps VALUES (?,?,?)",
+            (app.app_id, app.version, app.SerializeToString()),
+        )
         return cur.rowcount == 1
 
     async def create_app(self, app: app_pb2.App) -> bool:
-        return await self._run(self._create_app, app)
+        return await self.db.write(self._create_app, app)
 
-    def _get_app(self, app_id: str) -> app_pb2.App | None:
-        row = self.db.execute("SELECT body FROM apps WHERE app_id=?", (app_id,)).fetchone()
+    @staticmethod
+    def _get_app(db: Db, app_id: str) -> app_pb2.App | None:
+        row = db.execute("SELECT body FROM apps WHERE app_id=?", (app_id,)).fetchone()
         return app_pb2.App.FromString(row[0]) if row else None
 
     async def get_app(self, app_id: str) -> app_pb2.App | None:
-        return await self._run(self._get_app, app_id)
+        return self.db.read(self._get_app, app_id)
 
-    def _replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
-        with self._tx():
-            cur = self.db.execute(
-                "UPDATE apps SET version=?, body=? WHERE app_id=? AND version=?",
-                (app.version, app.SerializeToString(), app.app_id, expected_version),
-            )
+    @staticmethod
+    def _replace_app(db: Db, app: app_pb2.App, expected_version: int) -> bool:
+        cur = db.execute(
+            "UPDATE apps SET version=?, body=? WHERE app_id=? AND version=?",
+            (app.version, app.SerializeToString(), app.app_id, expected_version),
+        )
         return cur.rowcount == 1
 
     async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
-        return await self._run(self._replace_app, app, expected_version)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return await self.db.write(self._replace_app, app, expected_version)
