@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CODE    = libs services tests scripts bench
 
-.PHONY: setup demo up test check unit protos clean
+.PHONY: setup demo up test check unit scenarios bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ up: setup
 	$(BIN)/lookback up
 
 ## Set up and run every check and every test (what CI runs).
-test: setup check unit
+test: setup check unit scenarios
 
 check: setup
 	$(BIN)/python scripts/gen_protos.py --check
@@ -36,6 +36,14 @@ check: setup
 
 unit: setup
 	$(BIN)/pytest
+
+## Replay every scenario (ours, and the specification's examples when present).
+scenarios: setup
+	$(BIN)/lookback scenario run tests/scenarios $(wildcard ../shared/scenarios)
+
+## The decision benchmark; writes docs/benchmarks/decisions.md.
+bench: setup
+	$(BIN)/python -m bench.decisions --duration 10 --out docs/benchmarks/decisions.md --json docs/benchmarks/decisions.json
 
 ## Regenerate the Python code from protos/.
 protos: setup

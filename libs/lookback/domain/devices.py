@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from lookback.domain.model import Device, HashedId
+from lookback.domain.model import DEVICE_ID_TYPES, Device, HashedId
 
 _ZERO = re.compile(r"^[0\-]+$")
 HASH_ALGORITHMS = ("sha1", "md5")
@@ -73,6 +73,12 @@ def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]
         for algorithm in HASH_ALGORITHMS:
             keys.add(hashed_key(algorithm, id_type, _digest(algorithm, lowered)))
     return keys
+
+
+def raw_keys(keys: Iterable[str]) -> list[str]:
+    """The raw-identifier keys among ``keys``, sorted. Installs carry raw
+    identifiers, so an install finds another install by raw keys alone."""
+    return sorted(k for k in keys if k.split(":", 1)[0] in DEVICE_ID_TYPES)
 
 
 def hashed(id_type: str, algorithm: str, value: str) -> HashedId:
