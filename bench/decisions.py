@@ -44,7 +44,13 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_gr
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands, wait_serving
+from lookback.cli.suite import (
+    PORT_OFFSETS,
+    Supervisor,
+    child_commands,
+    free_base_port,
+    wait_serving,
+)
 
 CONCURRENCIES = (1, 16, 64)
 
@@ -108,28 +114,9 @@ async def start_echo() -> tuple[asyncio.subprocess.Process, str]:
     return process, match.group(1)
 
 
-def free_base_port() -> int:
-    import socket
-
-    for base in range(31_000, 60_000, 97):
-        socks = []
-        try:
-            for p in [base + i for i in range(1, 6)] + [base + 100]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
-
-
 async def run(duration: float) -> tuple[list[Result], str]:
     data = tempfile.mkdtemp(prefix="lookback-bench-")
-    base = free_base_port()
+    base = free_base_port(31_000)
     ns = argparse.Namespace(
         host="127.0.0.1", base_port=base, http_port=base + 100, data_dir=data, srn_endpoints=""
     )

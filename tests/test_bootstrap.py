@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lookback.cli.suite import free_base_port
 from lookback.core.server import GrpcServer, ServerConfig
 
 
@@ -57,27 +57,8 @@ async def test_health_is_serving_only_once_warm() -> None:
     await server.stop()
 
 
-def _free_base_port() -> int:
-    """A base port whose next five ports and +100 are free right now."""
-    for base in range(23_000, 60_000, 137):
-        ports = [base + i for i in range(1, 6)] + [base + 100]
-        try:
-            socks = []
-            for p in ports:
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
-
-
 async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: object) -> None:
-    base = _free_base_port()
+    base = free_base_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -20,7 +20,7 @@ from lookback.core.errors import Violations
 from lookback.domain.durations import HOUR
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
-from lookback.domain.settings import RANGES, TOUCH_CLICK_LOOKBACK
+from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
 
 MAX_ID = 200
 _ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
@@ -195,18 +195,6 @@ def check_event(v: Violations, e: install_pb2.InAppEvent, now: Micros) -> None:
         v.add("currency", "is required with revenue")
 
 
-_DURATIONS = (
-    "click_lookback",
-    "view_lookback",
-    "probabilistic_click_lookback",
-    "probabilistic_view_lookback",
-    "preload_lookback",
-    "reattribution_window",
-    "reengagement_window",
-    "min_ctit",
-)
-
-
 def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) -> None:
     if not t.url:
         return
@@ -224,7 +212,7 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
     if app.platform not in (app_pb2.PLATFORM_ANDROID, app_pb2.PLATFORM_IOS, app_pb2.PLATFORM_OTHER):
         v.add("platform", "must be android, ios or other")
     s: Any = app.settings
-    for name in _DURATIONS:
+    for name in DURATION_SETTINGS:
         if s.HasField(name):
             check_duration(v, getattr(s, name), f"settings.{name}", name)
     for source, d in s.click_lookback_by_source.items():

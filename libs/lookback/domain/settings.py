@@ -39,3 +39,6 @@ RANGES: dict[str, Range] = {
 
 TOUCH_CLICK_LOOKBACK = RANGES["click_lookback"]
 """A touch's own click lookback override must lie in the app's allowed range."""
+
+DURATION_SETTINGS = tuple(name for name in RANGES if name != "click_lookback_by_source")
+"""The app settings that are single durations."""

@@ -34,33 +34,22 @@ from typing import Any
 import aiohttp
 
 from lookback.domain.durations import parse_duration
+from lookback.domain.settings import DURATION_SETTINGS
 from lookback.postback.sink import PostbackSink
 from lookback.srn_adapter.fake import FakeSrn, start_fake_srn
 
 STEP_KINDS = ("click", "impression", "srn_claim", "install", "open", "event")
-EXPECTATIONS = (
+SCALAR_EXPECTATIONS = (
     "kind",
     "media_source",
     "campaign",
     "click_id",
     "method",
     "touch_type",
-    "contributors",
-    "rejected",
     "reengagement_media_source",
-    "postbacks",
-    "error",
 )
-SETTING_DURATIONS = (
-    "click_lookback",
-    "view_lookback",
-    "probabilistic_click_lookback",
-    "probabilistic_view_lookback",
-    "preload_lookback",
-    "reattribution_window",
-    "reengagement_window",
-    "min_ctit",
-)
+EXPECTATIONS = (*SCALAR_EXPECTATIONS, "contributors", "rejected", "postbacks", "error")
+SETTING_DURATIONS = DURATION_SETTINGS
 SETTINGS = (
     *SETTING_DURATIONS,
     "click_lookback_by_source",
@@ -392,15 +381,7 @@ class Runner:
             return [Failure(i, "error", "OK", f"{error.get('code')}: {error.get('message')}")]
         result = answer.get("decision") or answer.get("attribution") or {}
         failures = []
-        for name in (
-            "kind",
-            "media_source",
-            "campaign",
-            "click_id",
-            "method",
-            "touch_type",
-            "reengagement_media_source",
-        ):
+        for name in SCALAR_EXPECTATIONS:
             if name in expect and result.get(name, "") != expect[name]:
                 failures.append(Failure(i, name, expect[name], result.get(name, "")))
         if (

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,6 +180,25 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
             ],
         ),
     ]
+
+
+def free_base_port(start: int = 23_000) -> int:
+    """A base port for ``lookback up`` whose service ports (base+1..base+5)
+    and gateway port (base+100) are free right now."""
+    for base in range(start, 60_000, 97):
+        socks: list[socket.socket] = []
+        try:
+            for port in [*(base + off for off in PORT_OFFSETS.values()), base + 100]:
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise RuntimeError("no free block of ports")
 
 
 async def wait_serving(address: str, timeout: float = 60.0) -> None:
