@@ -3,8 +3,12 @@ and a fake SRN, shared by the tests; each test isolates itself by app id."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,8 +22,86 @@ from lookback.api.types.v1 import app_pb2
 from lookback.cli.suite import EphemeralSuite, SuiteAddresses
 from lookback.postback.sink import PostbackSink
 from lookback.srn_adapter.fake import FakeSrn, start_fake_srn
+from lookback.touchpoint_store.cassandra import CassandraSettings
 
 SRN_NETWORKS = ("srn_social", "srn_video")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class CassandraNode:
+    """A running Cassandra: ours (scripts/cassandra.sh) or an external one."""
+
+    host: str
+    port: int
+    keyspace: str = "lookback_test"
+    directory: Path | None = None
+
+    def settings(self, **overrides: object) -> CassandraSettings:
+        return CassandraSettings(
+            hosts=(self.host,),
+            port=self.port,
+            keyspace=self.keyspace,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+    def script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.directory is not None, "an external Cassandra is not ours to control"
+        return subprocess.run(
+            [str(REPO / "scripts" / "cassandra.sh"), *args, "--dir", str(self.directory)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNode]:
+    """A real Cassandra for the whole session. ``LOOKBACK_TEST_CASSANDRA=host:port``
+    uses an external one; otherwise scripts/cassandra.sh starts one on free
+    ports. If it cannot start, every test that needs it fails (never skips)."""
+    external = os.environ.get("LOOKBACK_TEST_CASSANDRA")
+    if external:
+        host, _, port = external.rpartition(":")
+        yield CassandraNode(host or "127.0.0.1", int(port or 9042))
+        return
+    directory = tmp_path_factory.mktemp("cassandra")
+    port, storage_port = free_ports(2)
+    node = CassandraNode("127.0.0.1", port, directory=directory)
+    started = subprocess.run(
+        [
+            str(REPO / "scripts" / "cassandra.sh"),
+            "start",
+            "--dir",
+            str(directory),
+            "--port",
+            str(port),
+            "--storage-port",
+            str(storage_port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"Cassandra did not start:\n{started.stdout}\n{started.stderr}")
+    try:
+        yield node
+    finally:
+        node.script("stop")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.fixture(scope="session")

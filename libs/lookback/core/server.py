@@ -71,6 +71,11 @@ class Component(Protocol):
         ...
 
 
+# A component may also have ``async def healthy(self) -> bool`` (and a
+# ``health_interval`` in seconds): the server then follows it, reporting
+# NOT_SERVING while it answers False.
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Logs every unary call and turns exceptions into proper status.
 
@@ -161,6 +166,7 @@ class GrpcServer:
         )
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -176,10 +182,28 @@ class GrpcServer:
         await self.server.start()
         await self.component.start()
         tune_gc()
-        for name in ["", *self.service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(True)
+        probe = getattr(self.component, "healthy", None)
+        if probe is not None:
+            interval = getattr(self.component, "health_interval", 1.0)
+            self._monitor = asyncio.create_task(self._watch_health(probe, interval))
         log.info("%s serving on %s", self.component.name, self.address)
         return self.port
+
+    async def _watch_health(self, probe: Callable[[], Awaitable[bool]], interval: float) -> None:
+        """Follow the component's own health: NOT_SERVING while its backend
+        is down, SERVING again as soon as it answers."""
+        serving = True
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ok = await asyncio.wait_for(probe(), timeout=max(interval, 1.0))
+            except Exception:
+                ok = False
+            if ok != serving:
+                serving = ok
+                log.warning("%s backend %s", self.component.name, "back" if ok else "unavailable")
+                await self.set_serving(ok)
 
     async def set_serving(self, serving: bool) -> None:
         """Report the component's readiness (e.g. while its backend is down)."""
@@ -200,6 +224,8 @@ class GrpcServer:
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.grace_period if grace is None else grace
         log.info("%s stopping (grace %.1fs)", self.component.name, grace)
+        if self._monitor is not None:
+            self._monitor.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.component.stop()

@@ -79,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--base-port", type=int, default=7400, help="gRPC ports are base+1..base+5")
     p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
     p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
+    p_up.add_argument(
+        "--cassandra",
+        default="",
+        metavar="HOST:PORT",
+        help="store in this Cassandra instead of the embedded SQLite store",
+    )
+    p_up.add_argument("--cassandra-keyspace", default="lookback", help="keyspace to use")
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")

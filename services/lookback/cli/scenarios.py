@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,6 +268,7 @@ class Runner:
     srn: FakeSrn
     session: aiohttp.ClientSession
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _serial: Iterator[int] = field(default_factory=itertools.count)
     credited: set[str] = field(default_factory=set)
     """Postback sources already credited to a step: a duplicate report's
     decision repeats its original's id, but its postbacks were the original's."""
@@ -341,7 +343,9 @@ class Runner:
 
     async def run(self, sc: Scenario) -> list[Failure]:
         failures: list[Failure] = []
-        app_id = f"{sc.app['app_id']}.r{self.run_id}"
+        # A fresh suffix per run and per scenario: runs never meet, and two
+        # files naming the same app in one run do not either.
+        app_id = f"{sc.app['app_id']}.r{self.run_id}s{next(self._serial)}"
         last = max(parse_time(s["at"]) for s in sc.steps)
         shift = datetime.now(UTC) - last
         status, answer = await self._call("POST", "/v1/apps", self._app_json(sc, app_id))

@@ -144,8 +144,19 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
         )
 
     srn_extra = ["--srn-endpoints", ns.srn_endpoints] if ns.srn_endpoints else []
+    store_extra = ["--sqlite-path", str(data / "store.sqlite3")]
+    if getattr(ns, "cassandra", ""):
+        c_host, _, c_port = ns.cassandra.rpartition(":")
+        store_extra = [
+            "--cassandra-hosts",
+            c_host or "127.0.0.1",
+            "--cassandra-port",
+            c_port or "9042",
+            "--cassandra-keyspace",
+            ns.cassandra_keyspace,
+        ]
     return [
-        grpc_child("touchpoint_store", "--sqlite-path", str(data / "store.sqlite3")),
+        grpc_child("touchpoint_store", *store_extra),
         grpc_child("srn_adapter", *srn_extra),
         grpc_child("postback", "--queue-path", str(data / "postbacks.sqlite3")),
         grpc_child(
@@ -321,6 +332,8 @@ async def _announce_and_wait(
     for name, offset in PORT_OFFSETS.items():
         print(f"  {name:<17} grpc {ns.host}:{ns.base_port + offset}")
     print(f"  {'gateway':<17} http {gateway_url}")
+    if getattr(ns, "cassandra", ""):
+        print(f"  store backend     Cassandra {ns.cassandra} (keyspace {ns.cassandra_keyspace})")
     print(f"  data folder       {Path(ns.data_dir).resolve()}\n", flush=True)
     if ns.demo:
         from lookback.cli.demo import run_demo

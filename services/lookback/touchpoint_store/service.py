@@ -22,7 +22,26 @@ class StoreConfig(ServerConfig):
     """Settings of the touchpoint store."""
 
     sqlite_path: str = ".lookback/data/store.sqlite3"
-    """SQLite database file of the embedded backend."""
+    """SQLite database file of the embedded backend (used when no Cassandra is configured)."""
+    cassandra_hosts: str = ""
+    """Cassandra contact points, ``host[,host...]``; empty for the embedded SQLite store."""
+    cassandra_port: int = 9042
+    """Cassandra's CQL port."""
+    cassandra_keyspace: str = "lookback"
+    """Keyspace, created on first start."""
+    cassandra_replication: str = "SimpleStrategy:1"
+    """Replication of a new keyspace: ``SimpleStrategy:1`` locally,
+    ``NetworkTopologyStrategy:dc1=3,dc2=3`` in production."""
+    cassandra_local_dc: str = "datacenter1"
+    """The local data centre (token-aware, DC-aware routing; LOCAL_* consistency)."""
+    cassandra_consistency: str = "ONE"
+    """Read and write consistency: ``ONE`` locally, ``LOCAL_QUORUM`` in production.
+    Lightweight transactions always use LOCAL_SERIAL."""
+    cassandra_request_timeout: float = 2.0
+    """Seconds one Cassandra request may take."""
+    health_interval: float = 1.0
+    """Seconds between backend health checks (health turns NOT_SERVING while
+    the backend does not answer, and SERVING again when it does)."""
 
 
 class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
@@ -136,7 +155,8 @@ class StoreComponent:
 
     def __init__(self, config: StoreConfig, backend: StoreBackend | None = None) -> None:
         self.config = config
-        self.backend: StoreBackend = backend or SqliteBackend(config.sqlite_path)
+        self.backend: StoreBackend = backend or make_backend(config)
+        self.health_interval = config.health_interval
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_TouchpointStoreServiceServicer_to_server(TouchpointStore(self.backend), server)
@@ -147,3 +167,26 @@ class StoreComponent:
 
     async def stop(self) -> None:
         await self.backend.close()
+
+    async def healthy(self) -> bool:
+        """Whether the backend answers (polled by the server bootstrap)."""
+        return await self.backend.healthy()
+
+
+def make_backend(config: StoreConfig) -> StoreBackend:
+    """Cassandra when contact points are configured, else embedded SQLite."""
+    if not config.cassandra_hosts:
+        return SqliteBackend(config.sqlite_path)
+    from lookback.touchpoint_store.cassandra import CassandraBackend, CassandraSettings
+
+    return CassandraBackend(
+        CassandraSettings(
+            hosts=tuple(h.strip() for h in config.cassandra_hosts.split(",") if h.strip()),
+            port=config.cassandra_port,
+            keyspace=config.cassandra_keyspace,
+            replication=config.cassandra_replication,
+            local_dc=config.cassandra_local_dc,
+            consistency=config.cassandra_consistency,
+            request_timeout=config.cassandra_request_timeout,
+        )
+    )

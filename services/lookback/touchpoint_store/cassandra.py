@@ -1,0 +1,366 @@
+"""The production backend: Apache Cassandra 5.0, through cassandra-driver.
+
+Schema by query (``schema.py``): every read the decider makes is one
+partition look-up, and the reads for one install run concurrently. Installs,
+events and apps are created with lightweight transactions (``IF NOT
+EXISTS``, serial consistency LOCAL_SERIAL), so an install id is recorded
+exactly once however many replicas race. Retention is a TTL on every write,
+computed from the record's own time.
+
+The driver has no awaitable API: every ``execute_async`` future is bridged
+into asyncio with ``add_callbacks`` and ``call_soon_threadsafe``; nothing
+blocking ever runs on the event loop (connecting and preparing run in a
+thread at start-up). Driver failures become :class:`Unavailable`, so the
+store answers ``UNAVAILABLE`` and never ``OK`` for a write it could not make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.policies import (
+    ConstantReconnectionPolicy,
+    DCAwareRoundRobinPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
+
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.core.convert import ts_to_micros
+from lookback.core.errors import Unavailable
+from lookback.touchpoint_store import schema
+from lookback.touchpoint_store.backend import (
+    EVENT_RETENTION,
+    INSTALL_RETENTION,
+    InstallFacts,
+    touch_retention,
+)
+from lookback.touchpoint_store.sqlite import wall_clock_micros
+
+log = logging.getLogger("lookback.store.cassandra")
+
+PRIOR_INSTALLS_LIMIT = 20
+"""Newest prior installs read per device key."""
+BATCH_BYTES = 40_000
+"""Unlogged batches stay under Cassandra's default 50 KiB batch failure size."""
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    hosts: tuple[str, ...]
+    port: int = 9042
+    keyspace: str = "lookback"
+    replication: str = "SimpleStrategy:1"
+    local_dc: str = "datacenter1"
+    consistency: str = "ONE"
+    request_timeout: float = 2.0
+    connect_timeout: float = 5.0
+
+
+def _aio(future: ResponseFuture) -> asyncio.Future[list[dict[str, Any]]]:
+    """The driver's future as an asyncio future (rows of the first page)."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if result.cancelled():
+            return
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(value)
+
+    future.add_callbacks(
+        lambda rows: loop.call_soon_threadsafe(settle, list(rows or []), None),
+        lambda exc: loop.call_soon_threadsafe(settle, None, exc),
+    )
+    return result
+
+
+def _ttl(expires_at_us: int, now_us: int) -> int:
+    """Seconds to keep a record that expires at ``expires_at_us``; 0 if already expired."""
+    return max(0, (expires_at_us - now_us) // 1_000_000)
+
+
+class CassandraBackend:
+    """:class:`~lookback.touchpoint_store.backend.StoreBackend` on Cassandra."""
+
+    def __init__(
+        self, settings: CassandraSettings, clock: Callable[[], int] = wall_clock_micros
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.cluster: Cluster | None = None
+        self.session: Session | None = None
+        self.q: dict[str, PreparedStatement] = {}
+
+    # --- connection --------------------------------------------------------
+
+    def _connect(self) -> None:
+        s = self.settings
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc)),
+            consistency_level=ConsistencyLevel.name_to_value[s.consistency.upper()],
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=s.request_timeout,
+            row_factory=dict_factory,
+        )
+        cluster = Cluster(
+            contact_points=list(s.hosts),
+            port=s.port,
+            protocol_version=5,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            reconnection_policy=ConstantReconnectionPolicy(delay=1.0, max_attempts=None),
+            connect_timeout=s.connect_timeout,
+            idle_heartbeat_interval=5,
+        )
+        try:
+            session = cluster.connect()
+            schema.migrate(session, s.keyspace, s.replication)
+            session.set_keyspace(s.keyspace)
+            self.q = {name: session.prepare(cql) for name, cql in schema.STATEMENTS.items()}
+        except BaseException:
+            cluster.shutdown()
+            raise
+        self.cluster, self.session = cluster, session
+
+    async def open(self) -> None:
+        """Connect, migrate and prepare; retries until Cassandra answers."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self._connect)
+                return
+            except (NoHostAvailable, DriverException, OSError) as exc:
+                log.warning("Cassandra not reachable yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.shutdown)
+            self.cluster = self.session = None
+
+    async def healthy(self) -> bool:
+        try:
+            await self._run("ping", ())
+        except Unavailable:
+            return False
+        return True
+
+    async def _run(self, name: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        return await self._execute(self.q[name], params)
+
+    async def _execute(
+        self, statement: Any, params: Sequence[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        if self.session is None:
+            raise Unavailable("Cassandra session is not open")
+        try:
+            return await _aio(self.session.execute_async(statement, params))
+        except (RequestExecutionException, NoHostAvailable, DriverException, OSError) as exc:
+            raise Unavailable(f"Cassandra: {type(exc).__name__}: {exc}") from exc
+
+    # --- touches ---------------------------------------------------------
+
+    async def put_touches(self, touches: Sequence[store_pb.IndexedTouch]) -> int:
+        """Every row of every touch, in unlogged batches of at most
+        :data:`BATCH_BYTES`, all sent at once; OK only when all are written."""
+        now = self.clock()
+        write_time = schema.FIRST_WRITE_WINS - now
+        batches: list[BatchStatement] = []
+        size = BATCH_BYTES
+        stored = 0
+        for item in touches:
+            t = item.touch
+            engaged = ts_to_micros(t.engaged_at)
+            ttl = _ttl(engaged + touch_retention(t), now)
+            if ttl == 0:
+                continue  # past its retention already: it can never count
+            stored += 1
+            body = t.SerializeToString()
+            at = engaged // 1000
+            rows: list[tuple[str, tuple[Any, ...]]] = [
+                ("put_touch", (t.app_id, t.click_id, at, body, ttl, write_time))
+            ]
+            rows += [
+                ("put_touch_key", (t.app_id, key, at, t.click_id, body, ttl, write_time))
+                for key in sorted(set(item.match_keys))
+            ]
+            weight = len(rows) * (len(body) + 100)
+            if size + weight > BATCH_BYTES:
+                batches.append(BatchStatement(batch_type=BatchType.UNLOGGED))
+                size = 0
+            size += weight
+            for name, params in rows:
+                batches[-1].add(self.q[name], params)
+        await asyncio.gather(*(self._execute(b) for b in batches))
+        return stored
+
+    async def _touches_by_key(self, app_id: str, key: str, after: int, before: int) -> list[bytes]:
+        rows = await self._run("touches_by_key", (app_id, key, after // 1000, before // 1000))
+        return [r["body"] for r in rows]
+
+    async def _touch_by_id(self, app_id: str, click_id: str) -> list[bytes]:
+        rows = await self._run("touch_by_id", (app_id, click_id))
+        return [r["body"] for r in rows]
+
+    async def find_touches(
+        self, app_id: str, keys: Sequence[str], click_ids: Sequence[str], after: int, before: int
+    ) -> list[touch_pb2.Touch]:
+        bodies = await asyncio.gather(
+            *(self._touches_by_key(app_id, k, after, before) for k in keys),
+            *(self._touch_by_id(app_id, c) for c in click_ids),
+        )
+        seen: dict[str, touch_pb2.Touch] = {}
+        for group in bodies:
+            for body in group:
+                touch = touch_pb2.Touch.FromString(body)
+                known = seen.get(touch.click_id)
+                # A click id written twice with different times has a key row
+                # for each: the first received is the one that stands.
+                if known is None or ts_to_micros(touch.received_at) < ts_to_micros(
+                    known.received_at
+                ):
+                    seen[touch.click_id] = touch
+        return list(seen.values())
+
+    # --- installs --------------------------------------------------------
+
+    @staticmethod
+    def _record(row: dict[str, Any] | None) -> store_pb.InstallRecord | None:
+        if row is None or row.get("body") is None:
+            return None
+        record = store_pb.InstallRecord.FromString(row["body"])
+        if row.get("reengagement") is not None:
+            record.latest_reengagement.ParseFromString(row["reengagement"])
+        return record
+
+    async def get_install_record(
+        self, app_id: str, install_id: str
+    ) -> store_pb.InstallRecord | None:
+        rows = await self._run("install_by_id", (app_id, install_id))
+        return self._record(rows[0] if rows else None)
+
+    async def find_install_records(
+        self, app_id: str, keys: Sequence[str]
+    ) -> list[store_pb.InstallRecord]:
+        groups = await asyncio.gather(
+            *(self._run("installs_by_key", (app_id, k, PRIOR_INSTALLS_LIMIT)) for k in keys)
+        )
+        ids = dict.fromkeys(r["install_id"] for rows in groups for r in rows)
+        records = await asyncio.gather(*(self.get_install_record(app_id, i) for i in ids))
+        found = [r for r in records if r is not None]
+        found.sort(key=lambda r: (-ts_to_micros(r.install.installed_at), r.install.install_id))
+        return found
+
+    async def gather_install_facts(
+        self,
+        app_id: str,
+        install_id: str,
+        touch_keys: Sequence[str],
+        click_ids: Sequence[str],
+        after: int,
+        before: int,
+        device_keys: Sequence[str],
+    ) -> InstallFacts:
+        # Everything at once: the existing record, the touches and the prior
+        # installs are independent partitions.
+        existing, touches, prior = await asyncio.gather(
+            self.get_install_record(app_id, install_id),
+            self.find_touches(app_id, touch_keys, click_ids, after, before),
+            self.find_install_records(app_id, device_keys),
+        )
+        if existing is not None:
+            return InstallFacts(existing, [], [])
+        return InstallFacts(None, touches, [p for p in prior if p.install.install_id != install_id])
+
+    async def create_install_record(
+        self, record: store_pb.InstallRecord
+    ) -> tuple[bool, store_pb.InstallRecord]:
+        i = record.install
+        installed = ts_to_micros(i.installed_at)
+        ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
+        body = record.SerializeToString()
+        rows = await self._run(
+            "create_install", (i.app_id, i.install_id, installed // 1000, body, ttl)
+        )
+        if rows and not rows[0].get("[applied]", True):
+            existing = self._record(rows[0])
+            if existing is None:  # the row was there but had no body yet
+                existing = await self.get_install_record(i.app_id, i.install_id)
+            assert existing is not None
+            return False, existing
+        await asyncio.gather(
+            *(
+                self._run("put_install_key", (i.app_id, k, installed // 1000, i.install_id, ttl))
+                for k in set(record.match_keys)
+            )
+        )
+        return True, record
+
+    async def record_open_decision(
+        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+    ) -> store_pb.InstallRecord | None:
+        record = await self.get_install_record(open_.app_id, open_.install_id)
+        if record is None:
+            return None
+        if decision.kind == decision_pb2.DECISION_KIND_REENGAGEMENT:
+            installed = ts_to_micros(record.install.installed_at)
+            ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
+            await self._run(
+                "set_reengagement",
+                (ttl, decision.SerializeToString(), open_.app_id, open_.install_id),
+            )
+            record.latest_reengagement.CopyFrom(decision)
+        return record
+
+    # --- events ----------------------------------------------------------
+
+    async def put_event(
+        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+    ) -> tuple[bool, decision_pb2.EventAttribution]:
+        ttl = max(1, _ttl(ts_to_micros(event.occurred_at) + EVENT_RETENTION, self.clock()))
+        rows = await self._run(
+            "create_event",
+            (
+                event.app_id,
+                event.event_id,
+                event.SerializeToString(),
+                attribution.SerializeToString(),
+                ttl,
+            ),
+        )
+        if rows and not rows[0].get("[applied]", True):
+            return False, decision_pb2.EventAttribution.FromString(rows[0]["attribution"])
+        return True, attribution
+
+    # --- apps ------------------------------------------------------------
+
+    async def create_app(self, app: app_pb2.App) -> bool:
+        rows = await self._run("create_app", (app.app_id, app.version, app.SerializeToString()))
+        return not rows or bool(rows[0].get("[applied]", True))
+
+    async def get_app(self, app_id: str) -> app_pb2.App | None:
+        rows = await self._run("app_by_id", (app_id,))
+        return app_pb2.App.FromString(rows[0]["body"]) if rows else None
+
+    async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
+        rows = await self._run(
+            "replace_app", (app.version, app.SerializeToString(), app.app_id, expected_version)
+        )
+        return not rows or bool(rows[0].get("[applied]", True))

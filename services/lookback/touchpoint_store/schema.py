@@ -1,0 +1,144 @@
+"""The Cassandra schema, designed by query, and its versioned migrations.
+
+| query | table | partition key |
+|---|---|---|
+| touch by click id (install referrer, deep link) | ``touches`` | (app_id, click_id) |
+| touches by device or IP key, newest first, in a range | ``touches_by_key`` | (app_id, key) |
+| install record by install id (exactly once) | ``installs`` | (app_id, install_id) |
+| install ids by raw device key, newest first | ``installs_by_device`` | (app_id, key) |
+| event by event id (exactly once) | ``events`` | (app_id, event_id) |
+| app by id | ``apps`` | app_id |
+
+Keys are the opaque match keys of :mod:`lookback.domain.devices`: ``gaid:<raw>``,
+``sha1:gaid:<hex>``, ``md5:gaid:<hex>``, ``ip:<address>`` (the probabilistic
+fingerprint's partition; the user agents are compared by the rules).
+``touches_by_key`` carries the touch itself, so a look-up is one read.
+
+Retention is a TTL on every write (see ``backend.py``); the tables also have
+``default_time_to_live`` as a backstop. Each migration is a list of
+idempotent statements, recorded in ``schema_version`` once applied, so any
+number of store replicas may start at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cassandra.cluster import Session
+
+log = logging.getLogger("lookback.store.schema")
+
+DAY_S = 86_400
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        f"""CREATE TABLE IF NOT EXISTS touches (
+            app_id text, click_id text, engaged_at timestamp, body blob,
+            PRIMARY KEY ((app_id, click_id))
+        ) WITH default_time_to_live = {31 * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS touches_by_key (
+            app_id text, key text, engaged_at timestamp, click_id text, body blob,
+            PRIMARY KEY ((app_id, key), engaged_at, click_id)
+        ) WITH CLUSTERING ORDER BY (engaged_at DESC, click_id ASC)
+          AND default_time_to_live = {31 * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS installs (
+            app_id text, install_id text, installed_at timestamp, body blob, reengagement blob,
+            PRIMARY KEY ((app_id, install_id))
+        ) WITH default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS installs_by_device (
+            app_id text, key text, installed_at timestamp, install_id text,
+            PRIMARY KEY ((app_id, key), installed_at, install_id)
+        ) WITH CLUSTERING ORDER BY (installed_at DESC, install_id ASC)
+          AND default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS events (
+            app_id text, event_id text, body blob, attribution blob,
+            PRIMARY KEY ((app_id, event_id))
+        ) WITH default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+        """CREATE TABLE IF NOT EXISTS apps (
+            app_id text PRIMARY KEY, version bigint, body blob
+        )""",
+    ],
+}
+
+FIRST_WRITE_WINS = 1 << 62
+"""Touches are written at write time ``FIRST_WRITE_WINS - now``: a later write of
+the same click id has a lower time, so Cassandra keeps the first version.
+(Touches are never updated or deleted; they leave by TTL, which does not
+depend on write time. Compaction is size-tiered, which does not either.)"""
+
+STATEMENTS: dict[str, str] = {
+    "ping": "SELECT release_version FROM system.local",
+    # Touches are written with an inverted write time (see FIRST_WRITE_WINS),
+    # so the first version of a click id wins without a lightweight transaction.
+    "put_touch": "INSERT INTO touches (app_id, click_id, engaged_at, body) VALUES (?, ?, ?, ?)"
+    " USING TTL ? AND TIMESTAMP ?",
+    "put_touch_key": "INSERT INTO touches_by_key (app_id, key, engaged_at, click_id, body)"
+    " VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
+    "touches_by_key": "SELECT body FROM touches_by_key WHERE app_id = ? AND key = ?"
+    " AND engaged_at >= ? AND engaged_at <= ?",
+    "touch_by_id": "SELECT body FROM touches WHERE app_id = ? AND click_id = ?",
+    "install_by_id": "SELECT body, reengagement FROM installs WHERE app_id = ? AND install_id = ?",
+    "installs_by_key": "SELECT install_id FROM installs_by_device WHERE app_id = ? AND key = ?"
+    " LIMIT ?",
+    "create_install": "INSERT INTO installs (app_id, install_id, installed_at, body)"
+    " VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    "put_install_key": "INSERT INTO installs_by_device (app_id, key, installed_at, install_id)"
+    " VALUES (?, ?, ?, ?) USING TTL ?",
+    "set_reengagement": "UPDATE installs USING TTL ? SET reengagement = ?"
+    " WHERE app_id = ? AND install_id = ?",
+    "create_event": "INSERT INTO events (app_id, event_id, body, attribution) VALUES (?, ?, ?, ?)"
+    " IF NOT EXISTS USING TTL ?",
+    "create_app": "INSERT INTO apps (app_id, version, body) VALUES (?, ?, ?) IF NOT EXISTS",
+    "app_by_id": "SELECT body FROM apps WHERE app_id = ?",
+    "replace_app": "UPDATE apps SET version = ?, body = ? WHERE app_id = ? IF version = ?",
+}
+
+
+def replication_map(spec: str) -> dict[str, str | int]:
+    """``SimpleStrategy:1`` or ``NetworkTopologyStrategy:dc1=3,dc2=3``."""
+    strategy, _, rest = spec.partition(":")
+    if strategy == "SimpleStrategy":
+        return {"class": "SimpleStrategy", "replication_factor": int(rest or 1)}
+    if strategy == "NetworkTopologyStrategy":
+        out: dict[str, str | int] = {"class": "NetworkTopologyStrategy"}
+        for part in filter(None, rest.split(",")):
+            dc, _, rf = part.partition("=")
+            out[dc.strip()] = int(rf)
+        return out
+    raise ValueError(f"unknown replication {spec!r}")
+
+
+def migrate(session: Session, keyspace: str, replication: str) -> list[int]:
+    """Create the keyspace and apply every migration not yet recorded
+    (blocking: run it in a thread). Returns the versions applied now."""
+    options = ", ".join(
+        f"'{k}': {v!r}" if isinstance(v, str) else f"'{k}': {v}"
+        for k, v in replication_map(replication).items()
+    )
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{{options}}}")
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_version"
+        " (component text, version int, applied_at timestamp, PRIMARY KEY (component, version))"
+    )
+    done = {
+        row["version"] if isinstance(row, dict) else row.version
+        for row in session.execute(
+            f"SELECT version FROM {keyspace}.schema_version WHERE component = 'store'"
+        )
+    }
+    applied = []
+    for version in sorted(v for v in MIGRATIONS if v not in done):
+        for statement in MIGRATIONS[version]:
+            session.execute(
+                statement.replace(
+                    "CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}."
+                )
+            )
+        session.execute(
+            f"INSERT INTO {keyspace}.schema_version (component, version, applied_at)"
+            " VALUES ('store', %s, toTimestamp(now())) IF NOT EXISTS",
+            (version,),
+        )
+        log.info("applied store schema version %d", version)
+        applied.append(version)
+    return applied

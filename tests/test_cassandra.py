@@ -1,0 +1,371 @@
+"""The suite on a real Cassandra: exactly once across two decider processes,
+TTLs, the scenario suite through a Cassandra-backed suite, and recovery when
+the node goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
+from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.cli.suite import free_base_port
+from lookback.core.convert import micros_to_ts
+from lookback.postback.sink import PostbackSink
+from lookback.touchpoint_store.cassandra import CassandraBackend
+from tests.conftest import REPO, CassandraNode, free_ports, new_gaid
+
+
+class Service:
+    """One ``lookback serve`` process."""
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, address: str, drain: asyncio.Task[None]
+    ) -> None:
+        self.process = process
+        self.address = address
+        self.drain = drain
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def serve(name: str, *argv: str) -> Service:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        "serve",
+        name,
+        "--grace-period",
+        "2",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    lines = []
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        assert line, f"{name} exited before listening:\n" + "".join(lines)
+        lines.append(line)
+        if match := re.search(r"listening on (\S+)", line):
+            break
+
+    async def drain() -> None:  # keep the pipe from filling up
+        assert process.stdout is not None
+        while await process.stdout.readline():
+            pass
+
+    return Service(process, match.group(1), asyncio.create_task(drain()))
+
+
+async def wait_status(address: str, want: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == want:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.monotonic() < deadline, f"{address} never reported {want}"
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[PostbackSink]:
+    s = PostbackSink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
+    cassandra: CassandraNode, tmp_path: Path, sink: PostbackSink
+) -> None:
+    keyspace = [
+        "--cassandra-hosts",
+        cassandra.host,
+        "--cassandra-port",
+        str(cassandra.port),
+        "--cassandra-keyspace",
+        cassandra.keyspace,
+    ]
+    store = await serve("touchpoint_store", *keyspace)
+    postback = await serve("postback", "--queue-path", str(tmp_path / "q.sqlite3"))
+    srn = await serve("srn_adapter")
+    deciders = [
+        await serve(
+            "decider",
+            "--store-address",
+            store.address,
+            "--srn-address",
+            srn.address,
+            "--postback-address",
+            postback.address,
+        )
+        for _ in range(2)
+    ]
+    try:
+        app_id = f"com.race.{uuid.uuid4().hex[:8]}"
+        gaid = new_gaid()
+        async with (
+            grpc.aio.insecure_channel(deciders[0].address) as ch0,
+            grpc.aio.insecure_channel(deciders[1].address) as ch1,
+            grpc.aio.insecure_channel(store.address) as store_ch,
+        ):
+            app = app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
+            app.settings.postbacks["networka"].install.url = f"{sink.url}/networka?c={{click_id}}"
+            await apps_grpc.AppSettingsServiceStub(ch0).CreateApp(apps_pb.CreateAppRequest(app=app))
+            touch = touch_pb2.Touch(
+                app_id=app_id,
+                type=touch_pb2.TOUCH_TYPE_CLICK,
+                media_source="networka",
+                click_id="c-race",
+                engaged_at=micros_to_ts(time.time_ns() // 1000 - 3_600_000_000),
+            )
+            touch.device.gaid = gaid
+            stub_store = store_grpc.TouchpointStoreServiceStub(store_ch)
+            await stub_store.PutTouches(
+                store_pb.PutTouchesRequest(
+                    touches=[store_pb.IndexedTouch(touch=touch, match_keys=[f"gaid:{gaid}"])]
+                )
+            )
+            install = install_pb2.Install(app_id=app_id, install_id="i-race")
+            install.installed_at.GetCurrentTime()
+            install.device.gaid = gaid
+            stubs = [decider_grpc.DeciderServiceStub(ch) for ch in (ch0, ch1)]
+            answers = await asyncio.gather(
+                *(
+                    stubs[n % 2].DecideInstall(
+                        decider_pb.DecideInstallRequest(install=install), timeout=30
+                    )
+                    for n in range(50)
+                )
+            )
+            kinds = [a.decision.kind for a in answers]
+            assert kinds.count(decision_pb2.DECISION_KIND_INSTALL) == 1
+            assert kinds.count(decision_pb2.DECISION_KIND_DUPLICATE) == 49
+            assert len({a.decision.decision_id for a in answers}) == 1
+            assert {(a.decision.media_source, a.decision.click_id) for a in answers} == {
+                ("networka", "c-race")
+            }
+            stored = await stub_store.GetInstallRecord(
+                store_pb.GetInstallRecordRequest(app_id=app_id, install_id="i-race")
+            )
+            assert stored.record.decision.decision_id == answers[0].decision.decision_id
+        received = await sink.wait_for("networka")
+        # Both deciders handed the postback over (duplicates re-hand it);
+        # the dispatcher queued its id once, so the partner heard once.
+        assert await sink.wait_until(lambda: len(sink.for_partner("networka")) > 1, 1.0) is False
+        assert len(received) == 1
+    finally:
+        for s in (*deciders, srn, postback, store):
+            await s.stop()
+
+
+async def test_records_carry_ttls_from_their_own_time(cassandra: CassandraNode) -> None:
+    from cassandra.cluster import Cluster
+
+    backend = CassandraBackend(cassandra.settings())
+    await backend.open()
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    now = time.time_ns() // 1000
+    day = 86_400_000_000
+    click = touch_pb2.Touch(
+        app_id=app,
+        click_id="c",
+        type=touch_pb2.TOUCH_TYPE_CLICK,
+        engaged_at=micros_to_ts(now - 10 * day),
+    )
+    view = touch_pb2.Touch(
+        app_id=app,
+        click_id="v",
+        type=touch_pb2.TOUCH_TYPE_IMPRESSION,
+        engaged_at=micros_to_ts(now - 3_600_000_000),
+    )
+    await backend.put_touches(
+        [store_pb.IndexedTouch(touch=t, match_keys=["gaid:x"]) for t in (click, view)]
+    )
+    await backend.close()
+
+    def ttls() -> dict[str, int]:
+        cluster = Cluster([cassandra.host], port=cassandra.port, protocol_version=5)
+        try:
+            session = cluster.connect(cassandra.keyspace)
+            rows = session.execute(
+                "SELECT click_id, TTL(body) AS ttl FROM touches_by_key WHERE app_id=%s AND key=%s",
+                (app, "gaid:x"),
+            )
+            return {r.click_id: r.ttl for r in rows}
+        finally:
+            cluster.shutdown()
+
+    found = await asyncio.to_thread(ttls)
+    # Clicks: 30 days + 1 day margin from the click; impressions: 24 h + 1 day.
+    assert abs(found["c"] - 21 * 86_400) < 120
+    assert abs(found["v"] - (2 * 86_400 - 3_600)) < 120
+
+
+async def test_scenarios_pass_on_a_cassandra_backed_suite(
+    cassandra: CassandraNode, tmp_path: Path
+) -> None:
+    base = free_base_port(41_000)
+    (srn_port,) = free_ports(1)
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        "up",
+        "--base-port",
+        str(base),
+        "--http-port",
+        str(base + 100),
+        "--data-dir",
+        str(tmp_path),
+        "--cassandra",
+        f"{cassandra.host}:{cassandra.port}",
+        "--cassandra-keyspace",
+        cassandra.keyspace,
+        "--srn-endpoints",
+        f"*=http://127.0.0.1:{srn_port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert up.stdout is not None
+    try:
+        output = []
+        while True:
+            line = (await asyncio.wait_for(up.stdout.readline(), 180)).decode()
+            assert line, "lookback up exited:\n" + "".join(output)
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        assert "store backend     Cassandra" in "".join(output)
+        paths = [str(REPO / "tests" / "scenarios")]
+        shared = REPO.parent / "shared" / "scenarios"
+        if shared.is_dir():
+            paths.append(str(shared))
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "lookback.cli.main",
+                "scenario",
+                "run",
+                *paths,
+                "--target",
+                f"127.0.0.1:{base + 100}",
+                "--srn-listen",
+                f"127.0.0.1:{srn_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert re.search(r"scenarios: \d+ passed, 0 failed", run.stdout)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(up.communicate(), 60)
+        except TimeoutError:
+            up.kill()
+            await up.wait()
+
+
+async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A node of its own: stopping the session's node would disturb other tests.
+    port, storage_port = free_ports(2)
+    node = CassandraNode(
+        "127.0.0.1",
+        port,
+        keyspace="lookback_outage",
+        directory=tmp_path_factory.mktemp("cassandra-outage"),
+    )
+    started = node.script("start", "--port", str(port), "--storage-port", str(storage_port))
+    assert started.returncode == 0, started.stdout + started.stderr
+    store = await serve(
+        "touchpoint_store",
+        "--cassandra-hosts",
+        node.host,
+        "--cassandra-port",
+        str(port),
+        "--cassandra-keyspace",
+        node.keyspace,
+        "--cassandra-request-timeout",
+        "1",
+        "--health-interval",
+        "0.5",
+    )
+    try:
+        app = app_pb2.App(app_id="com.outage", platform=app_pb2.PLATFORM_ANDROID, version=1)
+        async with grpc.aio.insecure_channel(store.address) as channel:
+            stub = store_grpc.TouchpointStoreServiceStub(channel)
+            await stub.CreateApp(store_pb.CreateAppRequest(app=app))
+
+            stopped = await asyncio.to_thread(node.script, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            await wait_status(store.address, health_pb2.HealthCheckResponse.NOT_SERVING, 60)
+            t = touch_pb2.Touch(
+                app_id="com.outage",
+                click_id="c-down",
+                media_source="networka",
+                type=touch_pb2.TOUCH_TYPE_CLICK,
+            )
+            t.engaged_at.GetCurrentTime()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.PutTouches(
+                    store_pb.PutTouchesRequest(touches=[store_pb.IndexedTouch(touch=t)]), timeout=20
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            restarted = await asyncio.to_thread(
+                node.script, "start", "--port", str(port), "--storage-port", str(storage_port)
+            )
+            assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+            await wait_status(store.address, health_pb2.HealthCheckResponse.SERVING, 120)
+            await stub.PutTouches(
+                store_pb.PutTouchesRequest(touches=[store_pb.IndexedTouch(touch=t)]), timeout=20
+            )
+            found = await stub.FindTouches(
+                store_pb.FindTouchesRequest(app_id="com.outage", click_ids=["c-down"])
+            )
+            assert [x.click_id for x in found.touches] == ["c-down"]
+            got = await stub.GetApp(store_pb.GetAppRequest(app_id="com.outage"))
+            assert got.app.app_id == "com.outage"  # written before the outage, still there
+    finally:
+        await store.stop()
+        await asyncio.to_thread(node.script, "wipe")
