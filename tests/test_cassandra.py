@@ -28,6 +28,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import free_base_port
 from lookback.core.convert import micros_to_ts
+from lookback.ingestion.service import index_touch
 from lookback.postback.sink import PostbackSink
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from tests.conftest import REPO, CassandraNode, free_ports, new_gaid
@@ -37,11 +38,16 @@ class Service:
     """One ``lookback serve`` process."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, address: str, drain: asyncio.Task[None]
+        self,
+        process: asyncio.subprocess.Process,
+        address: str,
+        drain: asyncio.Task[None],
+        log: list[str],
     ) -> None:
         self.process = process
         self.address = address
         self.drain = drain
+        self.log = log
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -69,19 +75,24 @@ async def serve(name: str, *argv: str) -> Service:
     )
     assert process.stdout is not None
     lines = []
+    deadline = time.monotonic() + 120
     while True:
-        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            process.kill()
+            raise AssertionError(f"{name} not listening after 120 s:\n" + "".join(lines[-20:]))
+        line = (await asyncio.wait_for(process.stdout.readline(), remaining)).decode()
         assert line, f"{name} exited before listening:\n" + "".join(lines)
         lines.append(line)
         if match := re.search(r"listening on (\S+)", line):
             break
 
-    async def drain() -> None:  # keep the pipe from filling up
+    async def drain() -> None:  # keep the pipe from filling up; keep the log
         assert process.stdout is not None
-        while await process.stdout.readline():
-            pass
+        while line := await process.stdout.readline():
+            lines.append(line.decode())
 
-    return Service(process, match.group(1), asyncio.create_task(drain()))
+    return Service(process, match.group(1), asyncio.create_task(drain()), lines)
 
 
 async def wait_status(address: str, want: int, timeout: float) -> None:
@@ -153,11 +164,7 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
             )
             touch.device.gaid = gaid
             stub_store = store_grpc.TouchpointStoreServiceStub(store_ch)
-            await stub_store.PutTouches(
-                store_pb.PutTouchesRequest(
-                    touches=[store_pb.IndexedTouch(touch=touch, match_keys=[f"gaid:{gaid}"])]
-                )
-            )
+            await stub_store.PutTouches(store_pb.PutTouchesRequest(touches=[index_touch(touch)]))
             install = install_pb2.Install(app_id=app_id, install_id="i-race")
             install.installed_at.GetCurrentTime()
             install.device.gaid = gaid
@@ -189,6 +196,35 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
     finally:
         for s in (*deciders, srn, postback, store):
             await s.stop()
+        for s in (*deciders, store):
+            print("".join(s.log[-30:]))
+
+
+async def test_migrations_are_versioned_and_idempotent(cassandra: CassandraNode) -> None:
+    from cassandra.cluster import Cluster
+
+    from lookback.touchpoint_store import schema
+
+    def migrate_twice() -> tuple[list[int], list[int], list[int]]:
+        cluster = Cluster([cassandra.host], port=cassandra.port, protocol_version=5)
+        try:
+            session = cluster.connect()
+            keyspace = f"lookback_mig_{uuid.uuid4().hex[:8]}"
+            first = schema.migrate(session, keyspace, "SimpleStrategy:1")
+            again = schema.migrate(session, keyspace, "SimpleStrategy:1")
+            rows = session.execute(
+                f"SELECT version FROM {keyspace}.schema_version WHERE component = 'store'"
+            )
+            recorded = sorted(r.version for r in rows)
+            session.execute(f"DROP KEYSPACE {keyspace}")
+            return first, again, recorded
+        finally:
+            cluster.shutdown()
+
+    first, again, recorded = await asyncio.to_thread(migrate_twice)
+    assert first == sorted(schema.MIGRATIONS)
+    assert again == []
+    assert recorded == sorted(schema.MIGRATIONS)
 
 
 async def test_records_carry_ttls_from_their_own_time(cassandra: CassandraNode) -> None:

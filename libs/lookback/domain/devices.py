@@ -1,14 +1,16 @@
 """Device identifiers: normalising, hashing, and the match keys they index by.
 
-A match key is an opaque string the store indexes touches and installs by:
+A match key is an opaque string the store indexes touches and installs by.
+Identifiers are indexed by their hash, never raw:
 
-- ``gaid:<raw lower>`` for a raw identifier,
-- ``sha1:gaid:<hex>`` / ``md5:gaid:<hex>`` for a hashed one,
-- ``ip:<ip>`` for probabilistic matching (see :mod:`lookback.domain.useragent`).
+- ``sha1:gaid:<hex>``: the SHA-1 of the lower-cased raw value; a raw
+  identifier is indexed by this form, and so is one given as SHA-1;
+- ``md5:gaid:<hex>``: for an identifier known only by its MD5;
+- ``ip:<address>``: probabilistic matching (see :mod:`lookback.domain.useragent`).
 
-An install is looked up by its raw keys and both hashed forms of each raw
-identifier, so a touch that carried any form matches. The all-zero identifier
-means "not available" and yields no key at all.
+An install carries raw identifiers, so it is looked up by both the SHA-1 and
+the MD5 of each: two partitions per identifier, whatever form a touch used.
+The all-zero identifier means "not available" and yields no key at all.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from lookback.domain.model import DEVICE_ID_TYPES, Device, HashedId
+from lookback.domain.model import Device, HashedId
 
 _ZERO = re.compile(r"^[0\-]+$")
 HASH_ALGORITHMS = ("sha1", "md5")
@@ -38,17 +40,18 @@ _ZERO_HASHES = frozenset(
 ) | frozenset(_digest(a, "0000000000000000") for a in HASH_ALGORITHMS)
 
 
-def raw_key(id_type: str, value: str) -> str:
-    return f"{id_type}:{value.strip().lower()}"
-
-
 def hashed_key(algorithm: str, id_type: str, digest: str) -> str:
     return f"{algorithm}:{id_type}:{digest.strip().lower()}"
 
 
 def touch_device_keys(device: Device) -> set[str]:
-    """The keys a touch is stored under: its identifiers in the form it gave them."""
-    keys = {raw_key(t, v) for t, v in device.raw.items() if not is_unavailable(v)}
+    """The keys a touch is stored under: the SHA-1 of each raw identifier, and
+    each hashed identifier as given."""
+    keys = {
+        hashed_key("sha1", t, _digest("sha1", v.strip().lower()))
+        for t, v in device.raw.items()
+        if not is_unavailable(v)
+    }
     keys |= {
         hashed_key(h.algorithm, h.id_type, h.value)
         for h in device.hashed
@@ -58,7 +61,7 @@ def touch_device_keys(device: Device) -> set[str]:
 
 
 def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]:
-    """Every key that matches a raw device identifier: raw, SHA-1 and MD5 forms.
+    """Every key that matches a raw device identifier: its SHA-1 and MD5 forms.
 
     ``exclude`` names identifier types that must not match (e.g. ``idfa``
     without ATT consent).
@@ -69,16 +72,15 @@ def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]
         if id_type in skip or is_unavailable(value):
             continue
         lowered = value.strip().lower()
-        keys.add(raw_key(id_type, lowered))
         for algorithm in HASH_ALGORITHMS:
             keys.add(hashed_key(algorithm, id_type, _digest(algorithm, lowered)))
     return keys
 
 
-def raw_keys(keys: Iterable[str]) -> list[str]:
-    """The raw-identifier keys among ``keys``, sorted. Installs carry raw
-    identifiers, so an install finds another install by raw keys alone."""
-    return sorted(k for k in keys if k.split(":", 1)[0] in DEVICE_ID_TYPES)
+def install_keys(keys: Iterable[str]) -> list[str]:
+    """The SHA-1 keys among ``keys``, sorted. Installs carry raw identifiers,
+    so an install finds another install by one form alone."""
+    return sorted(k for k in keys if k.startswith("sha1:"))
 
 
 def hashed(id_type: str, algorithm: str, value: str) -> HashedId:

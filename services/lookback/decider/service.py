@@ -247,7 +247,7 @@ class Decider:
         facts_install = convert.install(install)
         matching = rules.matching_for_install(facts_install, app.settings)
         touch_keys = sorted(matching.device_keys)
-        device_keys = devices.raw_keys(touch_keys)
+        device_keys = devices.install_keys(touch_keys)
         if matching.agent is not None and (ip := useragent.ip_key(install.ip)):
             touch_keys.append(ip)
         at = facts_install.installed_at

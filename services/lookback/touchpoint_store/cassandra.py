@@ -22,7 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
+from cassandra import (
+    ConsistencyLevel,
+    CoordinationFailure,
+    DriverException,
+    OperationTimedOut,
+    RequestExecutionException,
+)
+from cassandra import Unavailable as CassandraUnavailable
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
@@ -131,8 +138,10 @@ class CassandraBackend:
         try:
             session = cluster.connect()
             schema.migrate(session, s.keyspace, s.replication)
-            session.set_keyspace(s.keyspace)
-            self.q = {name: session.prepare(cql) for name, cql in schema.STATEMENTS.items()}
+            self.q = {
+                name: session.prepare(schema.qualified(cql, s.keyspace))
+                for name, cql in schema.STATEMENTS.items()
+            }
         except BaseException:
             cluster.shutdown()
             raise
@@ -145,7 +154,15 @@ class CassandraBackend:
             try:
                 await asyncio.to_thread(self._connect)
                 return
-            except (NoHostAvailable, DriverException, OSError) as exc:
+            except (
+                NoHostAvailable,
+                OperationTimedOut,
+                CoordinationFailure,
+                CassandraUnavailable,
+                OSError,
+            ) as exc:
+                # Unreachable or overloaded: wait for it. Anything else (a bad
+                # schema, bad credentials) fails start-up loudly.
                 log.warning("Cassandra not reachable yet (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -259,14 +276,20 @@ class CassandraBackend:
     async def find_install_records(
         self, app_id: str, keys: Sequence[str]
     ) -> list[store_pb.InstallRecord]:
+        """Prior installs, from the device index alone (it carries each record
+        as created; re-engagements are read with the install by id)."""
         groups = await asyncio.gather(
             *(self._run("installs_by_key", (app_id, k, PRIOR_INSTALLS_LIMIT)) for k in keys)
         )
-        ids = dict.fromkeys(r["install_id"] for rows in groups for r in rows)
-        records = await asyncio.gather(*(self.get_install_record(app_id, i) for i in ids))
-        found = [r for r in records if r is not None]
-        found.sort(key=lambda r: (-ts_to_micros(r.install.installed_at), r.install.install_id))
-        return found
+        found: dict[str, store_pb.InstallRecord] = {}
+        for rows in groups:
+            for row in rows:
+                if row["install_id"] not in found and row.get("body") is not None:
+                    found[row["install_id"]] = store_pb.InstallRecord.FromString(row["body"])
+        return sorted(
+            found.values(),
+            key=lambda r: (-ts_to_micros(r.install.installed_at), r.install.install_id),
+        )
 
     async def gather_install_facts(
         self,
@@ -292,25 +315,34 @@ class CassandraBackend:
     async def create_install_record(
         self, record: store_pb.InstallRecord
     ) -> tuple[bool, store_pb.InstallRecord]:
+        """The lightweight transaction decides who created the install. The
+        device index is written at the same time, not after (one round trip
+        less); a racer that lost then rewrites its index rows with the
+        winner's record, so the index ends up naming the winner's decision
+        whatever the order (its own two writes are ordered by its clock)."""
         i = record.install
         installed = ts_to_micros(i.installed_at)
         ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
+        at = installed // 1000
+        keys = sorted(set(record.match_keys))
+
+        def index(body: bytes) -> list[Any]:
+            return [
+                self._run("put_install_key", (i.app_id, k, at, i.install_id, body, ttl))
+                for k in keys
+            ]
+
         body = record.SerializeToString()
-        rows = await self._run(
-            "create_install", (i.app_id, i.install_id, installed // 1000, body, ttl)
+        rows, *_ = await asyncio.gather(
+            self._run("create_install", (i.app_id, i.install_id, at, body, ttl)), *index(body)
         )
         if rows and not rows[0].get("[applied]", True):
             existing = self._record(rows[0])
             if existing is None:  # the row was there but had no body yet
                 existing = await self.get_install_record(i.app_id, i.install_id)
             assert existing is not None
+            await asyncio.gather(*index(existing.SerializeToString()))
             return False, existing
-        await asyncio.gather(
-            *(
-                self._run("put_install_key", (i.app_id, k, installed // 1000, i.install_id, ttl))
-                for k in set(record.match_keys)
-            )
-        )
         return True, record
 
     async def record_open_decision(

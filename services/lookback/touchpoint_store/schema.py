@@ -5,7 +5,7 @@
 | touch by click id (install referrer, deep link) | ``touches`` | (app_id, click_id) |
 | touches by device or IP key, newest first, in a range | ``touches_by_key`` | (app_id, key) |
 | install record by install id (exactly once) | ``installs`` | (app_id, install_id) |
-| install ids by raw device key, newest first | ``installs_by_device`` | (app_id, key) |
+| prior installs by device key, newest first | ``installs_by_device`` | (app_id, key) |
 | event by event id (exactly once) | ``events`` | (app_id, event_id) |
 | app by id | ``apps`` | app_id |
 
@@ -23,7 +23,9 @@ number of store replicas may start at once.
 from __future__ import annotations
 
 import logging
+import re
 
+from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
 log = logging.getLogger("lookback.store.schema")
@@ -58,6 +60,8 @@ MIGRATIONS: dict[int, list[str]] = {
             app_id text PRIMARY KEY, version bigint, body blob
         )""",
     ],
+    # 2: prior installs in one read: the record travels with its device key.
+    2: ["ALTER TABLE installs_by_device ADD body blob"],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -78,12 +82,12 @@ STATEMENTS: dict[str, str] = {
     " AND engaged_at >= ? AND engaged_at <= ?",
     "touch_by_id": "SELECT body FROM touches WHERE app_id = ? AND click_id = ?",
     "install_by_id": "SELECT body, reengagement FROM installs WHERE app_id = ? AND install_id = ?",
-    "installs_by_key": "SELECT install_id FROM installs_by_device WHERE app_id = ? AND key = ?"
-    " LIMIT ?",
+    "installs_by_key": "SELECT install_id, body FROM installs_by_device"
+    " WHERE app_id = ? AND key = ? LIMIT ?",
     "create_install": "INSERT INTO installs (app_id, install_id, installed_at, body)"
     " VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
-    "put_install_key": "INSERT INTO installs_by_device (app_id, key, installed_at, install_id)"
-    " VALUES (?, ?, ?, ?) USING TTL ?",
+    "put_install_key": "INSERT INTO installs_by_device"
+    " (app_id, key, installed_at, install_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "set_reengagement": "UPDATE installs USING TTL ? SET reengagement = ?"
     " WHERE app_id = ? AND install_id = ?",
     "create_event": "INSERT INTO events (app_id, event_id, body, attribution) VALUES (?, ?, ?, ?)"
@@ -92,6 +96,15 @@ STATEMENTS: dict[str, str] = {
     "app_by_id": "SELECT body FROM apps WHERE app_id = ?",
     "replace_app": "UPDATE apps SET version = ?, body = ? WHERE app_id = ? IF version = ?",
 }
+
+
+_TABLE = re.compile(r"\b(FROM|INTO|UPDATE) (?!system\.)(\w+)\b")
+
+
+def qualified(cql: str, keyspace: str) -> str:
+    """``cql`` with its table names qualified by ``keyspace`` (no ``USE``:
+    prepared statements must not depend on a session's keyspace)."""
+    return _TABLE.sub(lambda m: f"{m.group(1)} {keyspace}.{m.group(2)}", cql)
 
 
 def replication_map(spec: str) -> dict[str, str | int]:
@@ -129,11 +142,15 @@ def migrate(session: Session, keyspace: str, replication: str) -> list[int]:
     applied = []
     for version in sorted(v for v in MIGRATIONS if v not in done):
         for statement in MIGRATIONS[version]:
-            session.execute(
-                statement.replace(
-                    "CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}."
-                )
-            )
+            qualified = statement.replace(
+                "CREATE TABLE IF NOT EXISTS ", f"CREATE TABLE IF NOT EXISTS {keyspace}."
+            ).replace("ALTER TABLE ", f"ALTER TABLE {keyspace}.")
+            try:
+                session.execute(qualified)
+            except InvalidRequest as exc:
+                # Another replica applied this ALTER first: the column is there.
+                if "conflicts with an existing column" not in str(exc):
+                    raise
         session.execute(
             f"INSERT INTO {keyspace}.schema_version (component, version, applied_at)"
             " VALUES ('store', %s, toTimestamp(now())) IF NOT EXISTS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -15,6 +16,8 @@ from lookback.touchpoint_store.backend import StoreBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
 
 _FOREVER = 2**62
+
+log = logging.getLogger("lookback.store")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.CreateInstallRecordRequest, context: object
     ) -> pb.CreateInstallRecordResponse:
         created, record = await self.backend.create_install_record(request.record)
+        if not created and record.decision.decision_id == request.record.decision.decision_id:
+            # The stored record is this caller's own, from an earlier attempt
+            # whose answer was lost (a retry): the caller did create it.
+            log.info("install %s: a retried create found its own record", record.install.install_id)
+            created = True
         return pb.CreateInstallRecordResponse(created=created, record=record)
 
     async def GetInstallRecord(
