@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ log = logging.getLogger("lookback.store.cassandra")
 
 PRIOR_INSTALLS_LIMIT = 20
 """Newest prior installs read per device key."""
+GIL_SWITCH_INTERVAL = 0.0005
+"""Seconds (see :meth:`CassandraBackend.open`)."""
 BATCH_BYTES = 40_000
 """Unlogged batches stay under Cassandra's default 50 KiB batch failure size."""
 
@@ -149,6 +152,10 @@ class CassandraBackend:
 
     async def open(self) -> None:
         """Connect, migrate and prepare; retries until Cassandra answers."""
+        # The driver's I/O thread and the event loop hand every answer to
+        # each other; with the default 5 ms GIL switch interval each hand-off
+        # can wait that long. A short interval keeps a decision's reads quick.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         delay = 0.5
         while True:
             try:
