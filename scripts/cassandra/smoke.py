@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -22,7 +23,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 KEYSPACE = "lookback_smoke"
 
 
-def connect(port: int):
+def connect(port: int) -> Any:
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc="datacenter1")),
         request_timeout=30,
@@ -36,7 +37,7 @@ def connect(port: int):
     return cluster, cluster.connect()
 
 
-def write(session) -> None:
+def write(session: Any) -> None:
     t = time.monotonic()
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} "
@@ -68,7 +69,7 @@ def write(session) -> None:
     read(session)
 
 
-def read(session) -> None:
+def read(session: Any) -> None:
     row = session.execute(
         f"SELECT id, owner, created FROM {KEYSPACE}.claims WHERE id = %s", ("order-1",)
     ).one()
