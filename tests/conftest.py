@@ -93,6 +93,33 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNod
         node.script("stop")
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the session: ``LOOKBACK_TEST_REDIS=redis://...`` uses an
+    external one; otherwise scripts/redis.sh installs (Debian package) and
+    starts one on a free port. If it cannot, every test needing it fails."""
+    external = os.environ.get("LOOKBACK_TEST_REDIS")
+    if external:
+        yield external
+        return
+    directory = tmp_path_factory.mktemp("redis")
+    (port,) = free_ports(1)
+    script = str(REPO / "scripts" / "redis.sh")
+    started = subprocess.run(
+        [script, "start", "--dir", str(directory), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"Redis did not start:\n{started.stdout}\n{started.stderr}")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        subprocess.run([script, "stop", "--dir", str(directory)], check=False, timeout=60)
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.types.v1 import postback_pb2
 from lookback.postback.policy import RetryPolicy, judge
-from lookback.postback.queue import SqliteQueue
+from lookback.postback.queue import PostbackQueue, SqliteQueue
+from lookback.postback.redis_queue import RedisQueue
 from lookback.postback.service import Dispatcher, PostbackConfig, signature
 from lookback.postback.sink import PostbackSink
 
@@ -26,16 +28,23 @@ async def receiver() -> AsyncIterator[PostbackSink]:
     await sink.stop()
 
 
-@pytest.fixture
-async def dispatcher(tmp_path: Path) -> AsyncIterator[Dispatcher]:
+@pytest.fixture(params=["sqlite", "redis"])
+async def dispatcher(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Dispatcher]:
+    """The same dispatcher over each queue backend (the dispatcher contract)."""
     config = PostbackConfig(
         queue_path=str(tmp_path / "q.sqlite3"),
         base_delay=0.01,
         max_attempts=3,
         poll_interval=0.02,
+        lease_seconds=1.0,
         signing_secrets={"k1": "s3cret"},
     )
-    queue = SqliteQueue(config.queue_path)
+    queue: PostbackQueue
+    if request.param == "sqlite":
+        queue = SqliteQueue(config.queue_path)
+    else:
+        url = request.getfixturevalue("redis_url")
+        queue = RedisQueue(url, prefix=f"test:{uuid.uuid4().hex[:8]}:")
     await queue.open()
     d = Dispatcher(config, queue)
     await d.start()
@@ -107,3 +116,34 @@ async def test_retries_5xx_then_gives_up_into_dead_letters(
     assert len(receiver.for_partner("p")) == 3
     assert state.state == pb.DELIVERY_STATE_DEAD
     assert "gave up after 3 attempts" in state.last_error
+
+
+async def test_dead_letters_are_listed_and_replayed(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    receiver.status = 404
+    await dispatcher.queue.enqueue([job("j5", f"{receiver.url}/p")], time.time())
+    dispatcher.wakeup.set()
+    await dispatcher.wait_final("j5", timeout=10)
+    (dead,) = await dispatcher.queue.list_dead(10)
+    assert dead.job.job_id == "j5" and "HTTP 404" in dead.last_error
+    receiver.status = 200
+    replayed = await dispatcher.queue.replay("j5", time.time())
+    assert replayed is not None and replayed.state == pb.DELIVERY_STATE_PENDING
+    dispatcher.wakeup.set()
+    state = await dispatcher.wait_final("j5", timeout=10)
+    assert state.state == pb.DELIVERY_STATE_DELIVERED
+    assert await dispatcher.queue.list_dead(10) == []
+
+
+async def test_retries_wait_for_retry_after_then_deliver(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    receiver.status = 503
+    await dispatcher.queue.enqueue([job("j6", f"{receiver.url}/p")], time.time())
+    dispatcher.wakeup.set()
+    await receiver.wait_for("p", count=2)  # failed, backed off, tried again
+    receiver.status = 200
+    state = await dispatcher.wait_final("j6", timeout=10)
+    assert state.state == pb.DELIVERY_STATE_DELIVERED
+    assert state.attempts == len(receiver.for_partner("p"))

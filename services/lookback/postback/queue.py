@@ -56,6 +56,16 @@ class PostbackQueue(Protocol):
 
     async def get(self, job_id: str) -> JobState | None: ...
 
+    async def healthy(self) -> bool: ...
+
+    async def list_dead(self, limit: int) -> list[JobState]:
+        """Dead letters, oldest first."""
+        ...
+
+    async def replay(self, job_id: str, now: float) -> JobState | None:
+        """Queue a dead job again with a fresh attempt count; None if unknown."""
+        ...
+
 
 class SqliteQueue:
     """:class:`PostbackQueue` on SQLite (WAL, ``synchronous=FULL``), one thread."""
@@ -177,3 +187,27 @@ class SqliteQueue:
 
     async def get(self, job_id: str) -> JobState | None:
         return await self._run(self._get, job_id)
+
+    async def healthy(self) -> bool:
+        return self._db is not None
+
+    def _list_dead(self, limit: int) -> list[JobState]:
+        rows = self.db.execute(
+            "SELECT job_id FROM jobs WHERE state=? ORDER BY created_at, job_id LIMIT ?",
+            (DEAD, limit),
+        ).fetchall()
+        return [s for s in (self._get(r[0]) for r in rows) if s is not None]
+
+    async def list_dead(self, limit: int) -> list[JobState]:
+        return await self._run(self._list_dead, limit)
+
+    def _replay(self, job_id: str, now: float) -> JobState | None:
+        self.db.execute(
+            "UPDATE jobs SET state=?, attempts=0, last_error='', next_at=?, lease_until=0"
+            " WHERE job_id=? AND state=?",
+            (PENDING, now, job_id, DEAD),
+        )
+        return self._get(job_id)
+
+    async def replay(self, job_id: str, now: float) -> JobState | None:
+        return await self._run(self._replay, job_id, now)

@@ -17,7 +17,7 @@ import grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
-from lookback.core.errors import NotFound, Violations
+from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.postback.policy import RetryPolicy, judge, retry_after_seconds
 from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue, SqliteQueue
@@ -49,6 +49,10 @@ class PostbackConfig(ServerConfig):
     """First retry backoff in seconds (doubled per attempt, with jitter)."""
     signing_secrets: dict[str, str] = field(default_factory=dict)
     """HMAC-SHA256 keys by secret name (``name=key,...``), usually from a Secret."""
+    redis_url: str = ""
+    """Redis for the queue (``redis://host:6379/0``); empty for the embedded SQLite queue."""
+    health_interval: float = 1.0
+    """Seconds between queue health checks."""
 
 
 def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str:
@@ -212,14 +216,48 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
             response.delivered_at.FromNanoseconds(int(state.delivered_at * 1e9))
         return response
 
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: object
+    ) -> pb.ListDeadLettersResponse:
+        if not 0 <= request.page_size <= 1000:
+            v = Violations()
+            v.add("page_size", "must be 0 to 1000")
+            v.raise_if_any()
+        dead = await self.queue.list_dead(request.page_size or 100)
+        return pb.ListDeadLettersResponse(dead_letters=[job_status(s) for s in dead])
+
+    async def ReplayDeadLetter(
+        self, request: pb.ReplayDeadLetterRequest, context: object
+    ) -> pb.ReplayDeadLetterResponse:
+        state = await self.queue.replay(request.job_id, time.time())
+        if state is None:
+            raise NotFound(f"no postback job {request.job_id!r}")
+        if state.state != pb.DELIVERY_STATE_PENDING:
+            raise FailedPrecondition(f"job {request.job_id!r} is not a dead letter")
+        self.dispatcher.wakeup.set()
+        return pb.ReplayDeadLetterResponse(status=job_status(state))
+
+
+def job_status(state: JobState) -> pb.JobStatus:
+    return pb.JobStatus(
+        job=state.job,
+        state=state.state,  # type: ignore[arg-type]
+        attempts=state.attempts,
+        last_error=state.last_error,
+    )
+
 
 class PostbackComponent:
     name = "postback"
 
     def __init__(self, config: PostbackConfig, queue: PostbackQueue | None = None) -> None:
         self.config = config
-        self.queue: PostbackQueue = queue or SqliteQueue(config.queue_path)
+        self.queue: PostbackQueue = queue or make_queue(config)
         self.dispatcher = Dispatcher(config, self.queue)
+        self.health_interval = config.health_interval
+
+    async def healthy(self) -> bool:
+        return await self.queue.healthy()
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_PostbackDispatcherServiceServicer_to_server(
@@ -234,3 +272,12 @@ class PostbackComponent:
     async def stop(self) -> None:
         await self.dispatcher.stop()
         await self.queue.close()
+
+
+def make_queue(config: PostbackConfig) -> PostbackQueue:
+    """Redis Streams when a Redis URL is configured, else embedded SQLite."""
+    if config.redis_url:
+        from lookback.postback.redis_queue import RedisQueue
+
+        return RedisQueue(config.redis_url)
+    return SqliteQueue(config.queue_path)

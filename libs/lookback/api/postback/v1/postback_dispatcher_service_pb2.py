@@ -27,23 +27,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookback.api.types.v1 import postback_pb2 as lookback_dot_types_dot_v1_dot_postback__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6lookback/postback/v1/postback_dispatcher_service.proto\x12\x14lookback.postback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"G\n\x17\x45nqueuePostbacksRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\",\n\x18\x45nqueuePostbacksResponse\x12\x10\n\x08\x65nqueued\x18\x01 \x01(\x05\"\'\n\x15GetPostbackJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x01\n\x16GetPostbackJobResponse\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x82\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x32\xfb\x01\n\x19PostbackDispatcherService\x12q\n\x10\x45nqueuePostbacks\x12-.lookback.postback.v1.EnqueuePostbacksRequest\x1a..lookback.postback.v1.EnqueuePostbacksResponse\x12k\n\x0eGetPostbackJob\x12+.lookback.postback.v1.GetPostbackJobRequest\x1a,.lookback.postback.v1.GetPostbackJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6lookback/postback/v1/postback_dispatcher_service.proto\x12\x14lookback.postback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"\x92\x01\n\tJobStatus\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\"+\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"P\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.lookback.postback.v1.JobStatus\")\n\x17ReplayDeadLetterRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"K\n\x18ReplayDeadLetterResponse\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.lookback.postback.v1.JobStatus\"G\n\x17\x45nqueuePostbacksRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\",\n\x18\x45nqueuePostbacksResponse\x12\x10\n\x08\x65nqueued\x18\x01 \x01(\x05\"\'\n\x15GetPostbackJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x01\n\x16GetPostbackJobResponse\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x82\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x32\xde\x03\n\x19PostbackDispatcherService\x12q\n\x10\x45nqueuePostbacks\x12-.lookback.postback.v1.EnqueuePostbacksRequest\x1a..lookback.postback.v1.EnqueuePostbacksResponse\x12k\n\x0eGetPostbackJob\x12+.lookback.postback.v1.GetPostbackJobRequest\x1a,.lookback.postback.v1.GetPostbackJobResponse\x12n\n\x0fListDeadLetters\x12,.lookback.postback.v1.ListDeadLettersRequest\x1a-.lookback.postback.v1.ListDeadLettersResponse\x12q\n\x10ReplayDeadLetter\x12-.lookback.postback.v1.ReplayDeadLetterRequest\x1a..lookback.postback.v1.ReplayDeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.postback.v1.postback_dispatcher_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATE']._serialized_start=520
-  _globals['_DELIVERYSTATE']._serialized_end=650
-  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_start=147
-  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_end=218
-  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_start=220
-  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_end=264
-  _globals['_GETPOSTBACKJOBREQUEST']._serialized_start=266
-  _globals['_GETPOSTBACKJOBREQUEST']._serialized_end=305
-  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_start=308
-  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_end=517
-  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_start=653
-  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_end=904
+  _globals['_DELIVERYSTATE']._serialized_start=916
+  _globals['_DELIVERYSTATE']._serialized_end=1046
+  _globals['_JOBSTATUS']._serialized_start=148
+  _globals['_JOBSTATUS']._serialized_end=294
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=296
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=339
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=341
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=421
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=423
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=464
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=466
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=541
+  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_start=543
+  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_end=614
+  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_start=616
+  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_end=660
+  _globals['_GETPOSTBACKJOBREQUEST']._serialized_start=662
+  _globals['_GETPOSTBACKJOBREQUEST']._serialized_end=701
+  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_start=704
+  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_end=913
+  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_start=1049
+  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_end=1527
 # @@protoc_insertion_point(module_scope)

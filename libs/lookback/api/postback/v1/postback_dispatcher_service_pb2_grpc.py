@@ -46,6 +46,16 @@ class PostbackDispatcherServiceStub:
                 request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobRequest.SerializeToString,
                 response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/lookback.postback.v1.PostbackDispatcherService/ListDeadLetters',
+                request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/lookback.postback.v1.PostbackDispatcherService/ReplayDeadLetter',
+                request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.SerializeToString,
+                response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class PostbackDispatcherServiceServicer:
@@ -67,6 +77,20 @@ class PostbackDispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists dead letters (jobs given up on), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """Queues a dead letter again, with a fresh attempt count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +103,16 @@ def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
                     servicer.GetPostbackJob,
                     request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobRequest.FromString,
                     response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.FromString,
+                    response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +170,60 @@ class PostbackDispatcherService:
             '/lookback.postback.v1.PostbackDispatcherService/GetPostbackJob',
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobRequest.SerializeToString,
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.GetPostbackJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.postback.v1.PostbackDispatcherService/ListDeadLetters',
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersRequest.SerializeToString,
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.postback.v1.PostbackDispatcherService/ReplayDeadLetter',
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.SerializeToString,
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

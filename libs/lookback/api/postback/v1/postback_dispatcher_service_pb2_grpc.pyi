@@ -40,6 +40,10 @@ class PostbackDispatcherServiceStub:
     """
     GetPostbackJob: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.GetPostbackJobRequest, _postback_dispatcher_service_pb2.GetPostbackJobResponse]
     """Reads a job's delivery state."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ListDeadLettersRequest, _postback_dispatcher_service_pb2.ListDeadLettersResponse]
+    """Lists dead letters (jobs given up on), oldest first."""
+    ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ReplayDeadLetterRequest, _postback_dispatcher_service_pb2.ReplayDeadLetterResponse]
+    """Queues a dead letter again, with a fresh attempt count."""
 
 @_typing.type_check_only
 class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
@@ -52,6 +56,10 @@ class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
     """
     GetPostbackJob: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.GetPostbackJobRequest, _postback_dispatcher_service_pb2.GetPostbackJobResponse]  # type: ignore[assignment]
     """Reads a job's delivery state."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ListDeadLettersRequest, _postback_dispatcher_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists dead letters (jobs given up on), oldest first."""
+    ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ReplayDeadLetterRequest, _postback_dispatcher_service_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
+    """Queues a dead letter again, with a fresh attempt count."""
 
 class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     """Queues rendered postbacks durably and delivers them at least once."""
@@ -73,5 +81,21 @@ class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_postback_dispatcher_service_pb2.GetPostbackJobResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.GetPostbackJobResponse]]:
         """Reads a job's delivery state."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _postback_dispatcher_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_postback_dispatcher_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.ListDeadLettersResponse]]:
+        """Lists dead letters (jobs given up on), oldest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetter(
+        self,
+        request: _postback_dispatcher_service_pb2.ReplayDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_postback_dispatcher_service_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.ReplayDeadLetterResponse]]:
+        """Queues a dead letter again, with a fresh attempt count."""
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer: PostbackDispatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,205 @@
+"""The postback queue on Redis Streams (``redis.asyncio`` from redis-py).
+
+Keys (prefix ``lookback:pb:``):
+
+- ``job:<id>``: a hash with the job (``body``), ``state``, ``attempts``,
+  ``last_error``, ``created_at`` and ``delivered_at``; created once per job
+  id, so enqueuing the same id twice queues it once;
+- ``stream``: the jobs due now, read by the consumer group ``dispatchers``;
+  a worker that dies leaves its entries pending, and ``XAUTOCLAIM`` hands
+  them to another worker once their lease (idle time) runs out;
+- ``delayed``: a sorted set of jobs waiting for a retry, scored by due time;
+  due ones move back into the stream;
+- ``dead``: the dead-letter stream (job id and reason), besides the job's
+  own state ``DEAD``.
+
+A delivered job's state is set before its stream entry is acknowledged; a
+reclaimed entry whose job is already delivered is acknowledged and skipped,
+so a job recorded as delivered is never sent again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from lookback.api.types.v1 import postback_pb2
+from lookback.postback.queue import DEAD, DELIVERED, PENDING, JobState
+
+PREFIX = "lookback:pb:"
+GROUP = "dispatchers"
+
+# Create the job once and queue it, atomically.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'body', ARGV[1], 'state', ARGV[2], 'attempts', 0,
+           'last_error', '', 'created_at', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[4])
+return 1
+"""
+
+# Move jobs whose retry is due back into the stream.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('XADD', KEYS[2], '*', 'id', id)
+end
+return #due
+"""
+
+
+def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
+    if not fields:
+        return None
+    delivered = fields.get(b"delivered_at")
+    return JobState(
+        job=postback_pb2.PostbackJob.FromString(fields[b"body"]),
+        state=int(fields[b"state"]),
+        attempts=int(fields.get(b"attempts", b"0")),
+        last_error=fields.get(b"last_error", b"").decode(),
+        delivered_at=float(delivered) if delivered else None,
+        created_at=float(fields.get(b"created_at", b"0")),
+    )
+
+
+class RedisQueue:
+    """:class:`~lookback.postback.queue.PostbackQueue` on Redis Streams."""
+
+    def __init__(self, url: str, consumer: str | None = None, prefix: str = PREFIX) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.stream = prefix + "stream"
+        self.delayed = prefix + "delayed"
+        self.dead_stream = prefix + "dead"
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis: aioredis.Redis | None = None
+        self._entries: dict[str, bytes] = {}  # job id -> stream entry id, for claimed jobs
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def r(self) -> Any:  # redis-py's async annotations are too loose to check against
+        assert self.redis is not None, "queue not open"
+        return self.redis
+
+    async def open(self) -> None:
+        self.redis = aioredis.from_url(self.url)
+        try:
+            await self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._enqueue = self.r.register_script(_ENQUEUE)
+        self._promote = self.r.register_script(_PROMOTE)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self.r.ping())
+        except Exception:
+            return False
+
+    async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
+        new = 0
+        for job in jobs:
+            new += int(
+                await self._enqueue(
+                    keys=[self._job_key(job.job_id), self.stream],
+                    args=[job.SerializeToString(), PENDING, now, job.job_id],
+                )
+            )
+        return new
+
+    async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
+        await self._promote(keys=[self.delayed, self.stream], args=[now, 1000])
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        # Entries a dead worker left behind, once their lease has run out.
+        claimed = await self.r.xautoclaim(
+            self.stream,
+            GROUP,
+            self.consumer,
+            min_idle_time=int(lease * 1000),
+            start_id="0-0",
+            count=limit,
+        )
+        entries += [e for e in claimed[1] if e[1]]
+        if len(entries) < limit:
+            fresh = await self.r.xreadgroup(
+                GROUP, self.consumer, {self.stream: ">"}, count=limit - len(entries)
+            )
+            for _, items in fresh or []:
+                entries += items
+        states = []
+        for entry_id, fields in entries:
+            job_id = fields[b"id"].decode()
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hincrby(self._job_key(job_id), "attempts", 1)
+            pipe.hgetall(self._job_key(job_id))
+            _, raw = await pipe.execute()
+            state = _state(job_id, raw)
+            if state is None or state.state != PENDING:
+                await self.r.xack(self.stream, GROUP, entry_id)  # delivered or dead already
+                continue
+            self._entries[job_id] = entry_id
+            states.append(state)
+        return states
+
+    async def _finish(self, job_id: str, **fields: Any) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self._job_key(job_id), mapping=fields)
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            pipe.xack(self.stream, GROUP, entry)
+        await pipe.execute()
+
+    async def delivered(self, job_id: str, now: float) -> None:
+        await self._finish(job_id, state=DELIVERED, delivered_at=now, last_error="")
+
+    async def retry(self, job_id: str, at: float, error: str) -> None:
+        await self.r.zadd(self.delayed, {job_id: at})
+        await self._finish(job_id, last_error=error)
+
+    async def dead(self, job_id: str, error: str) -> None:
+        await self.r.xadd(self.dead_stream, {"id": job_id, "reason": error})
+        await self._finish(job_id, state=DEAD, last_error=error)
+
+    async def get(self, job_id: str) -> JobState | None:
+        return _state(job_id, await self.r.hgetall(self._job_key(job_id)))
+
+    async def list_dead(self, limit: int) -> list[JobState]:
+        """Dead letters, oldest first (a replayed one is no longer listed)."""
+        out: list[JobState] = []
+        seen: set[str] = set()
+        for _entry, fields in await self.r.xrange(self.dead_stream):
+            job_id = fields[b"id"].decode()
+            state = await self.get(job_id) if job_id not in seen else None
+            seen.add(job_id)
+            if state is not None and state.state == DEAD:
+                out.append(state)
+                if len(out) == limit:
+                    break
+        return out
+
+    async def replay(self, job_id: str, now: float) -> JobState | None:
+        """Queue a dead job again with a fresh attempt count."""
+        state = await self.get(job_id)
+        if state is None or state.state != DEAD:
+            return state
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            self._job_key(job_id), mapping={"state": PENDING, "attempts": 0, "last_error": ""}
+        )
+        pipe.xadd(self.stream, {"id": job_id})
+        await pipe.execute()
+        return await self.get(job_id)
