@@ -63,8 +63,8 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNod
     ports. If it cannot start, every test that needs it fails (never skips)."""
     external = os.environ.get("LOOKBACK_TEST_CASSANDRA")
     if external:
-        host, _, port = external.rpartition(":")
-        yield CassandraNode(host or "127.0.0.1", int(port or 9042))
+        host, _, external_port = external.rpartition(":")
+        yield CassandraNode(host or "127.0.0.1", int(external_port or 9042))
         return
     directory = tmp_path_factory.mktemp("cassandra")
     port, storage_port = free_ports(2)

@@ -86,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="store in this Cassandra instead of the embedded SQLite store",
     )
     p_up.add_argument("--cassandra-keyspace", default="lookback", help="keyspace to use")
+    p_up.add_argument(
+        "--redis",
+        default="",
+        metavar="URL",
+        help="Redis (redis://host:6379/0) for the postback queue and cache coherence",
+    )
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")

@@ -155,10 +155,12 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
             "--cassandra-keyspace",
             ns.cassandra_keyspace,
         ]
+    redis = getattr(ns, "redis", "")
+    redis_extra = ["--redis-url", redis] if redis else []
     return [
         grpc_child("touchpoint_store", *store_extra),
         grpc_child("srn_adapter", *srn_extra),
-        grpc_child("postback", "--queue-path", str(data / "postbacks.sqlite3")),
+        grpc_child("postback", "--queue-path", str(data / "postbacks.sqlite3"), *redis_extra),
         grpc_child(
             "decider",
             "--store-address",
@@ -167,6 +169,7 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
             addr["srn_adapter"],
             "--postback-address",
             addr["postback"],
+            *redis_extra,
         ),
         grpc_child(
             "ingestion",
@@ -332,6 +335,8 @@ async def _announce_and_wait(
     for name, offset in PORT_OFFSETS.items():
         print(f"  {name:<17} grpc {ns.host}:{ns.base_port + offset}")
     print(f"  {'gateway':<17} http {gateway_url}")
+    if getattr(ns, "redis", ""):
+        print(f"  postback queue    Redis {ns.redis} (also settings cache coherence)")
     if getattr(ns, "cassandra", ""):
         print(f"  store backend     Cassandra {ns.cassandra} (keyspace {ns.cassandra_keyspace})")
     print(f"  data folder       {Path(ns.data_dir).resolve()}\n", flush=True)

@@ -44,6 +44,9 @@ class LruCache(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._data.pop(key, None)
 
+    def clear(self) -> None:
+        self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)
 

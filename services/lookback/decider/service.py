@@ -43,6 +43,7 @@ from lookback.core.errors import Aborted, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.core.validation import check_app
 from lookback.decider.cache import LruCache
+from lookback.decider.coherence import RedisInvalidation
 from lookback.domain import devices, rules, useragent
 from lookback.domain.durations import DAY
 from lookback.domain.model import ORGANIC, Kind, Method, Settings, TouchType
@@ -79,6 +80,9 @@ class DeciderConfig(ServerConfig):
     """Seconds a cached install decision is kept."""
     store_timeout: float = 2.0
     """Deadline of each store call, in seconds."""
+    redis_url: str = ""
+    """Redis for settings cache coherence across replicas (pub/sub); empty for
+    none (then ``settings_cache_ttl`` bounds staleness)."""
 
 
 def now_micros() -> int:
@@ -199,6 +203,7 @@ class Decider:
         )
         self._flights: _SingleFlight[decision_pb2.Decision] = _SingleFlight()
         self._channels: list[grpc.aio.Channel] = []
+        self.invalidation: RedisInvalidation | None = None
 
     async def connect(self) -> None:
         store_ch = clients.channel(self.config.store_address)
@@ -212,10 +217,23 @@ class Decider:
         self.postbacks = clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch)
         for ch in self._channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        if self.config.redis_url:
+            self.invalidation = RedisInvalidation(
+                self.config.redis_url, self.settings_cache.drop, self.settings_cache.clear
+            )
+            await self.invalidation.start()
 
     async def close(self) -> None:
+        if self.invalidation is not None:
+            await self.invalidation.stop()
         for ch in self._channels:
             await ch.close()
+
+    async def settings_changed(self, app: app_pb2.App) -> None:
+        """This replica uses the new settings at once; the others drop theirs."""
+        self.remember_app(app)
+        if self.invalidation is not None:
+            await self.invalidation.publish(app.app_id)
 
     # --- apps ------------------------------------------------------------
 
@@ -558,7 +576,7 @@ class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
         stored = await self.decider.store.ReplaceApp(
             store_pb.ReplaceAppRequest(app=updated, expected_version=current.version)
         )
-        self.decider.remember_app(stored.app)
+        await self.decider.settings_changed(stored.app)
         return apps_pb.UpdateAppResponse(app=stored.app)
 
 

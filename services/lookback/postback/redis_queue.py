@@ -33,6 +33,8 @@ from lookback.postback.queue import DEAD, DELIVERED, PENDING, JobState
 
 PREFIX = "lookback:pb:"
 GROUP = "dispatchers"
+HOUSEKEEPING_INTERVAL = 0.1
+"""Seconds between moving due retries back and reclaiming dead workers' jobs."""
 
 # Create the job once and queue it, atomically.
 _ENQUEUE = """
@@ -79,7 +81,8 @@ class RedisQueue:
         self.dead_stream = prefix + "dead"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.redis: aioredis.Redis | None = None
-        self._entries: dict[str, bytes] = {}  # job id -> stream entry id, for claimed jobs
+        self._entries: dict[str, bytes] = {}
+        self._last_housekeeping = 0.0  # job id -> stream entry id, for claimed jobs
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -122,37 +125,47 @@ class RedisQueue:
         return new
 
     async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
-        await self._promote(keys=[self.delayed, self.stream], args=[now, 1000])
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        # Entries a dead worker left behind, once their lease has run out.
-        claimed = await self.r.xautoclaim(
-            self.stream,
-            GROUP,
-            self.consumer,
-            min_idle_time=int(lease * 1000),
-            start_id="0-0",
-            count=limit,
-        )
-        entries += [e for e in claimed[1] if e[1]]
+        # Housekeeping at most a few times a second, not on every claim:
+        # retries that are due go back into the stream, and entries a dead
+        # worker left behind are taken over once their lease has run out.
+        if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
+            self._last_housekeeping = now
+            await self._promote(keys=[self.delayed, self.stream], args=[now, 1000])
+            claimed = await self.r.xautoclaim(
+                self.stream,
+                GROUP,
+                self.consumer,
+                min_idle_time=int(lease * 1000),
+                start_id="0-0",
+                count=limit,
+            )
+            entries += [e for e in claimed[1] if e[1]]
         if len(entries) < limit:
             fresh = await self.r.xreadgroup(
                 GROUP, self.consumer, {self.stream: ">"}, count=limit - len(entries)
             )
             for _, items in fresh or []:
                 entries += items
-        states = []
-        for entry_id, fields in entries:
-            job_id = fields[b"id"].decode()
-            pipe = self.r.pipeline(transaction=True)
+        if not entries:
+            return []
+        # One round trip for all: count the attempt and read each job.
+        ids = [fields[b"id"].decode() for _, fields in entries]
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
             pipe.hincrby(self._job_key(job_id), "attempts", 1)
             pipe.hgetall(self._job_key(job_id))
-            _, raw = await pipe.execute()
+        replies = await pipe.execute()
+        states, finished = [], []
+        for (entry_id, _), job_id, raw in zip(entries, ids, replies[1::2], strict=True):
             state = _state(job_id, raw)
             if state is None or state.state != PENDING:
-                await self.r.xack(self.stream, GROUP, entry_id)  # delivered or dead already
+                finished.append(entry_id)  # delivered or dead already: never again
                 continue
             self._entries[job_id] = entry_id
             states.append(state)
+        if finished:
+            await self.r.xack(self.stream, GROUP, *finished)
         return states
 
     async def _finish(self, job_id: str, **fields: Any) -> None:

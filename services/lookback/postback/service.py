@@ -97,7 +97,9 @@ class Dispatcher:
         while True:
             free = self.config.workers - len(self._inflight)
             jobs: list[JobState] = []
-            if free > 0:
+            # Claim in batches (a quarter of the workers at least, unless idle):
+            # a claim costs round trips to the queue whatever its size.
+            if free >= max(1, self.config.workers // 4) or not self._inflight:
                 try:
                     jobs = await self.queue.claim(free, time.time(), self.config.lease_seconds)
                 except Exception:

@@ -23,8 +23,12 @@ class Received:
 @dataclass
 class PostbackSink:
     received: list[Received] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    """Requests received per partner."""
     status: int = 200
     """HTTP status every request is answered with."""
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow partner)."""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -47,6 +51,8 @@ class PostbackSink:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         item = Received(
             partner=request.match_info["partner"],
             method=request.method,
@@ -56,6 +62,7 @@ class PostbackSink:
         )
         async with self._changed:
             self.received.append(item)
+            self.counts[item.partner] = self.counts.get(item.partner, 0) + 1
             self._changed.notify_all()
         return web.Response(status=self.status, text="ok")
 
@@ -77,7 +84,7 @@ class PostbackSink:
         """Wait until ``predicate_partner`` has received ``count`` requests."""
         async with self._changed:
             await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.for_partner(predicate_partner)) >= count),
+                self._changed.wait_for(lambda: self.counts.get(predicate_partner, 0) >= count),
                 timeout,
             )
         return self.for_partner(predicate_partner)

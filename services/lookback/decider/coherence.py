@@ -1,0 +1,68 @@
+"""Settings cache coherence across decider replicas, over Redis pub/sub.
+
+A decider that changes an app's settings publishes the app id; every decider
+(itself included) drops that app from its LRU cache as the message arrives,
+so no replica keeps using stale settings. If the subscription breaks,
+messages may have been missed: the whole cache is dropped on reconnecting.
+Without Redis, the cache's age bound (``settings_cache_ttl``) is the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger("lookback.decider.coherence")
+
+CHANNEL = "lookback:apps:changed"
+
+
+class RedisInvalidation:
+    def __init__(self, url: str, drop: Callable[[str], None], drop_all: Callable[[], None]) -> None:
+        self.url = url
+        self.drop = drop
+        self.drop_all = drop_all
+        self.redis: aioredis.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.redis = aioredis.from_url(self.url)
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self.subscribed.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def publish(self, app_id: str) -> None:
+        assert self.redis is not None
+        await self.redis.publish(CHANNEL, app_id)
+
+    async def _listen(self) -> None:
+        assert self.redis is not None
+        first = True
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(CHANNEL)
+                if not first:
+                    self.drop_all()  # messages may have been missed meanwhile
+                first = False
+                self.subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.drop(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("settings invalidation lost its subscription (%s); retrying", exc)
+                await asyncio.sleep(1.0)

@@ -1,0 +1,135 @@
+"""Redis for real: settings cache coherence across two decider processes,
+and a dispatcher killed mid-delivery losing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+from lookback.api.types.v1 import app_pb2, postback_pb2
+from lookback.postback.redis_queue import RedisQueue
+from lookback.postback.sink import PostbackSink
+from tests.procs import serve
+
+
+async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_path: Path) -> None:
+    store = await serve("touchpoint_store", "--sqlite-path", str(tmp_path / "s.sqlite3"))
+    srn = await serve("srn_adapter")
+    postback = await serve("postback", "--queue-path", str(tmp_path / "q.sqlite3"))
+    common = [
+        "--srn-address",
+        srn.address,
+        "--postback-address",
+        postback.address,
+        "--store-address",
+        store.address,
+        "--redis-url",
+        redis_url,
+        "--settings-cache-ttl",
+        "600",
+    ]
+    a = await serve("decider", *common)
+    b = await serve("decider", *common)
+    try:
+        async with (
+            grpc.aio.insecure_channel(a.address) as cha,
+            grpc.aio.insecure_channel(b.address) as chb,
+        ):
+            apps_a, apps_b = (
+                apps_grpc.AppSettingsServiceStub(cha),
+                apps_grpc.AppSettingsServiceStub(chb),
+            )
+            app_id = f"com.coherent.{uuid.uuid4().hex[:8]}"
+            await apps_a.CreateApp(
+                apps_pb.CreateAppRequest(
+                    app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
+                )
+            )
+            cached = await apps_b.GetApp(apps_pb.GetAppRequest(app_id=app_id))  # B caches v1
+            assert cached.app.version == 1
+            update = app_pb2.App(app_id=app_id)
+            update.settings.click_lookback.FromSeconds(3 * 86400)
+            await apps_a.UpdateApp(
+                apps_pb.UpdateAppRequest(
+                    app=update,
+                    update_mask=field_mask_pb2.FieldMask(paths=["settings.click_lookback"]),
+                )
+            )
+            # B's cache would hold v1 for 600 s; the published change drops it.
+            deadline = time.monotonic() + 3
+            while True:
+                seen = await apps_b.GetApp(apps_pb.GetAppRequest(app_id=app_id))
+                if seen.app.version == 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen.app.version == 2
+            assert seen.app.settings.click_lookback.seconds == 3 * 86400
+    finally:
+        for s in (a, b, srn, postback, store):
+            await s.stop()
+
+
+async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_url: str) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/1"  # a database of its own
+    probe = RedisQueue(url)
+    await probe.open()
+    await probe.r.flushdb()
+    await probe.close()
+    sink = PostbackSink(delay=0.3)
+    await sink.start()
+    args = ["--redis-url", url, "--workers", "4", "--lease-seconds", "1", "--base-delay", "0.05"]
+    first = await serve("postback", *args)
+    jobs = [
+        postback_pb2.PostbackJob(job_id=f"job-{n}", partner="p", url=f"{sink.url}/p?n={n}")
+        for n in range(20)
+    ]
+    try:
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            await pb_grpc.PostbackDispatcherServiceStub(channel).EnqueuePostbacks(
+                pb.EnqueuePostbacksRequest(jobs=jobs)
+            )
+        await sink.wait_for("p", count=6, timeout=20)  # some done, some in flight
+        first.process.send_signal(signal.SIGKILL)
+        await first.process.wait()
+
+        queue = RedisQueue(url)
+        await queue.open()
+        done_before = {
+            j.job_id
+            for j in jobs
+            if (s := await queue.get(j.job_id)) is not None
+            and s.state == pb.DELIVERY_STATE_DELIVERED
+        }
+        assert done_before, "nothing was recorded as delivered before the kill"
+        assert len(done_before) < len(jobs), "everything finished before the kill"
+
+        second = await serve("postback", *args)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                states = [await queue.get(j.job_id) for j in jobs]
+                if all(s is not None and s.state == pb.DELIVERY_STATE_DELIVERED for s in states):
+                    break
+                assert time.monotonic() < deadline, [s.state if s else None for s in states]
+                await asyncio.sleep(0.2)
+        finally:
+            await second.stop()
+            await queue.close()
+        received = [r.headers["Idempotency-Key"] for r in sink.for_partner("p")]
+        assert set(received) == {j.job_id for j in jobs}  # every job delivered
+        for job_id in done_before:  # a recorded success is never sent again
+            assert received.count(job_id) == 1, job_id
+    finally:
+        if first.process.returncode is None:
+            first.process.kill()
+        await sink.stop()
