@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -268,10 +267,3 @@ def prior_install(r: store_pb.InstallRecord) -> model.PriorInstall:
             prior_decision(r.latest_reengagement) if r.HasField("latest_reengagement") else None
         ),
     )
-
-
-def short_enum_names(values: Mapping[str, int]) -> dict[str, int]:
-    """Lower-case short names of an enum's values, without the type prefix."""
-    names = list(values)
-    prefix = names[0].rsplit("UNSPECIFIED", 1)[0] if names else ""
-    return {n.removeprefix(prefix).lower(): v for n, v in values.items() if v}
