@@ -28,10 +28,7 @@ async def receiver() -> AsyncIterator[PostbackSink]:
     await sink.stop()
 
 
-# The Redis queue is left out of this contract for now: with it, a test's
-# teardown hangs now and then (under investigation, see the closing note of
-# the Redis issue). tests/test_redis.py covers the Redis queue end to end.
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 async def dispatcher(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Dispatcher]:
     """The same dispatcher over each queue backend (the dispatcher contract)."""
     config = PostbackConfig(

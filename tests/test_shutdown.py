@@ -16,6 +16,7 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.types.v1 import touch_pb2
 from lookback.core.convert import micros_to_dur
+from lookback.core.tasks import cancel_and_wait
 from lookback.srn_adapter.fake import FakeSrn
 from tests.conftest import new_gaid
 
@@ -86,3 +87,25 @@ async def test_sigterm_lets_the_call_in_flight_finish(fake_srn: tuple[FakeSrn, s
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_loop_that_swallows_a_cancellation_is_still_stopped() -> None:
+    """The failure mode behind a hang seen in tests: a cancel lost inside an
+    awaited call leaves a ``while True`` loop running; cancel_and_wait ends it."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed == 0:  # lose the first cancellation, as a buggy await would
+                    swallowed += 1
+                    continue
+                raise
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), 5)
+    assert task.cancelled() and swallowed == 1

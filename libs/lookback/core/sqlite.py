@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lookback.core.tasks import cancel_and_wait
+
 T = TypeVar("T")
 
 MAX_BATCH = 256
@@ -102,8 +104,7 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            await cancel_and_wait(self._checkpointer)
             self._checkpointer = None
         if self._thread is not None:
             self._queue.put(None)

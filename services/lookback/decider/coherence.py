@@ -10,11 +10,12 @@ Without Redis, the cache's age bound (``settings_cache_ttl``) is the limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+
+from lookback.core.tasks import cancel_and_wait
 
 log = logging.getLogger("lookback.decider.coherence")
 
@@ -29,6 +30,7 @@ class RedisInvalidation:
         self.redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         self.redis = aioredis.from_url(self.url)
@@ -36,10 +38,8 @@ class RedisInvalidation:
         await asyncio.wait_for(self.subscribed.wait(), timeout=30)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        await cancel_and_wait(self._task)
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -50,7 +50,7 @@ class RedisInvalidation:
     async def _listen(self) -> None:
         assert self.redis is not None
         first = True
-        while True:
+        while not self._stopping:
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.subscribe(CHANNEL)

@@ -19,6 +19,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_
 from lookback.api.types.v1 import postback_pb2
 from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.core.server import ServerConfig
+from lookback.core.tasks import cancel_and_wait
 from lookback.postback.policy import RetryPolicy, judge, retry_after_seconds
 from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue, SqliteQueue
 
@@ -76,6 +77,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._outcomes = asyncio.Condition()
+        self._stopping = False
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -85,16 +87,21 @@ class Dispatcher:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        # Stop by flag first: a cancellation alone can be swallowed (by
+        # ``asyncio.wait_for`` on Python 3.11, or inside the Redis client when
+        # it lands as a reply arrives), and the loop would then run for ever.
+        self._stopping = True
+        self.wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=self.config.poll_interval + 1)
+            await cancel_and_wait(self._task)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=self.config.request_timeout)
         if self.session is not None:
             await self.session.close()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.config.workers - len(self._inflight)
             jobs: list[JobState] = []
             # Claim in batches (a quarter of the workers at least, unless idle):
@@ -108,7 +115,7 @@ class Dispatcher:
                 task = asyncio.create_task(self._deliver(job))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-            if not jobs:
+            if not jobs and not self._stopping:
                 self.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.config.poll_interval)

@@ -18,6 +18,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.core.convert import ts_to_micros
 from lookback.core.sqlite import SqliteDatabase
+from lookback.core.tasks import cancel_and_wait
 from lookback.touchpoint_store.backend import (
     EVENT_RETENTION,
     INSTALL_RETENTION,
@@ -83,7 +84,7 @@ class SqliteBackend:
 
     async def close(self) -> None:
         if self._purger is not None:
-            self._purger.cancel()
+            await cancel_and_wait(self._purger)
         await self.db.close()
 
     async def healthy(self) -> bool:
