@@ -1,5 +1,7 @@
-"""The dispatcher against a real local HTTP receiver: delivery, retries,
-dead letters, idempotency keys and signatures."""
+"""The dispatcher against a real local HTTP receiver that fails on purpose:
+delivery, retries (5xx, timeouts, 429 with Retry-After), dead letters (4xx,
+exhausted attempts) through the gRPC API, idempotency keys and signatures.
+Every test runs on both queues, SQLite and Redis (the dispatcher contract)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,17 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
+from lookback.core.server import GrpcServer
 from lookback.postback.policy import RetryPolicy, judge
 from lookback.postback.queue import PostbackQueue, SqliteQueue
 from lookback.postback.redis_queue import RedisQueue
-from lookback.postback.service import Dispatcher, PostbackConfig, signature
+from lookback.postback.service import Dispatcher, PostbackComponent, PostbackConfig, signature
 from lookback.postback.sink import PostbackSink
 
 
@@ -29,14 +34,17 @@ async def receiver() -> AsyncIterator[PostbackSink]:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-async def dispatcher(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Dispatcher]:
-    """The same dispatcher over each queue backend (the dispatcher contract)."""
+async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GrpcServer]:
+    """The dispatcher service over each queue backend, on a real port."""
     config = PostbackConfig(
+        port=0,
+        grace_period=1,
         queue_path=str(tmp_path / "q.sqlite3"),
         base_delay=0.01,
         max_attempts=3,
         poll_interval=0.02,
         lease_seconds=1.0,
+        request_timeout=0.3,
         signing_secrets={"k1": "s3cret"},
     )
     queue: PostbackQueue
@@ -45,12 +53,23 @@ async def dispatcher(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     else:
         url = request.getfixturevalue("redis_url")
         queue = RedisQueue(url, prefix=f"test:{uuid.uuid4().hex[:8]}:")
-    await queue.open()
-    d = Dispatcher(config, queue)
-    await d.start()
-    yield d
-    await d.stop()
-    await queue.close()
+    server = GrpcServer(PostbackComponent(config, queue), config)
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+def dispatcher(served: GrpcServer) -> Dispatcher:
+    component = served.component
+    assert isinstance(component, PostbackComponent)
+    return component.dispatcher
+
+
+@pytest.fixture
+async def rpc(served: GrpcServer) -> AsyncIterator[pb_grpc.PostbackDispatcherServiceStub]:
+    async with grpc.aio.insecure_channel(served.address) as channel:
+        yield pb_grpc.PostbackDispatcherServiceStub(channel)
 
 
 def job(job_id: str, url: str, **kw: object) -> postback_pb2.PostbackJob:
@@ -61,12 +80,14 @@ async def test_a_400_goes_straight_to_dead_letters(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     receiver.status = 400
+    receiver.reply_body = "unknown click id"
     await dispatcher.queue.enqueue([job("j4", f"{receiver.url}/p")], time.time())
     dispatcher.wakeup.set()
     state = await dispatcher.wait_final("j4", timeout=10)
     assert state.state == pb.DELIVERY_STATE_DEAD
     assert state.attempts == 1
     assert "HTTP 400" in state.last_error
+    assert "unknown click id" in state.last_error  # the partner's last answer is kept
 
 
 async def test_delivers_with_idempotency_key_and_signature(
@@ -118,24 +139,6 @@ async def test_retries_5xx_then_gives_up_into_dead_letters(
     assert "gave up after 3 attempts" in state.last_error
 
 
-async def test_dead_letters_are_listed_and_replayed(
-    dispatcher: Dispatcher, receiver: PostbackSink
-) -> None:
-    receiver.status = 404
-    await dispatcher.queue.enqueue([job("j5", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
-    await dispatcher.wait_final("j5", timeout=10)
-    (dead,) = await dispatcher.queue.list_dead(10)
-    assert dead.job.job_id == "j5" and "HTTP 404" in dead.last_error
-    receiver.status = 200
-    replayed = await dispatcher.queue.replay("j5", time.time())
-    assert replayed is not None and replayed.state == pb.DELIVERY_STATE_PENDING
-    dispatcher.wakeup.set()
-    state = await dispatcher.wait_final("j5", timeout=10)
-    assert state.state == pb.DELIVERY_STATE_DELIVERED
-    assert await dispatcher.queue.list_dead(10) == []
-
-
 async def test_retries_wait_for_retry_after_then_deliver(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
@@ -147,3 +150,75 @@ async def test_retries_wait_for_retry_after_then_deliver(
     state = await dispatcher.wait_final("j6", timeout=10)
     assert state.state == pb.DELIVERY_STATE_DELIVERED
     assert state.attempts == len(receiver.for_partner("p"))
+
+
+async def test_a_429_waits_as_long_as_retry_after_says(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    receiver.status = 429
+    receiver.reply_headers = {"Retry-After": "1"}
+    await dispatcher.queue.enqueue([job("j7", f"{receiver.url}/p")], time.time())
+    dispatcher.wakeup.set()
+    await receiver.wait_for("p")
+    receiver.status, receiver.reply_headers = 200, {}
+    state = await dispatcher.wait_final("j7", timeout=10)
+    assert state.state == pb.DELIVERY_STATE_DELIVERED
+    first, second = receiver.for_partner("p")
+    # The backoff alone would be about base_delay (10 ms); Retry-After says 1 s.
+    assert second.at - first.at >= 1.0
+
+
+async def test_timeouts_are_retried_then_dead_lettered(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    receiver.delay = 1.0  # longer than the 0.3 s request timeout
+    await dispatcher.queue.enqueue([job("j8", f"{receiver.url}/p")], time.time())
+    dispatcher.wakeup.set()
+    state = await dispatcher.wait_final("j8", timeout=15)
+    assert state.state == pb.DELIVERY_STATE_DEAD
+    assert state.attempts == 3
+    assert "TimeoutError" in state.last_error and "gave up after 3 attempts" in state.last_error
+
+
+async def test_dead_letters_through_the_grpc_api(
+    dispatcher: Dispatcher, rpc: pb_grpc.PostbackDispatcherServiceStub, receiver: PostbackSink
+) -> None:
+    receiver.status = 410
+    receiver.reply_body = "campaign archived"
+    await rpc.EnqueuePostbacks(
+        pb.EnqueuePostbacksRequest(
+            jobs=[job("d1", f"{receiver.url}/p"), job("d2", f"{receiver.url}/q")]
+        )
+    )
+    await dispatcher.wait_final("d1", timeout=10)
+    await dispatcher.wait_final("d2", timeout=10)
+
+    listed = await rpc.ListDeadLetters(pb.ListDeadLettersRequest())
+    assert [d.job.job_id for d in listed.dead_letters] == ["d1", "d2"]
+    assert all(
+        "HTTP 410" in d.last_error and "campaign archived" in d.last_error
+        for d in listed.dead_letters
+    )
+    assert (
+        len((await rpc.ListDeadLetters(pb.ListDeadLettersRequest(page_size=1))).dead_letters) == 1
+    )
+
+    inspected = await rpc.GetPostbackJob(pb.GetPostbackJobRequest(job_id="d1"))
+    assert inspected.state == pb.DELIVERY_STATE_DEAD and inspected.attempts == 1
+
+    receiver.status = 200
+    replayed = await rpc.ReplayDeadLetter(pb.ReplayDeadLetterRequest(job_id="d1"))
+    assert replayed.status.state == pb.DELIVERY_STATE_PENDING and replayed.status.attempts == 0
+    assert (await dispatcher.wait_final("d1", timeout=10)).state == pb.DELIVERY_STATE_DELIVERED
+    listed = await rpc.ListDeadLetters(pb.ListDeadLettersRequest())
+    assert [d.job.job_id for d in listed.dead_letters] == ["d2"]
+
+    with pytest.raises(grpc.aio.AioRpcError) as not_dead:
+        await rpc.ReplayDeadLetter(pb.ReplayDeadLetterRequest(job_id="d1"))
+    assert not_dead.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await rpc.ReplayDeadLetter(pb.ReplayDeadLetterRequest(job_id="nope"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await rpc.ListDeadLetters(pb.ListDeadLettersRequest(page_size=5000))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -32,6 +32,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from lookback.core.errors import LookbackError, to_status
+from lookback.core.tasks import cancel_and_wait
 
 log = logging.getLogger("lookback.server")
 
@@ -224,8 +225,7 @@ class GrpcServer:
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.grace_period if grace is None else grace
         log.info("%s stopping (grace %.1fs)", self.component.name, grace)
-        if self._monitor is not None:
-            self._monitor.cancel()
+        await cancel_and_wait(self._monitor)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.component.stop()

@@ -6,6 +6,9 @@ import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+RESPONSE_EXCERPT = 200
+"""Characters of a failed response's body kept with the job."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -55,12 +58,19 @@ def judge(
     status: int | None,
     error: str = "",
     retry_after: float | None = None,
+    response: str = "",
     rng: random.Random,
 ) -> Verdict:
-    """What to do after ``attempt`` (1-based) ended with ``status`` or ``error``."""
+    """What to do after ``attempt`` (1-based) ended with ``status`` or ``error``.
+
+    ``response`` (the start of the response body) goes into the reason, so a
+    dead letter shows what the partner last answered.
+    """
     if status is not None and 200 <= status < 300:
         return Verdict("delivered")
     what = f"HTTP {status}" if status is not None else (error or "network error")
+    if status is not None and response:
+        what += f" {response[:RESPONSE_EXCERPT]!r}"
     retryable = status is None or status >= 500 or status == 429
     if not retryable:
         return Verdict("dead", reason=f"{what}: not retryable")

@@ -20,7 +20,12 @@ from lookback.api.types.v1 import postback_pb2
 from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.core.tasks import cancel_and_wait
-from lookback.postback.policy import RetryPolicy, judge, retry_after_seconds
+from lookback.postback.policy import (
+    RESPONSE_EXCERPT,
+    RetryPolicy,
+    judge,
+    retry_after_seconds,
+)
 from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue, SqliteQueue
 
 log = logging.getLogger("lookback.postback")
@@ -140,6 +145,7 @@ class Dispatcher:
         status: int | None = None
         error = ""
         retry_after: float | None = None
+        body = ""
         try:
             async with self.session.request(
                 method,
@@ -151,7 +157,8 @@ class Dispatcher:
             ) as response:
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
-                await response.read()
+                raw = await response.content.read(RESPONSE_EXCERPT * 4)
+                body = raw.decode(errors="replace").strip()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         verdict = judge(
@@ -161,6 +168,7 @@ class Dispatcher:
             status=status,
             error=error,
             retry_after=retry_after,
+            response=body,
             rng=self.rng,
         )
         try:

@@ -5,6 +5,7 @@ runner. Every request to ``/{partner}...`` is recorded; ``wait_for`` waits
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ class Received:
     path_qs: str
     headers: dict[str, str]
     body: str
+    at: float
+    """When it arrived (``time.time()``)."""
 
 
 @dataclass
@@ -29,6 +32,10 @@ class PostbackSink:
     """HTTP status every request is answered with."""
     delay: float = 0.0
     """Seconds to wait before answering (a slow partner)."""
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    """Headers added to every answer (``Retry-After``, say)."""
+    reply_body: str = "ok"
+    """Body of every answer."""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -59,12 +66,13 @@ class PostbackSink:
             path_qs=request.path_qs,
             headers=dict(request.headers),
             body=(await request.read()).decode(errors="replace"),
+            at=time.time(),
         )
         async with self._changed:
             self.received.append(item)
             self.counts[item.partner] = self.counts.get(item.partner, 0) + 1
             self._changed.notify_all()
-        return web.Response(status=self.status, text="ok")
+        return web.Response(status=self.status, text=self.reply_body, headers=self.reply_headers)
 
     def for_partner(self, partner: str) -> list[Received]:
         return [r for r in self.received if r.partner == partner]

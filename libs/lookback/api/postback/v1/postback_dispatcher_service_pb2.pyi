@@ -65,7 +65,9 @@ class JobStatus(_message.Message):
     attempts: _builtins.int
     """Attempts made so far."""
     last_error: _builtins.str
-    """The last error or HTTP status (for a dead letter: why it was given up)."""
+    """The last error, or HTTP status and the start of the response body (for a
+    dead letter: why it was given up, and what the partner last answered).
+    """
     @_builtins.property
     def job(self) -> _postback_pb2.PostbackJob:
         """The job."""
@@ -262,7 +264,7 @@ class GetPostbackJobResponse(_message.Message):
     attempts: _builtins.int
     """Attempts made so far."""
     last_error: _builtins.str
-    """The last error or HTTP status, if any."""
+    """The last error, or HTTP status and the start of the response body, if any."""
     @_builtins.property
     def job(self) -> _postback_pb2.PostbackJob:
         """The job."""
