@@ -5,6 +5,7 @@ Every test runs on both queues, SQLite and Redis (the dispatcher contract)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -46,13 +47,16 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         lease_seconds=1.0,
         request_timeout=0.3,
         signing_secrets={"k1": "s3cret"},
+        delivered_retention=0.5,
     )
     queue: PostbackQueue
     if request.param == "sqlite":
-        queue = SqliteQueue(config.queue_path)
+        queue = SqliteQueue(config.queue_path, retention=config.delivered_retention)
     else:
         url = request.getfixturevalue("redis_url")
-        queue = RedisQueue(url, prefix=f"test:{uuid.uuid4().hex[:8]}:")
+        queue = RedisQueue(
+            url, prefix=f"test:{uuid.uuid4().hex[:8]}:", retention=config.delivered_retention
+        )
     server = GrpcServer(PostbackComponent(config, queue), config)
     await server.start()
     yield server
@@ -103,8 +107,8 @@ async def test_delivers_with_idempotency_key_and_signature(
         "s3cret", got.headers["X-Lookback-Timestamp"], "GET", f"{receiver.url}/p?x=1", ""
     )
     assert got.headers["X-Lookback-Signature"] == expected
-    state = await dispatcher.queue.get("j1")
-    assert state is not None and state.state == pb.DELIVERY_STATE_DELIVERED
+    state = await dispatcher.wait_final("j1", timeout=10)
+    assert state.state == pb.DELIVERY_STATE_DELIVERED
 
 
 async def test_same_job_id_enqueued_twice_is_queued_once(
@@ -222,3 +226,25 @@ async def test_dead_letters_through_the_grpc_api(
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await rpc.ListDeadLetters(pb.ListDeadLettersRequest(page_size=5000))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_delivered_jobs_are_forgotten_after_their_retention(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    """Nothing grows for ever: a delivered job is dropped after the retention
+    (0.5 s here); dead letters stay until replayed."""
+    receiver.status = 200
+    await dispatcher.queue.enqueue([job("r1", f"{receiver.url}/p")], time.time())
+    await receiver.wait_for("p")
+    receiver.status = 400
+    await dispatcher.queue.enqueue([job("r2", f"{receiver.url}/q")], time.time())
+    dispatcher.wakeup.set()
+    assert (await dispatcher.wait_final("r1", timeout=10)).state == pb.DELIVERY_STATE_DELIVERED
+    assert (await dispatcher.wait_final("r2", timeout=10)).state == pb.DELIVERY_STATE_DEAD
+    deadline = time.monotonic() + 10
+    while await dispatcher.queue.get("r1") is not None:
+        assert time.monotonic() < deadline, "the delivered job was kept past its retention"
+        dispatcher.wakeup.set()  # the SQLite queue purges as it polls
+        await asyncio.sleep(0.05)
+    dead = await dispatcher.queue.get("r2")
+    assert dead is not None and dead.state == pb.DELIVERY_STATE_DEAD

@@ -4,7 +4,9 @@ and a dispatcher killed mid-delivery losing nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -122,6 +124,8 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
                     break
                 assert time.monotonic() < deadline, [s.state if s else None for s in states]
                 await asyncio.sleep(0.2)
+            # Finished entries are acknowledged and deleted: no work is left behind.
+            assert await queue.r.xlen(queue.stream) == 0
         finally:
             await second.stop()
             await queue.close()
@@ -132,4 +136,76 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
     finally:
         if first.process.returncode is None:
             first.process.kill()
+        await sink.stop()
+
+
+async def lookback_cli(*argv: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_operators_list_and_replay_dead_letters_from_the_command_line(
+    redis_url: str,
+) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/2"
+    probe = RedisQueue(url)
+    await probe.open()
+    await probe.r.flushdb()
+    await probe.close()
+    sink = PostbackSink(status=400, reply_body="bad token")
+    await sink.start()
+    dispatcher = await serve("postback", "--redis-url", url, "--max-attempts", "2")
+    try:
+        async with grpc.aio.insecure_channel(dispatcher.address) as channel:
+            stub = pb_grpc.PostbackDispatcherServiceStub(channel)
+            job = postback_pb2.PostbackJob(job_id="cli-1", partner="p", url=f"{sink.url}/p")
+            await stub.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=[job]))
+            await sink.wait_for("p")
+
+            async def state() -> int:
+                got = await stub.GetPostbackJob(pb.GetPostbackJobRequest(job_id="cli-1"))
+                return got.state
+
+            deadline = time.monotonic() + 10
+            while await state() != pb.DELIVERY_STATE_DEAD:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+            code, out, _ = await lookback_cli("postbacks", "dead", "--target", dispatcher.address)
+            assert code == 0
+            (line,) = out.splitlines()
+            dead = json.loads(line)
+            assert dead["job"]["job_id"] == "cli-1" and dead["state"] == "DELIVERY_STATE_DEAD"
+            assert "HTTP 400" in dead["last_error"] and "bad token" in dead["last_error"]
+
+            sink.status = 200
+            code, out, _ = await lookback_cli(
+                "postbacks", "replay", "cli-1", "--target", dispatcher.address
+            )
+            assert code == 0 and json.loads(out)["state"] == "DELIVERY_STATE_PENDING"
+            await sink.wait_for("p", count=2)
+            deadline = time.monotonic() + 10
+            while await state() != pb.DELIVERY_STATE_DELIVERED:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+            code, out, err = await lookback_cli(
+                "postbacks", "replay", "cli-1", "--target", dispatcher.address
+            )
+            assert code == 1 and "FAILED_PRECONDITION" in err
+            code, out, _ = await lookback_cli(
+                "postbacks", "show", "cli-1", "--target", dispatcher.address
+            )
+            assert code == 0 and json.loads(out)["state"] == "DELIVERY_STATE_DELIVERED"
+    finally:
+        await dispatcher.stop()
         await sink.stop()

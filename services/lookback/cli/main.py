@@ -3,6 +3,7 @@
 lookback serve SERVICE [--flag value ...]   one service (flags: --help)
 lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
+lookback postbacks dead|show|replay         dead letters (--help)
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Redis (redis://host:6379/0) for the postback queue and cache coherence",
     )
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
+    sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
     p_demo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
@@ -101,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.scenarios import main as run_scenarios
 
         return run_scenarios(args[2:])
+    if args[:1] == ["postbacks"]:
+        from lookback.cli.postbacks import main as postbacks
+
+        return postbacks(args[1:])
     if args[:1] == ["serve"]:
         known, rest = p_serve.parse_known_args(args[1:])
         return run_service(known.service, rest)

@@ -20,6 +20,9 @@ from lookback.api.types.v1 import postback_pb2
 
 T = TypeVar("T")
 
+PURGE_INTERVAL = 60.0
+"""Seconds between purges of delivered jobs past their retention (SQLite)."""
+
 PENDING = pb.DELIVERY_STATE_PENDING
 DELIVERED = pb.DELIVERY_STATE_DELIVERED
 DEAD = pb.DELIVERY_STATE_DEAD
@@ -70,8 +73,10 @@ class PostbackQueue(Protocol):
 class SqliteQueue:
     """:class:`PostbackQueue` on SQLite (WAL, ``synchronous=FULL``), one thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, retention: float = 7 * 86400.0) -> None:
         self.path = Path(path)
+        self.retention = retention
+        self._next_purge = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-queue")
         self._db: sqlite3.Connection | None = None
 
@@ -129,6 +134,12 @@ class SqliteQueue:
         return await self._run(self._enqueue, list(jobs), now)
 
     def _claim(self, limit: int, now: float, lease: float) -> list[JobState]:
+        if now >= self._next_purge:  # forget delivered jobs past their retention
+            self._next_purge = now + min(PURGE_INTERVAL, self.retention)
+            self.db.execute(
+                "DELETE FROM jobs WHERE state=? AND delivered_at<?",
+                (DELIVERED, now - self.retention),
+            )
         self.db.execute("BEGIN IMMEDIATE")
         try:
             rows = self.db.execute(

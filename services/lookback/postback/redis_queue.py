@@ -4,14 +4,16 @@ Keys (prefix ``lookback:pb:``):
 
 - ``job:<id>``: a hash with the job (``body``), ``state``, ``attempts``,
   ``last_error``, ``created_at`` and ``delivered_at``; created once per job
-  id, so enqueuing the same id twice queues it once;
+  id, so enqueuing the same id twice queues it once; it expires
+  ``retention`` seconds after delivery (dead and pending jobs do not expire);
 - ``stream``: the jobs due now, read by the consumer group ``dispatchers``;
   a worker that dies leaves its entries pending, and ``XAUTOCLAIM`` hands
-  them to another worker once their lease (idle time) runs out;
+  them to another worker once their lease (idle time) runs out; an entry is
+  deleted once acknowledged, so the stream holds only unfinished work;
 - ``delayed``: a sorted set of jobs waiting for a retry, scored by due time;
   due ones move back into the stream;
 - ``dead``: the dead-letter stream (job id and reason), besides the job's
-  own state ``DEAD``.
+  own state ``DEAD``; capped at about a million records.
 
 A delivered job's state is set before its stream entry is acknowledged; a
 reclaimed entry whose job is already delivered is acknowledged and skipped,
@@ -20,9 +22,11 @@ so a job recorded as delivered is never sent again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,6 +37,8 @@ from lookback.postback.queue import DEAD, DELIVERED, PENDING, JobState
 
 PREFIX = "lookback:pb:"
 GROUP = "dispatchers"
+DEAD_STREAM_MAXLEN = 1_000_000
+"""About this many dead-letter records are kept (the jobs' own state stays)."""
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between moving due retries back and reclaiming dead workers' jobs."""
 
@@ -70,19 +76,35 @@ def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
     )
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    job_id: str
+    fields: dict[str, Any]
+    retry_at: float | None = None
+
+
 class RedisQueue:
     """:class:`~lookback.postback.queue.PostbackQueue` on Redis Streams."""
 
-    def __init__(self, url: str, consumer: str | None = None, prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        url: str,
+        consumer: str | None = None,
+        prefix: str = PREFIX,
+        retention: float = 7 * 86400.0,
+    ) -> None:
         self.url = url
+        self.retention = retention
         self.prefix = prefix
         self.stream = prefix + "stream"
         self.delayed = prefix + "delayed"
         self.dead_stream = prefix + "dead"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.redis: aioredis.Redis | None = None
-        self._entries: dict[str, bytes] = {}
-        self._last_housekeeping = 0.0  # job id -> stream entry id, for claimed jobs
+        self._entries: dict[str, bytes] = {}  # job id -> stream entry id, for claimed jobs
+        self._last_housekeeping = 0.0
+        self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -103,6 +125,8 @@ class RedisQueue:
         self._promote = self.r.register_script(_PROMOTE)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)  # store what ended
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -114,15 +138,16 @@ class RedisQueue:
             return False
 
     async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
-        new = 0
+        if not jobs:
+            return 0
+        pipe = self.r.pipeline(transaction=False)  # one round trip for the batch
         for job in jobs:
-            new += int(
-                await self._enqueue(
-                    keys=[self._job_key(job.job_id), self.stream],
-                    args=[job.SerializeToString(), PENDING, now, job.job_id],
-                )
+            await self._enqueue(
+                keys=[self._job_key(job.job_id), self.stream],
+                args=[job.SerializeToString(), PENDING, now, job.job_id],
+                client=pipe,
             )
-        return new
+        return sum(int(n) for n in await pipe.execute())
 
     async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
@@ -165,27 +190,69 @@ class RedisQueue:
             self._entries[job_id] = entry_id
             states.append(state)
         if finished:
-            await self.r.xack(self.stream, GROUP, *finished)
+            pipe = self.r.pipeline(transaction=True)
+            pipe.xack(self.stream, GROUP, *finished)
+            pipe.xdel(self.stream, *finished)
+            await pipe.execute()
         return states
 
-    async def _finish(self, job_id: str, **fields: Any) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self._job_key(job_id), mapping=fields)
-        entry = self._entries.pop(job_id, None)
-        if entry is not None:
-            pipe.xack(self.stream, GROUP, entry)
-        await pipe.execute()
+    async def _finish(self, outcome: _Outcome) -> None:
+        """Record an outcome; returns once it is stored (group commit: the
+        outcomes of every delivery that ends meanwhile share one transaction)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await waiter
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the outcomes of this loop iteration join
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            # One MULTI/EXEC: each job's state is written and its stream entry
+            # acknowledged together, so a delivered job is never claimed again.
+            pipe = self.r.pipeline(transaction=True)
+            acks = []
+            for outcome, _ in batch:
+                if outcome.retry_at is not None:
+                    pipe.zadd(self.delayed, {outcome.job_id: outcome.retry_at})
+                if outcome.fields.get("state") == DEAD:
+                    pipe.xadd(
+                        self.dead_stream,
+                        {"id": outcome.job_id, "reason": outcome.fields["last_error"]},
+                        maxlen=DEAD_STREAM_MAXLEN,
+                        approximate=True,
+                    )
+                key = self._job_key(outcome.job_id)
+                pipe.hset(key, mapping=outcome.fields)
+                if outcome.fields.get("state") == DELIVERED:
+                    pipe.pexpire(key, max(1, int(self.retention * 1000)))
+                entry = self._entries.pop(outcome.job_id, None)
+                if entry is not None:
+                    acks.append(entry)
+            if acks:  # done with these entries: acknowledged, and out of the stream
+                pipe.xack(self.stream, GROUP, *acks)
+                pipe.xdel(self.stream, *acks)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+            else:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     async def delivered(self, job_id: str, now: float) -> None:
-        await self._finish(job_id, state=DELIVERED, delivered_at=now, last_error="")
+        fields = {"state": DELIVERED, "delivered_at": now, "last_error": ""}
+        await self._finish(_Outcome(job_id, fields))
 
     async def retry(self, job_id: str, at: float, error: str) -> None:
-        await self.r.zadd(self.delayed, {job_id: at})
-        await self._finish(job_id, last_error=error)
+        await self._finish(_Outcome(job_id, {"last_error": error}, retry_at=at))
 
     async def dead(self, job_id: str, error: str) -> None:
-        await self.r.xadd(self.dead_stream, {"id": job_id, "reason": error})
-        await self._finish(job_id, state=DEAD, last_error=error)
+        await self._finish(_Outcome(job_id, {"state": DEAD, "last_error": error}))
 
     async def get(self, job_id: str) -> JobState | None:
         return _state(job_id, await self.r.hgetall(self._job_key(job_id)))

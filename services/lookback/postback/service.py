@@ -55,6 +55,9 @@ class PostbackConfig(ServerConfig):
     """First retry backoff in seconds (doubled per attempt, with jitter)."""
     signing_secrets: dict[str, str] = field(default_factory=dict)
     """HMAC-SHA256 keys by secret name (``name=key,...``), usually from a Secret."""
+    delivered_retention: float = 7 * 86400.0
+    """Seconds a delivered job is kept (for status queries, and so that the same
+    job id enqueued again within this time is not sent again)."""
     redis_url: str = ""
     """Redis for the queue (``redis://host:6379/0``); empty for the embedded SQLite queue."""
     health_interval: float = 1.0
@@ -296,5 +299,5 @@ def make_queue(config: PostbackConfig) -> PostbackQueue:
     if config.redis_url:
         from lookback.postback.redis_queue import RedisQueue
 
-        return RedisQueue(config.redis_url)
-    return SqliteQueue(config.queue_path)
+        return RedisQueue(config.redis_url, retention=config.delivered_retention)
+    return SqliteQueue(config.queue_path, retention=config.delivered_retention)

@@ -1,0 +1,74 @@
+"""``lookback postbacks``: dead letters for operators, over the dispatcher's RPCs.
+
+lookback postbacks dead   [--target HOST:PORT] [--limit N]   list dead letters (JSON lines)
+lookback postbacks show   JOB_ID [--target HOST:PORT]        one job's state (JSON)
+lookback postbacks replay JOB_ID [--target HOST:PORT]        queue a dead letter again
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import json_format
+
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+
+
+def _print(message: object) -> None:
+    text = json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+    print(json.dumps(text, sort_keys=True))
+
+
+async def _run(ns: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ns.target) as channel:
+        stub = pb_grpc.PostbackDispatcherServiceStub(channel)
+        try:
+            if ns.action == "dead":
+                listed = await stub.ListDeadLetters(
+                    pb.ListDeadLettersRequest(page_size=ns.limit), timeout=30
+                )
+                for dead in listed.dead_letters:
+                    _print(dead)
+            elif ns.action == "show":
+                _print(
+                    await stub.GetPostbackJob(
+                        pb.GetPostbackJobRequest(job_id=ns.job_id), timeout=30
+                    )
+                )
+            else:
+                replayed = await stub.ReplayDeadLetter(
+                    pb.ReplayDeadLetterRequest(job_id=ns.job_id), timeout=30
+                )
+                _print(replayed.status)
+        except grpc.aio.AioRpcError as exc:
+            print(
+                f"lookback postbacks {ns.action}: {exc.code().name}: {exc.details()}",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lookback postbacks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    for action, help_text in [
+        ("dead", "list dead letters, oldest first"),
+        ("show", "show one job"),
+        ("replay", "queue a dead letter again"),
+    ]:
+        p = sub.add_parser(action, help=help_text)
+        if action != "dead":
+            p.add_argument("job_id")
+        else:
+            p.add_argument("--limit", type=int, default=100, help="at most this many (1-1000)")
+        p.add_argument(
+            "--target", default="127.0.0.1:7405", help="the postback dispatcher (lookback up: 7405)"
+        )
+    return asyncio.run(_run(parser.parse_args(argv)))
