@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from lookback.core import telemetry
+
 # Retry transient UNAVAILABLE (a peer restarting) a few times, fast.
 _SERVICE_CONFIG = json.dumps(
     {
@@ -34,16 +36,31 @@ _SERVICE_CONFIG = json.dumps(
 
 
 class _WithDeadline:
-    """A multicallable that adds ``timeout=`` when the caller gives none."""
+    """A multicallable that adds ``timeout=`` when the caller gives none, and
+    (while tracing is on) a client span whose context goes in the metadata."""
 
-    __slots__ = ("_call", "_timeout")
+    __slots__ = ("_call", "_method", "_timeout")
 
     def __init__(self, call: Any, timeout: float) -> None:
         self._call = call
         self._timeout = timeout
+        method = getattr(call, "_method", b"")
+        self._method = method.decode() if isinstance(method, bytes) else str(method)
 
     def __call__(self, request: Any, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        return self._call(request, timeout=self._timeout if timeout is None else timeout, **kwargs)
+        timeout = self._timeout if timeout is None else timeout
+        if telemetry.enabled():
+            return self._traced(request, timeout, kwargs)
+        return self._call(request, timeout=timeout, **kwargs)
+
+    async def _traced(self, request: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
+        with telemetry.client_span(self._method.lstrip("/")) as span:
+            kwargs["metadata"] = telemetry.outgoing_metadata(kwargs.get("metadata"))
+            try:
+                return await self._call(request, timeout=timeout, **kwargs)
+            except grpc.aio.AioRpcError as exc:
+                telemetry.record_error(span, exc.code().name, exc.details() or "")
+                raise
 
 
 S = TypeVar("S")

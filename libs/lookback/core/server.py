@@ -30,7 +30,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Span
 
+from lookback.core import telemetry
 from lookback.core.errors import LookbackError, to_status
 from lookback.core.tasks import cancel_and_wait
 
@@ -51,6 +53,9 @@ class ServerConfig:
     """Seconds in-flight calls get to finish after SIGTERM."""
     log_level: str = "INFO"
     """Python log level name."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector (OTLP/gRPC, ``http://collector:4317``) for traces,
+    metrics and logs; empty turns telemetry export off."""
 
 
 class Component(Protocol):
@@ -110,12 +115,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         behavior = handler.unary_unary
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if telemetry.enabled():
+                with telemetry.server_span(method, context.invocation_metadata()) as span:
+                    return await handle(request, context, span)
+            return await handle(request, context, None)
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext, span: Span | None) -> Any:
             started = time.perf_counter()
             try:
                 return await behavior(request, context)
             except LookbackError as exc:
                 status = to_status(exc)
                 log.info("%s -> %s: %s", method, exc.code.name, exc.message)
+                telemetry.record_error(span, exc.code.name, exc.message)
                 await context.abort(
                     exc.code,
                     exc.message,
@@ -123,6 +135,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
             except grpc.aio.AioRpcError as exc:
                 log.warning("%s -> downstream %s: %s", method, exc.code().name, exc.details())
+                telemetry.record_error(span, exc.code().name, exc.details() or "")
                 passed = tuple(
                     (k, v) for k, v in (exc.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY
                 )
@@ -131,6 +144,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             except Exception:
                 log.exception("%s failed", method)
+                telemetry.record_error(span, "INTERNAL", "internal error")
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 if log.isEnabledFor(logging.DEBUG):
@@ -246,11 +260,7 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+configure_logging = telemetry.configure_logging
 
 
 def install_signal_handlers(on_signal: Callable[[], object]) -> None:
@@ -262,8 +272,12 @@ def install_signal_handlers(on_signal: Callable[[], object]) -> None:
 
 async def serve(component: Component, config: ServerConfig) -> None:
     """Run ``component`` until SIGTERM or SIGINT, then stop gracefully."""
+    telemetry.setup(component.name, config.otlp_endpoint)
     server = GrpcServer(component, config)
     await server.start()
     print(f"{component.name} listening on {server.address}", flush=True)
     install_signal_handlers(server.stop)
-    await server.wait()
+    try:
+        await server.wait()
+    finally:
+        telemetry.shutdown()

@@ -42,6 +42,7 @@ from lookback.core import clients, convert
 from lookback.core.errors import Aborted, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.core.validation import check_app
+from lookback.decider import metrics
 from lookback.decider.cache import LruCache
 from lookback.decider.coherence import RedisInvalidation
 from lookback.domain import devices, rules, useragent
@@ -202,6 +203,7 @@ class Decider:
             config.install_cache_size, config.install_cache_ttl
         )
         self._flights: _SingleFlight[decision_pb2.Decision] = _SingleFlight()
+        metrics.watch(self)
         self._channels: list[grpc.aio.Channel] = []
         self.invalidation: RedisInvalidation | None = None
 
@@ -494,12 +496,18 @@ class DeciderServicer(pb_grpc.DeciderServiceServicer):
     async def DecideInstall(
         self, request: pb.DecideInstallRequest, context: object
     ) -> pb.DecideInstallResponse:
-        return pb.DecideInstallResponse(decision=await self.decider.decide_install(request.install))
+        started = time.perf_counter()
+        decision = await self.decider.decide_install(request.install)
+        metrics.decided("install", decision, time.perf_counter() - started)
+        return pb.DecideInstallResponse(decision=decision)
 
     async def DecideOpen(
         self, request: pb.DecideOpenRequest, context: object
     ) -> pb.DecideOpenResponse:
-        return pb.DecideOpenResponse(decision=await self.decider.decide_open(request.open))
+        started = time.perf_counter()
+        decision = await self.decider.decide_open(request.open)
+        metrics.decided("open", decision, time.perf_counter() - started)
+        return pb.DecideOpenResponse(decision=decision)
 
     async def AttributeEvent(
         self, request: pb.AttributeEventRequest, context: object

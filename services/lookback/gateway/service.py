@@ -37,7 +37,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, touch_pb2
-from lookback.core import clients, jsonapi
+from lookback.core import clients, jsonapi, telemetry
 from lookback.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -98,6 +98,26 @@ class GatewayConfig:
     """Python log level name."""
     grace_period: float = 10.0
     """Seconds in-flight requests get to finish after SIGTERM."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector (OTLP/gRPC, ``http://collector:4317``) for traces,
+    metrics and logs; empty turns telemetry export off."""
+
+
+@web.middleware
+async def _traced(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A server span per request (continuing a ``traceparent`` header), while tracing is on."""
+    if not telemetry.enabled():
+        return await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    with telemetry.http_server_span(request.method, route, request.headers) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            telemetry.record_error(span, str(response.status), response.reason or "")
+        return response
 
 
 def _error(status: int, code: str, message: str, violations: list[FieldViolation]) -> web.Response:
@@ -216,7 +236,7 @@ class Gateway:
         self.draining = False
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced])
         r = app.router
         r.add_get("/v1/click", _guard("touch.", self.click))
         r.add_get("/v1/impression", _guard("touch.", self.impression))
@@ -347,6 +367,7 @@ class GatewayServer:
 
 
 async def serve(config: GatewayConfig) -> None:
+    telemetry.setup("gateway", config.otlp_endpoint)
     server = GatewayServer(config)
     port = await server.start()
     print(f"gateway listening on http://{config.http_host}:{port}", flush=True)
@@ -354,3 +375,4 @@ async def serve(config: GatewayConfig) -> None:
     install_signal_handlers(stop.set)
     await stop.wait()
     await server.stop()
+    telemetry.shutdown()

@@ -61,6 +61,10 @@ class PostbackQueue(Protocol):
 
     async def healthy(self) -> bool: ...
 
+    async def depth(self) -> int:
+        """Jobs not yet delivered or dead (due now, in flight or waiting to retry)."""
+        ...
+
     async def list_dead(self, limit: int) -> list[JobState]:
         """Dead letters, oldest first."""
         ...
@@ -201,6 +205,13 @@ class SqliteQueue:
 
     async def healthy(self) -> bool:
         return self._db is not None
+
+    def _depth(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (PENDING,)).fetchone()
+        return int(row[0])
+
+    async def depth(self) -> int:
+        return await self._run(self._depth)
 
     def _list_dead(self, limit: int) -> list[JobState]:
         rows = self.db.execute(

@@ -254,6 +254,12 @@ class RedisQueue:
     async def dead(self, job_id: str, error: str) -> None:
         await self._finish(_Outcome(job_id, {"state": DEAD, "last_error": error}))
 
+    async def depth(self) -> int:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xlen(self.stream)  # due or in flight (entries are deleted when done)
+        pipe.zcard(self.delayed)  # waiting to retry
+        return sum(int(n) for n in await pipe.execute())
+
     async def get(self, job_id: str) -> JobState | None:
         return _state(job_id, await self.r.hgetall(self._job_key(job_id)))
 

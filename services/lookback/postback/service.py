@@ -9,14 +9,19 @@ import hmac
 import logging
 import random
 import time
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Span
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
+from lookback.core import telemetry
 from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.core.tasks import cancel_and_wait
@@ -70,6 +75,29 @@ def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str
     return "sha256=" + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
+DEPTH_INTERVAL = 5.0
+"""Seconds between measurements of the queue depth (a gauge)."""
+
+_meter = telemetry.meter("lookback.postback")
+_outcomes = _meter.create_counter(
+    "lookback.postback.outcomes",
+    description="Delivery attempts by partner and outcome (delivered, retry, dead).",
+)
+_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+
+def _depths(options: CallbackOptions) -> Iterable[Observation]:
+    for dispatcher in list(_dispatchers):
+        yield Observation(dispatcher.depth)
+
+
+_meter.create_observable_gauge(
+    "lookback.postback.queue.depth",
+    callbacks=[_depths],
+    description="Postback jobs not yet delivered or dead.",
+)
+
+
 class Dispatcher:
     """Claims due jobs and delivers them, at least once, with retries."""
 
@@ -86,6 +114,10 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._outcomes = asyncio.Condition()
         self._stopping = False
+        self._gauge: asyncio.Task[None] | None = None
+        self.depth = 0
+        """Jobs waiting (due, in flight or delayed), as last measured."""
+        _dispatchers.add(self)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -93,6 +125,7 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._task = asyncio.create_task(self._loop())
+        self._gauge = asyncio.create_task(self._measure_depth())
 
     async def stop(self) -> None:
         # Stop by flag first: a cancellation alone can be swallowed (by
@@ -100,6 +133,7 @@ class Dispatcher:
         # it lands as a reply arrives), and the loop would then run for ever.
         self._stopping = True
         self.wakeup.set()
+        await cancel_and_wait(self._gauge)
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=self.config.poll_interval + 1)
             await cancel_and_wait(self._task)
@@ -128,11 +162,30 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.config.poll_interval)
 
+    async def _measure_depth(self) -> None:
+        while not self._stopping:
+            try:
+                self.depth = await self.queue.depth()
+            except Exception as exc:
+                log.debug("measuring the queue depth failed: %s", exc)
+            await asyncio.sleep(DEPTH_INTERVAL)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self.wakeup.set()
 
     async def _deliver(self, state: JobState) -> None:
+        if not telemetry.enabled():
+            return await self._attempt(state, None)
+        attributes = {
+            "lookback.postback.job_id": state.job.job_id,
+            "lookback.postback.partner": state.job.partner,
+            "lookback.postback.attempt": state.attempts,
+        }
+        with telemetry.http_client_span(f"postback {state.job.partner}", attributes) as span:
+            return await self._attempt(state, span)
+
+    async def _attempt(self, state: JobState, span: Span | None) -> None:
         job = state.job
         assert self.session is not None
         method = "POST" if job.method == postback_pb2.HTTP_METHOD_POST else "GET"
@@ -164,6 +217,8 @@ class Dispatcher:
                 body = raw.decode(errors="replace").strip()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
+        if span is not None:
+            span.set_attribute("http.response.status_code", status or 0)
         verdict = judge(
             self.policy,
             attempt=state.attempts,
@@ -174,6 +229,11 @@ class Dispatcher:
             response=body,
             rng=self.rng,
         )
+        _outcomes.add(1, {"partner": job.partner, "outcome": verdict.outcome})
+        if span is not None:
+            span.set_attribute("lookback.postback.outcome", verdict.outcome)
+            if verdict.outcome != "delivered":
+                telemetry.record_error(span, verdict.outcome, verdict.reason)
         try:
             if verdict.outcome == "delivered":
                 await self.queue.delivered(job.job_id, time.time())

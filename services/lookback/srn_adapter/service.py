@@ -14,6 +14,7 @@ import grpc
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
+from lookback.core import telemetry
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.server import ServerConfig
 from lookback.srn_adapter.adapters import CircuitBreaker, HttpSrnAdapter, SrnAdapter, SrnError
@@ -36,6 +37,17 @@ class SrnConfig(ServerConfig):
     """Consecutive failures that open a network's circuit breaker."""
     breaker_cooldown: float = 5.0
     """Seconds an open breaker waits before letting a call through again."""
+
+
+_meter = telemetry.meter("lookback.srn_adapter")
+_timeouts = _meter.create_counter(
+    "lookback.srn.timeouts", description="SRN queries that ran out of time, per network."
+)
+_queries = _meter.create_counter(
+    "lookback.srn.queries",
+    description="SRN queries by network and outcome (claimed, no_claim, timeout, error, "
+    "circuit_open).",
+)
 
 
 class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
@@ -66,21 +78,36 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
             adapter.network,
             CircuitBreaker(self.config.breaker_threshold, self.config.breaker_cooldown),
         )
+        network = {"network": adapter.network}
         if not breaker.allow():
+            _queries.add(1, {**network, "outcome": "circuit_open"})
             raise SrnError(f"{adapter.network}: circuit open")
         installed = datetime.fromtimestamp(ts_to_micros(request.installed_at) / 1e6, UTC)
         async with self.limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                _timeouts.add(1, network)
+                _queries.add(1, {**network, "outcome": "timeout"})
                 raise SrnError(f"{adapter.network}: no time left")
+            query = adapter.query(request.app_id, request.device, installed, remaining)
             try:
-                claims = await asyncio.wait_for(
-                    adapter.query(request.app_id, request.device, installed, remaining), remaining
-                )
+                if telemetry.enabled():
+                    with telemetry.http_client_span(
+                        f"SRN {adapter.network}",
+                        {"lookback.srn.network": adapter.network},
+                    ):
+                        claims = await asyncio.wait_for(query, remaining)
+                else:
+                    claims = await asyncio.wait_for(query, remaining)
             except (SrnError, TimeoutError) as exc:
                 breaker.record(False)
+                timed_out = isinstance(exc, TimeoutError)
+                if timed_out:
+                    _timeouts.add(1, network)
+                _queries.add(1, {**network, "outcome": "timeout" if timed_out else "error"})
                 raise SrnError(str(exc) or f"{adapter.network}: timed out") from exc
         breaker.record(True)
+        _queries.add(1, {**network, "outcome": "claimed" if claims else "no_claim"})
         return claims
 
     async def QueryClaims(

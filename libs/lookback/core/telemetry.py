@@ -1,0 +1,204 @@
+"""OpenTelemetry for every service: traces, metrics and logs.
+
+Off by default. With ``--otlp-endpoint http://collector:4317`` a service
+exports traces, metrics and logs over OTLP/gRPC. Tests install in-memory
+exporters with :func:`install`.
+
+- **Traces**: every gRPC call is a server span (context taken from the
+  call's metadata, W3C ``traceparent``), every call a service makes is a
+  client span whose context goes out in the metadata, and the gateway's HTTP
+  requests are server spans (context taken from the request headers). So one
+  install is one trace: gateway -> ingestion -> decider -> store and SRN
+  adapter -> postback dispatcher.
+- **Metrics**: instruments are made from the global meter provider (no-ops
+  until one is set); the services record what they own.
+- **Logs** carry ``trace_id`` and ``span_id`` (``-`` outside a span), and are
+  exported with the rest when an endpoint is set.
+
+While telemetry is off, the per-call code does nothing but test a flag:
+the decider is latency-critical.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+_state = {"enabled": False}
+_providers: list[Any] = []
+
+
+def enabled() -> bool:
+    """True once tracing is configured (OTLP or in-memory)."""
+    return _state["enabled"]
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("lookback")
+
+
+def meter(name: str) -> metrics.Meter:
+    """A meter from the global provider (no-op instruments until one is set)."""
+    return metrics.get_meter(name)
+
+
+class _TraceIds(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` to every record (``-`` outside a span)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = "-"
+        return True
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s span=%(span_id)s %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr with the trace and span ids on every line."""
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if not any(isinstance(f, _TraceIds) for f in handler.filters):
+            handler.addFilter(_TraceIds())
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def setup(service: str, endpoint: str) -> None:
+    """Export traces, metrics and logs of ``service`` over OTLP/gRPC to
+    ``endpoint``; nothing when ``endpoint`` is empty."""
+    if not endpoint:
+        return
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    insecure = endpoint.startswith("http://")
+    resource = Resource.create(
+        {"service.name": f"lookback-{service.replace('_', '-')}", "service.namespace": "lookback"}
+    )
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure))
+    )
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint, insecure=insecure), export_interval_millis=10_000
+    )
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=insecure))
+    )
+    set_logger_provider(logger_provider)
+    logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
+    install(tracer_provider, meter_provider)
+    _providers.append(logger_provider)
+
+
+def install(tracer_provider: Any, meter_provider: Any | None = None) -> None:
+    """Make these the process's providers and turn tracing on.
+
+    OpenTelemetry takes global providers once per process: a second call
+    only turns tracing back on (what tests that share a process need)."""
+    if not _providers:
+        trace.set_tracer_provider(tracer_provider)
+        _providers.append(tracer_provider)
+        if meter_provider is not None:
+            metrics.set_meter_provider(meter_provider)
+            _providers.append(meter_provider)
+    _state["enabled"] = True
+
+
+def turn_off() -> None:
+    """Stop making spans (the providers stay; for tests sharing a process)."""
+    _state["enabled"] = False
+
+
+def shutdown() -> None:
+    """Flush and stop the exporters (at the end of a service's life)."""
+    for provider in reversed(_providers):
+        provider.shutdown()
+    _providers.clear()
+
+
+# --- spans ----------------------------------------------------------------
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+@contextmanager
+def server_span(method: str, metadata: Any) -> Iterator[Span]:
+    """A SERVER span for a gRPC call, continuing the caller's trace."""
+    carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
+    with tracer().start_as_current_span(
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes=_rpc_attributes(method),
+    ) as span:
+        yield span
+
+
+def outgoing_metadata(metadata: Any) -> list[tuple[str, str]]:
+    """``metadata`` plus the current trace context (W3C ``traceparent``)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [*(metadata or ()), *carrier.items()]
+
+
+def client_span(method: str) -> Any:
+    """A CLIENT span for an outgoing gRPC call (a context manager)."""
+    return tracer().start_as_current_span(
+        method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
+    )
+
+
+def http_server_span(method: str, route: str, headers: Mapping[str, str]) -> Any:
+    """A SERVER span for an HTTP request, continuing the caller's trace."""
+    return tracer().start_as_current_span(
+        f"{method} {route}",
+        context=propagate.extract(dict(headers)),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route},
+    )
+
+
+def http_client_span(name: str, attributes: Mapping[str, Any]) -> Any:
+    """A CLIENT span for a request to a third party (SRN query, postback).
+
+    No trace context goes out to third parties: it would tell them nothing
+    useful, and our trace ids are ours."""
+    return tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def set_attributes(attributes: Mapping[str, Any]) -> None:
+    """Set attributes on the current span (nothing while tracing is off)."""
+    if enabled():
+        trace.get_current_span().set_attributes(attributes)
+
+
+def record_error(span: Span | None, code: str, message: str) -> None:
+    if span is not None:
+        span.set_status(Status(StatusCode.ERROR, f"{code}: {message}"))

@@ -1,0 +1,308 @@
+"""OpenTelemetry: one install is one trace across gateway, ingestion, decider,
+store, SRN adapter and postback dispatcher (context carried in gRPC metadata
+and HTTP headers); the decider's span names the decision; metrics and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
+from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
+from lookback.api.types.v1 import app_pb2
+from lookback.cli.suite import SuiteAddresses
+from lookback.core import telemetry
+from lookback.postback.sink import PostbackSink
+from lookback.srn_adapter.fake import FakeSrn
+from tests.conftest import new_gaid
+from tests.procs import serve
+from tests.test_end_to_end import iso_ago
+
+UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36"
+
+_exporter = InMemorySpanExporter()
+_reader = InMemoryMetricReader()
+
+
+@pytest.fixture
+def telemetry_on() -> Iterator[InMemorySpanExporter]:
+    """In-memory exporters for this process (OpenTelemetry's providers are
+    global and set once; tracing is switched off again afterwards)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    telemetry.install(provider, MeterProvider(metric_readers=[_reader]))
+    _exporter.clear()
+    yield _exporter
+    telemetry.turn_off()
+
+
+@pytest.fixture
+def trace_log() -> Iterator[io.StringIO]:
+    """Log lines as a service writes them (with the trace id), at INFO."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(telemetry._TraceIds())
+    handler.setFormatter(logging.Formatter(telemetry.LOG_FORMAT))
+    logger = logging.getLogger("lookback")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield out
+    logger.setLevel(level)
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+async def srn_app(apps: apps_grpc.AppSettingsServiceStub, sink: PostbackSink) -> AsyncIterator[str]:
+    app_id = f"com.test.otel.{uuid.uuid4().hex[:8]}"
+    app = app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
+    app.settings.srn_networks.extend(["srn_social", "srn_video"])
+    app.settings.postbacks["networka"].install.url = f"{sink.url}/otel-{app_id}?c={{campaign}}"
+    await apps.CreateApp(apps_pb.CreateAppRequest(app=app))
+    yield app_id
+
+
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    points: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+async def test_one_install_is_one_trace_across_every_service(
+    suite: SuiteAddresses,
+    srn_app: str,
+    fake_srn: tuple[FakeSrn, str],
+    sink: PostbackSink,
+    telemetry_on: InMemorySpanExporter,
+    trace_log: io.StringIO,
+) -> None:
+    fake, _ = fake_srn
+    fake.behaviour["srn_video"] = {"delay_ms": 1000}  # past the decider's SRN budget
+    gaid = new_gaid()
+    async with aiohttp.ClientSession() as http:
+        click = {
+            "app_id": srn_app,
+            "media_source": "networka",
+            "campaign": "otel",
+            "gaid": gaid,
+            "engaged_at": iso_ago(3600),
+        }
+        async with http.get(f"{suite.gateway_url}/v1/click", params=click) as r:
+            assert r.status == 200, await r.text()
+        telemetry_on.clear()
+        install = {
+            "app_id": srn_app,
+            "install_id": "i-otel",
+            "device": {"gaid": gaid},
+            "os_version": "14",
+            "user_agent": UA,
+        }
+        # The caller's own trace context is continued (W3C traceparent).
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        headers = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01", "User-Agent": UA}
+        async with http.post(
+            f"{suite.gateway_url}/v1/installs", json=install, headers=headers
+        ) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["decision"]["media_source"] == "networka"
+    await sink.wait_for(f"otel-{srn_app}")
+    fake.behaviour.pop("srn_video")
+
+    spans: list[ReadableSpan] = []
+    deadline = time.monotonic() + 10
+    while not any(
+        s.name == "lookback.postback.v1.PostbackDispatcherService/EnqueuePostbacks" for s in spans
+    ):
+        assert time.monotonic() < deadline, [s.name for s in spans]
+        await asyncio.sleep(0.05)
+        spans = [
+            s
+            for s in telemetry_on.get_finished_spans()
+            if s.context is not None and format(s.context.trace_id, "032x") == caller_trace
+        ]
+
+    by_id = {s.context.span_id: s for s in spans if s.context is not None}
+    (http_span,) = [s for s in spans if s.name == "POST /v1/installs"]
+    assert http_span.kind == SpanKind.SERVER
+    assert http_span.parent is not None and http_span.parent.span_id == 0x00F067AA0BA902B7
+
+    servers = {
+        str((s.attributes or {}).get("rpc.service")): s
+        for s in spans
+        if s.kind == SpanKind.SERVER and s is not http_span
+    }
+    assert set(servers) >= {
+        "lookback.ingestion.v1.IngestionService",
+        "lookback.decider.v1.DeciderService",
+        "lookback.store.v1.TouchpointStoreService",
+        "lookback.srn.v1.SrnAdapterService",
+        "lookback.postback.v1.PostbackDispatcherService",
+    }
+    for server in servers.values():  # each hop's parent is the caller's client span
+        assert server.parent is not None
+        caller = by_id[server.parent.span_id]
+        assert caller.kind == SpanKind.CLIENT and caller.name == server.name
+
+    (decide,) = [
+        s
+        for s in spans
+        if s.name == "lookback.decider.v1.DeciderService/DecideInstall"
+        and s.kind == SpanKind.SERVER
+    ]
+    attributes = dict(decide.attributes or {})
+    assert attributes["lookback.decision.kind"] == "install"
+    assert attributes["lookback.decision.method"] == "device_id"
+    assert attributes["lookback.decision.media_source"] == "networka"
+    srn_calls = [s for s in spans if s.name.startswith("SRN ")]
+    assert {s.name for s in srn_calls} == {"SRN srn_social", "SRN srn_video"}
+
+    # Logs carry the trace id: the SRN adapter's note about the slow network.
+    lines = [line for line in trace_log.getvalue().splitlines() if "srn_video unanswered" in line]
+    assert lines and all(f"trace={caller_trace}" in line for line in lines)
+
+    # Metrics: decision latency, cache hit ratio, SRN timeouts, postback outcomes, queue depth.
+    deadline = time.monotonic() + 10
+    while True:
+        points = metric_points(_reader)
+        outcomes = [
+            p
+            for p in points.get("lookback.postback.outcomes", [])
+            if p.attributes.get("partner") == "networka"
+            and p.attributes.get("outcome") == "delivered"
+        ]
+        if outcomes:
+            break
+        assert time.monotonic() < deadline, sorted(points)
+        await asyncio.sleep(0.05)
+    durations = [
+        p
+        for p in points["lookback.decider.decision.duration"]
+        if p.attributes == {"call": "install", "kind": "install", "method": "device_id"}
+    ]
+    assert durations and durations[0].count >= 1 and durations[0].sum > 0
+    ratios = {p.attributes["cache"]: p.value for p in points["lookback.decider.cache.hit_ratio"]}
+    assert set(ratios) == {"settings", "install"} and all(0 <= v <= 1 for v in ratios.values())
+    timeouts = [
+        p for p in points["lookback.srn.timeouts"] if p.attributes == {"network": "srn_video"}
+    ]
+    assert timeouts and timeouts[0].value >= 1
+    assert "lookback.postback.queue.depth" in points
+
+
+def test_log_lines_outside_a_span_say_so() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(telemetry._TraceIds())
+    handler.setFormatter(logging.Formatter(telemetry.LOG_FORMAT))
+    logger = logging.getLogger("lookback.test.otel")
+    logger.addHandler(handler)
+    logger.warning("hello")
+    logger.removeHandler(handler)
+    assert "trace=- span=- hello" in out.getvalue()
+
+
+class Collector:
+    """A local OTLP/gRPC collector that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.metrics: list[Any] = []
+        self.logs: list[Any] = []
+
+    def servicers(self) -> list[tuple[Any, Any]]:
+        collector = self
+
+        class Traces(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
+            async def Export(self, request: Any, context: Any) -> Any:
+                collector.spans.extend(request.resource_spans)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class Metrics(metrics_grpc.MetricsServiceServicer):  # type: ignore[misc]
+            async def Export(self, request: Any, context: Any) -> Any:
+                collector.metrics.extend(request.resource_metrics)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        class Logs(logs_grpc.LogsServiceServicer):  # type: ignore[misc]
+            async def Export(self, request: Any, context: Any) -> Any:
+                collector.logs.extend(request.resource_logs)
+                return logs_service_pb2.ExportLogsServiceResponse()
+
+        return [
+            (Traces(), trace_grpc.add_TraceServiceServicer_to_server),
+            (Metrics(), metrics_grpc.add_MetricsServiceServicer_to_server),
+            (Logs(), logs_grpc.add_LogsServiceServicer_to_server),
+        ]
+
+
+def service_name(resource: Any) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return str(kv.value.string_value)
+    return ""
+
+
+async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
+    fake_srn: tuple[FakeSrn, str],
+) -> None:
+    collector = Collector()
+    server = grpc.aio.server()
+    for servicer, add in collector.servicers():
+        add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _, srn_url = fake_srn
+    adapter = await serve(
+        "srn_adapter",
+        "--otlp-endpoint",
+        f"http://127.0.0.1:{port}",
+        "--srn-endpoints",
+        f"srn_social={srn_url}",
+    )
+    try:
+        async with grpc.aio.insecure_channel(adapter.address) as channel:
+            request = srn_pb.QueryClaimsRequest(app_id="com.otlp", networks=["srn_social"])
+            request.device.gaid = new_gaid()
+            request.installed_at.GetCurrentTime()
+            await srn_grpc.SrnAdapterServiceStub(channel).QueryClaims(request)
+    finally:
+        await adapter.stop()  # SIGTERM: the exporters flush on the way out
+        await server.stop(0)
+    assert adapter.process.returncode == 0
+
+    assert {service_name(r.resource) for r in collector.spans} == {"lookback-srn-adapter"}
+    names = {s.name for r in collector.spans for ss in r.scope_spans for s in ss.spans}
+    assert "lookback.srn.v1.SrnAdapterService/QueryClaims" in names
+    assert "SRN srn_social" in names
+    metric_names = {m.name for r in collector.metrics for sm in r.scope_metrics for m in sm.metrics}
+    assert "lookback.srn.queries" in metric_names
+    bodies = [
+        lr.body.string_value for r in collector.logs for sl in r.scope_logs for lr in sl.log_records
+    ]
+    assert any("serving on" in body for body in bodies), bodies
