@@ -63,9 +63,7 @@ def telemetry_on() -> Iterator[InMemorySpanExporter]:
 def trace_log() -> Iterator[io.StringIO]:
     """Log lines as a service writes them (with the trace id), at INFO."""
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.addFilter(telemetry._TraceIds())
-    handler.setFormatter(logging.Formatter(telemetry.LOG_FORMAT))
+    handler = telemetry.log_handler(out)
     logger = logging.getLogger("lookback")
     logger.addHandler(handler)
     level = logger.level
@@ -218,11 +216,8 @@ async def test_one_install_is_one_trace_across_every_service(
 
 def test_log_lines_outside_a_span_say_so() -> None:
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.addFilter(telemetry._TraceIds())
-    handler.setFormatter(logging.Formatter(telemetry.LOG_FORMAT))
     logger = logging.getLogger("lookback.test.otel")
-    logger.addHandler(handler)
+    logger.addHandler(handler := telemetry.log_handler(out))
     logger.warning("hello")
     logger.removeHandler(handler)
     assert "trace=- span=- hello" in out.getvalue()

@@ -63,12 +63,20 @@ class _TraceIds(logging.Filter):
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s span=%(span_id)s %(message)s"
 
 
+def log_handler(stream: Any = None) -> logging.Handler:
+    """A handler writing lines with the trace and span ids (stderr by default)."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_TraceIds())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr with the trace and span ids on every line."""
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
-        root.addHandler(logging.StreamHandler())
+        root.addHandler(log_handler())
     for handler in root.handlers:
         if not any(isinstance(f, _TraceIds) for f in handler.filters):
             handler.addFilter(_TraceIds())
