@@ -152,6 +152,51 @@ async def test_migrations_are_versioned_and_idempotent(cassandra: CassandraNode)
     assert recorded == sorted(schema.MIGRATIONS)
 
 
+async def run_lookback(*argv: str, timeout: float = 120) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_lookback_migrate_runs_before_a_store_that_does_not_migrate(
+    cassandra: CassandraNode,
+) -> None:
+    """The Kubernetes upgrade path: a Job runs ``lookback migrate``, stores
+    started with ``--cassandra-migrate false`` refuse an out-of-date schema."""
+    from lookback.touchpoint_store import schema
+
+    keyspace = f"lookback_job_{uuid.uuid4().hex[:8]}"
+    settings = [
+        "--cassandra-hosts",
+        cassandra.host,
+        "--cassandra-port",
+        str(cassandra.port),
+        "--cassandra-keyspace",
+        keyspace,
+    ]
+    code, out = await run_lookback(
+        "serve", "touchpoint_store", *settings, "--cassandra-migrate", "false", timeout=60
+    )
+    assert code != 0 and "run `lookback migrate`" in out, out[-2000:]
+
+    versions = str(sorted(schema.MIGRATIONS))
+    for _ in range(2):  # idempotent
+        code, out = await run_lookback("migrate", *settings)
+        assert code == 0 and f"keyspace {keyspace}: schema versions {versions}" in out, out
+
+    store = await serve("touchpoint_store", *settings, "--cassandra-migrate", "false")
+    await store.stop()
+    assert store.process.returncode == 0
+
+
 async def test_records_carry_ttls_from_their_own_time(cassandra: CassandraNode) -> None:
     from cassandra.cluster import Cluster
 

@@ -4,6 +4,7 @@ lookback serve SERVICE [--flag value ...]   one service (flags: --help)
 lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
 lookback postbacks dead|show|replay         dead letters (--help)
+lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Redis (redis://host:6379/0) for the postback queue and cache coherence",
     )
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
+    sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
@@ -103,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.scenarios import main as run_scenarios
 
         return run_scenarios(args[2:])
+    if args[:1] == ["migrate"]:
+        from lookback.cli.migrate import main as migrate
+
+        return migrate(args[1:])
     if args[:1] == ["postbacks"]:
         from lookback.cli.postbacks import main as postbacks
 

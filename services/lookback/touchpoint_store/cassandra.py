@@ -79,6 +79,7 @@ class CassandraSettings:
     consistency: str = "ONE"
     request_timeout: float = 2.0
     connect_timeout: float = 5.0
+    migrate: bool = True
 
 
 def _aio(future: ResponseFuture) -> asyncio.Future[list[dict[str, Any]]]:
@@ -140,7 +141,10 @@ class CassandraBackend:
         )
         try:
             session = cluster.connect()
-            schema.migrate(session, s.keyspace, s.replication)
+            if s.migrate:
+                schema.migrate(session, s.keyspace, s.replication)
+            else:
+                schema.require_current(session, s.keyspace)
             self.q = {
                 name: session.prepare(schema.qualified(cql, s.keyspace))
                 for name, cql in schema.STATEMENTS.items()

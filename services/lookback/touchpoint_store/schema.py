@@ -121,6 +121,31 @@ def replication_map(spec: str) -> dict[str, str | int]:
     raise ValueError(f"unknown replication {spec!r}")
 
 
+class SchemaBehind(RuntimeError):
+    """The keyspace lacks migrations this version of the store needs."""
+
+
+def applied_versions(session: Session, keyspace: str) -> set[int]:
+    """Migrations recorded in ``keyspace`` (empty if it has no schema yet)."""
+    try:
+        rows = session.execute(
+            f"SELECT version FROM {keyspace}.schema_version WHERE component = 'store'"
+        )
+    except InvalidRequest:  # no keyspace or no table yet
+        return set()
+    return {row["version"] if isinstance(row, dict) else row.version for row in rows}
+
+
+def require_current(session: Session, keyspace: str) -> None:
+    """Raise :class:`SchemaBehind` unless every migration has been applied."""
+    missing = sorted(set(MIGRATIONS) - applied_versions(session, keyspace))
+    if missing:
+        raise SchemaBehind(
+            f"keyspace {keyspace!r} lacks schema versions {missing}: run `lookback migrate`"
+            " with the store's Cassandra settings (or start with --cassandra-migrate true)"
+        )
+
+
 def migrate(session: Session, keyspace: str, replication: str) -> list[int]:
     """Create the keyspace and apply every migration not yet recorded
     (blocking: run it in a thread). Returns the versions applied now."""
@@ -133,12 +158,7 @@ def migrate(session: Session, keyspace: str, replication: str) -> list[int]:
         f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_version"
         " (component text, version int, applied_at timestamp, PRIMARY KEY (component, version))"
     )
-    done = {
-        row["version"] if isinstance(row, dict) else row.version
-        for row in session.execute(
-            f"SELECT version FROM {keyspace}.schema_version WHERE component = 'store'"
-        )
-    }
+    done = applied_versions(session, keyspace)
     applied = []
     for version in sorted(v for v in MIGRATIONS if v not in done):
         for statement in MIGRATIONS[version]:

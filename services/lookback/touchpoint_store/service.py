@@ -42,6 +42,10 @@ class StoreConfig(ServerConfig):
     Lightweight transactions always use LOCAL_SERIAL."""
     cassandra_request_timeout: float = 2.0
     """Seconds one Cassandra request may take."""
+    cassandra_migrate: bool = True
+    """Apply schema migrations at start-up. Set false where ``lookback migrate``
+    runs first (a Kubernetes Job before a rollout); the store then refuses to
+    start on a schema older than it needs."""
     health_interval: float = 1.0
     """Seconds between backend health checks (health turns NOT_SERVING while
     the backend does not answer, and SERVING again when it does)."""
@@ -196,5 +200,6 @@ def make_backend(config: StoreConfig) -> StoreBackend:
             local_dc=config.cassandra_local_dc,
             consistency=config.cassandra_consistency,
             request_timeout=config.cassandra_request_timeout,
+            migrate=config.cassandra_migrate,
         )
     )

@@ -1,0 +1,54 @@
+"""``lookback migrate``: bring the Cassandra schema up to date, then exit.
+
+Takes the touchpoint store's settings (flags or ``LOOKBACK_*`` environment),
+waits for Cassandra, applies every migration not yet recorded (idempotent,
+safe to run again or beside a starting store) and prints the schema versions.
+Run it as a Kubernetes Job before rolling out a store that needs a new
+schema, with the store's ``--cassandra-migrate false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from lookback.core import config as cfg
+from lookback.core.server import configure_logging
+
+
+async def _migrate(config: object) -> int:
+    from lookback.touchpoint_store import schema
+    from lookback.touchpoint_store.cassandra import CassandraBackend
+    from lookback.touchpoint_store.service import StoreConfig, make_backend
+
+    assert isinstance(config, StoreConfig)
+    backend = make_backend(config)
+    if not isinstance(backend, CassandraBackend):
+        print("lookback migrate: no --cassandra-hosts given (the embedded store migrates itself)")
+        return 2
+    await backend.open()  # waits for Cassandra, then migrates
+    try:
+        assert backend.session is not None
+        versions = await asyncio.to_thread(
+            schema.applied_versions, backend.session, config.cassandra_keyspace
+        )
+    finally:
+        await backend.close()
+    print(f"keyspace {config.cassandra_keyspace}: schema versions {sorted(versions)}", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    from lookback.touchpoint_store.service import StoreConfig
+
+    if "--help" in argv or "-h" in argv:
+        print(f"{__doc__}\n{cfg.describe(StoreConfig)}")
+        return 0
+    try:
+        config = cfg.load(StoreConfig, argv)
+    except cfg.ConfigError as exc:
+        print(f"lookback migrate: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    return asyncio.run(_migrate(config))
