@@ -87,3 +87,18 @@ async def wait_status(address: str, want: int, timeout: float) -> None:
                 pass
             assert time.monotonic() < deadline, f"{address} never reported {want}"
             await asyncio.sleep(0.2)
+
+
+async def run_cli(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``lookback ARGV...`` to completion: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookback.cli.main",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -32,7 +32,7 @@ from lookback.ingestion.service import index_touch
 from lookback.postback.sink import PostbackSink
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from tests.conftest import REPO, CassandraNode, free_ports, new_gaid
-from tests.procs import serve, wait_status
+from tests.procs import run_cli, serve, wait_status
 
 
 @pytest.fixture
@@ -152,20 +152,6 @@ async def test_migrations_are_versioned_and_idempotent(cassandra: CassandraNode)
     assert recorded == sorted(schema.MIGRATIONS)
 
 
-async def run_lookback(*argv: str, timeout: float = 120) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookback.cli.main",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
-
-
 async def test_lookback_migrate_runs_before_a_store_that_does_not_migrate(
     cassandra: CassandraNode,
 ) -> None:
@@ -182,14 +168,14 @@ async def test_lookback_migrate_runs_before_a_store_that_does_not_migrate(
         "--cassandra-keyspace",
         keyspace,
     ]
-    code, out = await run_lookback(
+    code, out, err = await run_cli(
         "serve", "touchpoint_store", *settings, "--cassandra-migrate", "false", timeout=60
     )
-    assert code != 0 and "run `lookback migrate`" in out, out[-2000:]
+    assert code != 0 and "run `lookback migrate`" in out + err, (out + err)[-2000:]
 
     versions = str(sorted(schema.MIGRATIONS))
     for _ in range(2):  # idempotent
-        code, out = await run_lookback("migrate", *settings)
+        code, out, _ = await run_cli("migrate", *settings)
         assert code == 0 and f"keyspace {keyspace}: schema versions {versions}" in out, out
 
     store = await serve("touchpoint_store", *settings, "--cassandra-migrate", "false")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_
 from lookback.api.types.v1 import app_pb2, postback_pb2
 from lookback.postback.redis_queue import RedisQueue
 from lookback.postback.sink import PostbackSink
-from tests.procs import serve
+from tests.procs import run_cli, serve
 
 
 async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_path: Path) -> None:
@@ -139,20 +138,6 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
         await sink.stop()
 
 
-async def lookback_cli(*argv: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookback.cli.main",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_operators_list_and_replay_dead_letters_from_the_command_line(
     redis_url: str,
 ) -> None:
@@ -180,7 +165,7 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
 
-            code, out, _ = await lookback_cli("postbacks", "dead", "--target", dispatcher.address)
+            code, out, _ = await run_cli("postbacks", "dead", "--target", dispatcher.address)
             assert code == 0
             (line,) = out.splitlines()
             dead = json.loads(line)
@@ -188,7 +173,7 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
             assert "HTTP 400" in dead["last_error"] and "bad token" in dead["last_error"]
 
             sink.status = 200
-            code, out, _ = await lookback_cli(
+            code, out, _ = await run_cli(
                 "postbacks", "replay", "cli-1", "--target", dispatcher.address
             )
             assert code == 0 and json.loads(out)["state"] == "DELIVERY_STATE_PENDING"
@@ -198,11 +183,11 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
 
-            code, out, err = await lookback_cli(
+            code, out, err = await run_cli(
                 "postbacks", "replay", "cli-1", "--target", dispatcher.address
             )
             assert code == 1 and "FAILED_PRECONDITION" in err
-            code, out, _ = await lookback_cli(
+            code, out, _ = await run_cli(
                 "postbacks", "show", "cli-1", "--target", dispatcher.address
             )
             assert code == 0 and json.loads(out)["state"] == "DELIVERY_STATE_DELIVERED"
