@@ -33,6 +33,7 @@ check: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy libs services scripts bench
+	scripts/k8s_check.sh $(BIN)/kubernetes-validate
 
 unit: setup
 	$(BIN)/pytest
