@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.cli.suite import free_base_port
-from lookback.core.server import GrpcServer, ServerConfig
+from lookback.core.server import LIVENESS, GrpcServer, ServerConfig
 
 
 class SlowToWarm:
@@ -51,9 +51,13 @@ async def test_health_is_serving_only_once_warm() -> None:
     address = server.address
     assert await _status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert await _status(address, "test.Slow") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await _status(address, LIVENESS) == health_pb2.HealthCheckResponse.SERVING  # alive
     component.go.set()
     await starting
     assert await _status(address) == health_pb2.HealthCheckResponse.SERVING
+    await server.set_serving(False)  # its backend went away: not ready, still alive
+    assert await _status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await _status(address, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
     await server.stop()
 
 

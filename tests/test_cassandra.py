@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -28,6 +28,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import free_base_port
 from lookback.core.convert import micros_to_ts
+from lookback.core.server import LIVENESS
 from lookback.ingestion.service import index_touch
 from lookback.postback.sink import PostbackSink
 from lookback.touchpoint_store.cassandra import CassandraBackend
@@ -331,6 +332,11 @@ async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
             stopped = await asyncio.to_thread(node.script, "stop")
             assert stopped.returncode == 0, stopped.stderr
             await wait_status(store.address, health_pb2.HealthCheckResponse.NOT_SERVING, 60)
+            # Not ready, but alive: a liveness probe must not restart it for this.
+            alive = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=LIVENESS)
+            )
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
             t = touch_pb2.Touch(
                 app_id="com.outage",
                 click_id="c-down",

@@ -14,7 +14,7 @@ import pytest
 from lookback.cli.main import SERVICE_NAMES, _specs
 from lookback.core import config as cfg
 from lookback.core.config import parse_map
-from lookback.core.server import ServerConfig
+from lookback.core.server import LIVENESS, ServerConfig
 from tests.k8s_manifests import IMAGE, Container, Manifests, build, data_of, kustomizations
 
 BUILDS = kustomizations()
@@ -68,9 +68,13 @@ def test_ports_and_probes_match_what_each_service_listens_on(m: Manifests) -> No
         assert {"readinessProbe", "livenessProbe"} <= set(probes), c.name
         for kind, probe in probes.items():
             if is_grpc(service):
-                # Native gRPC probe; no service name: the whole server.
+                # Native gRPC probes: readiness (and start-up) on the whole
+                # server, which follows the backend; liveness on the name that
+                # stays SERVING while the process runs (no restarts for an
+                # outage elsewhere).
                 assert c.port_number(probe["grpc"]["port"]) == port, (c.name, kind)
-                assert probe["grpc"].get("service", "") == "", (c.name, kind)
+                want = LIVENESS if kind == "livenessProbe" else ""
+                assert probe["grpc"].get("service", "") == want, (c.name, kind)
             else:
                 assert c.port_number(probe["httpGet"]["port"]) == port, (c.name, kind)
         if not is_grpc(service):
@@ -78,6 +82,8 @@ def test_ports_and_probes_match_what_each_service_listens_on(m: Manifests) -> No
             assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz", c.name
         (svc,) = m.services_selecting(c)
         assert svc["metadata"]["name"] == c.workload["metadata"]["name"], c.name
+        if is_grpc(service):  # one address per pod for the clients' round_robin
+            assert svc["spec"].get("clusterIP") == "None", c.name
         for p in svc["spec"]["ports"]:
             assert c.port_number(p.get("targetPort", p["port"])) == port, (c.name, p)
 

@@ -18,6 +18,9 @@ from lookback.core import telemetry
 # Retry transient UNAVAILABLE (a peer restarting) a few times, fast.
 _SERVICE_CONFIG = json.dumps(
     {
+        # Spread calls over every address the name resolves to (a headless
+        # Kubernetes Service gives one per replica).
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -30,7 +33,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 

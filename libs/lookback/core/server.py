@@ -56,6 +56,15 @@ class ServerConfig:
     otlp_endpoint: str = ""
     """OpenTelemetry collector (OTLP/gRPC, ``http://collector:4317``) for traces,
     metrics and logs; empty turns telemetry export off."""
+    max_connection_age: float = 120.0
+    """Seconds after which a client's connection is closed gracefully, so that
+    clients re-resolve the address and spread over new replicas; 0: never."""
+
+
+LIVENESS = "liveness"
+"""Health service name that is SERVING while the process runs (its backend may
+be down): for liveness probes, which should not restart a pod for an outage
+elsewhere. The empty name (readiness) follows the backend."""
 
 
 class Component(Protocol):
@@ -165,9 +174,22 @@ class GrpcServer:
         self.component = component
         self.config = config
         self.health = HealthServicer()
+        age_ms = int(config.max_connection_age * 1000)
         self.server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Clients reconnect (and re-resolve) now and then, so new
+                # replicas get their share of long-lived client channels.
+                *(
+                    [
+                        ("grpc.max_connection_age_ms", age_ms),
+                        ("grpc.max_connection_age_grace_ms", int(config.grace_period * 1000)),
+                    ]
+                    if age_ms > 0
+                    else []
+                ),
+            ],
         )
         self.service_names = component.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -195,6 +217,7 @@ class GrpcServer:
         if not self.port:
             raise OSError(f"cannot bind {self.config.host}:{self.config.port}")
         await self.server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.component.start()
         tune_gc()
         await self.set_serving(True)
