@@ -135,9 +135,8 @@ async def test_one_install_is_one_trace_across_every_service(
 
     spans: list[ReadableSpan] = []
     deadline = time.monotonic() + 10
-    while not any(
-        s.name == "lookback.postback.v1.PostbackDispatcherService/EnqueuePostbacks" for s in spans
-    ):
+    # Wait for the last hop: the delivery attempt, after the answer was sent.
+    while not any(s.name == "postback networka" for s in spans):
         assert time.monotonic() < deadline, [s.name for s in spans]
         await asyncio.sleep(0.05)
         spans = [
@@ -180,6 +179,13 @@ async def test_one_install_is_one_trace_across_every_service(
     assert attributes["lookback.decision.media_source"] == "networka"
     srn_calls = [s for s in spans if s.name.startswith("SRN ")]
     assert {s.name for s in srn_calls} == {"SRN srn_social", "SRN srn_video"}
+    # The postback is delivered later, by a worker, yet in the same trace:
+    # under the dispatcher's EnqueuePostbacks span, via the job's traceparent.
+    (delivery,) = [s for s in spans if s.name == "postback networka"]
+    enqueue = servers["lookback.postback.v1.PostbackDispatcherService"]
+    assert delivery.parent is not None and enqueue.context is not None
+    assert delivery.parent.span_id == enqueue.context.span_id
+    assert (delivery.attributes or {})["lookback.postback.outcome"] == "delivered"
 
     # Logs carry the trace id: the SRN adapter's note about the slow network.
     lines = [line for line in trace_log.getvalue().splitlines() if "srn_video unanswered" in line]

@@ -193,12 +193,23 @@ def http_server_span(method: str, route: str, headers: Mapping[str, str]) -> Any
     )
 
 
-def http_client_span(name: str, attributes: Mapping[str, Any]) -> Any:
-    """A CLIENT span for a request to a third party (SRN query, postback).
+def http_client_span(name: str, attributes: Mapping[str, Any], parent: str = "") -> Any:
+    """A CLIENT span for a request to a third party (SRN query, postback),
+    under the current span or, if given, the W3C ``parent`` traceparent.
 
     No trace context goes out to third parties: it would tell them nothing
     useful, and our trace ids are ours."""
-    return tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    context = propagate.extract({"traceparent": parent}) if parent else None
+    return tracer().start_as_current_span(
+        name, context=context, kind=SpanKind.CLIENT, attributes=attributes
+    )
+
+
+def current_traceparent() -> str:
+    """The current span's W3C ``traceparent`` ("" outside a span)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
 
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:

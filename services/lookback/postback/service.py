@@ -182,7 +182,9 @@ class Dispatcher:
             "lookback.postback.partner": state.job.partner,
             "lookback.postback.attempt": state.attempts,
         }
-        with telemetry.http_client_span(f"postback {state.job.partner}", attributes) as span:
+        with telemetry.http_client_span(
+            f"postback {state.job.partner}", attributes, parent=state.job.traceparent
+        ) as span:
             return await self._attempt(state, span)
 
     async def _attempt(self, state: JobState, span: Span | None) -> None:
@@ -276,6 +278,11 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
             if not job.url.startswith(("http://", "https://")):
                 v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
         v.raise_if_any()
+        if telemetry.enabled():  # delivery attempts join the trace that queued them
+            traceparent = telemetry.current_traceparent()
+            for job in request.jobs:
+                if not job.traceparent:
+                    job.traceparent = traceparent
         new = await self.queue.enqueue(request.jobs, time.time())
         self.dispatcher.wakeup.set()
         return pb.EnqueuePostbacksResponse(enqueued=new)

@@ -167,6 +167,7 @@ class PostbackJob(_message.Message):
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Unique job id; sent as the idempotency key. Enqueuing the same id twice
     delivers once.
@@ -187,6 +188,10 @@ class PostbackJob(_message.Message):
     """Name of the signing secret, empty for none."""
     source_id: _builtins.str
     """The decision (or event) that caused it."""
+    traceparent: _builtins.str
+    """W3C trace context (`traceparent`) of the request that queued the job, set
+    by the dispatcher while tracing is on: delivery attempts join that trace.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the job was created."""
@@ -204,10 +209,11 @@ class PostbackJob(_message.Message):
         signing_secret: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         source_id: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "body", b"body", "create_time", b"create_time", "job_id", b"job_id", "method", b"method", "partner", b"partner", "signing_secret", b"signing_secret", "source_id", b"source_id", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "body", b"body", "create_time", b"create_time", "job_id", b"job_id", "method", b"method", "partner", b"partner", "signing_secret", b"signing_secret", "source_id", b"source_id", "traceparent", b"traceparent", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
