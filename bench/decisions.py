@@ -114,8 +114,25 @@ async def start_echo() -> tuple[asyncio.subprocess.Process, str]:
     return process, match.group(1)
 
 
-async def run(duration: float) -> tuple[list[Result], str]:
+async def start_collector() -> tuple[asyncio.subprocess.Process, str]:
+    """A local OTLP collector process (tests/otlp.py) for ``--otlp`` runs."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.otlp", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = (await process.stdout.readline()).decode()
+    match = re.search(r"listening on (\S+)", line)
+    assert match, line
+    return process, match.group(1)
+
+
+async def run(duration: float, otlp: float | None = None) -> tuple[list[Result], str]:
     data = tempfile.mkdtemp(prefix="lookback-bench-")
+    collector = None
+    if otlp is not None:  # every service exports (the environment reaches them all)
+        collector, collector_addr = await start_collector()
+        os.environ["LOOKBACK_OTLP_ENDPOINT"] = f"http://{collector_addr}"
+        os.environ["LOOKBACK_TRACE_SAMPLE_RATIO"] = str(otlp)
     base = free_base_port(31_000)
     ns = argparse.Namespace(
         host="127.0.0.1", base_port=base, http_port=base + 100, data_dir=data, srn_endpoints=""
@@ -216,9 +233,14 @@ async def run(duration: float) -> tuple[list[Result], str]:
     await echo_process.wait()
     supervisor.stopping.set()
     await runner
+    if collector is not None:
+        collector.terminate()
+        await collector.wait()
     log_file.close()
     stats = "\n".join(
-        line.split(" INFO ")[-1] for line in logs.read_text().splitlines() if "cache:" in line
+        line.split(" span=- ")[-1].split(" INFO ")[-1]
+        for line in logs.read_text().splitlines()
+        if "cache:" in line
     )
     return results, stats
 
@@ -256,11 +278,25 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--out", help="also write the report (markdown) to this file")
     parser.add_argument("--json", help="also write the raw figures (JSON) to this file")
+    parser.add_argument(
+        "--otlp",
+        type=float,
+        nargs="?",
+        const=1.0,
+        metavar="RATIO",
+        help="OpenTelemetry on: every service exports to a local OTLP collector, "
+        "recording this share of traces (default 1)",
+    )
     args = parser.parse_args()
     saved_stderr = os.dup(2)
-    results, stats = asyncio.run(run(args.duration))
+    results, stats = asyncio.run(run(args.duration, args.otlp))
     os.dup2(saved_stderr, 2)
     text = report(results, stats, args.duration)
+    if args.otlp is not None:
+        text += (
+            "\n\nOpenTelemetry on: every service exported over OTLP/gRPC to a local collector,"
+            f" recording {args.otlp:.0%} of traces."
+        )
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

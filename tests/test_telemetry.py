@@ -15,12 +15,6 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -38,6 +32,7 @@ from lookback.core import telemetry
 from lookback.postback.sink import PostbackSink
 from lookback.srn_adapter.fake import FakeSrn
 from tests.conftest import new_gaid
+from tests.otlp import Collector
 from tests.procs import serve
 from tests.test_end_to_end import iso_ago
 
@@ -229,39 +224,6 @@ def test_log_lines_outside_a_span_say_so() -> None:
     assert "trace=- span=- hello" in out.getvalue()
 
 
-class Collector:
-    """A local OTLP/gRPC collector that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[Any] = []
-        self.metrics: list[Any] = []
-        self.logs: list[Any] = []
-
-    def servicers(self) -> list[tuple[Any, Any]]:
-        collector = self
-
-        class Traces(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
-            async def Export(self, request: Any, context: Any) -> Any:
-                collector.spans.extend(request.resource_spans)
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        class Metrics(metrics_grpc.MetricsServiceServicer):  # type: ignore[misc]
-            async def Export(self, request: Any, context: Any) -> Any:
-                collector.metrics.extend(request.resource_metrics)
-                return metrics_service_pb2.ExportMetricsServiceResponse()
-
-        class Logs(logs_grpc.LogsServiceServicer):  # type: ignore[misc]
-            async def Export(self, request: Any, context: Any) -> Any:
-                collector.logs.extend(request.resource_logs)
-                return logs_service_pb2.ExportLogsServiceResponse()
-
-        return [
-            (Traces(), trace_grpc.add_TraceServiceServicer_to_server),
-            (Metrics(), metrics_grpc.add_MetricsServiceServicer_to_server),
-            (Logs(), logs_grpc.add_LogsServiceServicer_to_server),
-        ]
-
-
 def service_name(resource: Any) -> str:
     for kv in resource.attributes:
         if kv.key == "service.name":
@@ -273,16 +235,12 @@ async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
     fake_srn: tuple[FakeSrn, str],
 ) -> None:
     collector = Collector()
-    server = grpc.aio.server()
-    for servicer, add in collector.servicers():
-        add(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    address = await collector.start()
     _, srn_url = fake_srn
     adapter = await serve(
         "srn_adapter",
         "--otlp-endpoint",
-        f"http://127.0.0.1:{port}",
+        f"http://{address}",
         "--srn-endpoints",
         f"srn_social={srn_url}",
     )
@@ -294,7 +252,7 @@ async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
             await srn_grpc.SrnAdapterServiceStub(channel).QueryClaims(request)
     finally:
         await adapter.stop()  # SIGTERM: the exporters flush on the way out
-        await server.stop(0)
+        await collector.stop()
     assert adapter.process.returncode == 0
 
     assert {service_name(r.resource) for r in collector.spans} == {"lookback-srn-adapter"}

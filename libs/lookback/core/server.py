@@ -56,6 +56,9 @@ class ServerConfig:
     otlp_endpoint: str = ""
     """OpenTelemetry collector (OTLP/gRPC, ``http://collector:4317``) for traces,
     metrics and logs; empty turns telemetry export off."""
+    trace_sample_ratio: float = 1.0
+    """Share of traces recorded and exported (0 to 1) when an OTLP endpoint is
+    set; a caller's sampling decision (``traceparent``) is followed."""
     max_connection_age: float = 120.0
     """Seconds after which a client's connection is closed gracefully, so that
     clients re-resolve the address and spread over new replicas; 0: never."""
@@ -295,7 +298,7 @@ def install_signal_handlers(on_signal: Callable[[], object]) -> None:
 
 async def serve(component: Component, config: ServerConfig) -> None:
     """Run ``component`` until SIGTERM or SIGINT, then stop gracefully."""
-    telemetry.setup(component.name, config.otlp_endpoint)
+    telemetry.setup(component.name, config.otlp_endpoint, config.trace_sample_ratio)
     server = GrpcServer(component, config)
     await server.start()
     print(f"{component.name} listening on {server.address}", flush=True)

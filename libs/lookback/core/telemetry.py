@@ -38,8 +38,11 @@ def enabled() -> bool:
     return _state["enabled"]
 
 
+_tracer = trace.get_tracer("lookback")  # a proxy: follows the provider set later
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("lookback")
+    return _tracer
 
 
 def meter(name: str) -> metrics.Meter:
@@ -83,9 +86,10 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
 
 
-def setup(service: str, endpoint: str) -> None:
+def setup(service: str, endpoint: str, sample_ratio: float = 1.0) -> None:
     """Export traces, metrics and logs of ``service`` over OTLP/gRPC to
-    ``endpoint``; nothing when ``endpoint`` is empty."""
+    ``endpoint``; nothing when ``endpoint`` is empty. ``sample_ratio`` of new
+    traces are recorded (a caller's decision is followed)."""
     if not endpoint:
         return
     from opentelemetry._logs import set_logger_provider
@@ -99,12 +103,14 @@ def setup(service: str, endpoint: str) -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     insecure = endpoint.startswith("http://")
     resource = Resource.create(
         {"service.name": f"lookback-{service.replace('_', '-')}", "service.namespace": "lookback"}
     )
-    tracer_provider = TracerProvider(resource=resource)
+    sampler = ParentBased(TraceIdRatioBased(min(1.0, max(0.0, sample_ratio))))
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     tracer_provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure))
     )

@@ -101,6 +101,9 @@ class GatewayConfig:
     otlp_endpoint: str = ""
     """OpenTelemetry collector (OTLP/gRPC, ``http://collector:4317``) for traces,
     metrics and logs; empty turns telemetry export off."""
+    trace_sample_ratio: float = 1.0
+    """Share of traces recorded and exported (0 to 1) when an OTLP endpoint is
+    set; a caller's sampling decision (``traceparent``) is followed."""
 
 
 @web.middleware
@@ -367,7 +370,7 @@ class GatewayServer:
 
 
 async def serve(config: GatewayConfig) -> None:
-    telemetry.setup("gateway", config.otlp_endpoint)
+    telemetry.setup("gateway", config.otlp_endpoint, config.trace_sample_ratio)
     server = GatewayServer(config)
     port = await server.start()
     print(f"gateway listening on http://{config.http_host}:{port}", flush=True)
