@@ -103,21 +103,11 @@ async def load(
     return Result(name, concurrency, len(latencies), duration, latencies)
 
 
-async def start_echo() -> tuple[asyncio.subprocess.Process, str]:
+async def start_module(module: str) -> tuple[asyncio.subprocess.Process, str]:
+    """``python -m module`` that prints ``listening on ADDRESS`` first: the
+    echo server, or the local OTLP collector (tests/otlp.py) for ``--otlp``."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.echo_server", stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    line = (await process.stdout.readline()).decode()
-    match = re.search(r"listening on (\S+)", line)
-    assert match, line
-    return process, match.group(1)
-
-
-async def start_collector() -> tuple[asyncio.subprocess.Process, str]:
-    """A local OTLP collector process (tests/otlp.py) for ``--otlp`` runs."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.otlp", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", module, stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     line = (await process.stdout.readline()).decode()
@@ -130,7 +120,7 @@ async def run(duration: float, otlp: float | None = None) -> tuple[list[Result],
     data = tempfile.mkdtemp(prefix="lookback-bench-")
     collector = None
     if otlp is not None:  # every service exports (the environment reaches them all)
-        collector, collector_addr = await start_collector()
+        collector, collector_addr = await start_module("tests.otlp")
         os.environ["LOOKBACK_OTLP_ENDPOINT"] = f"http://{collector_addr}"
         os.environ["LOOKBACK_TRACE_SAMPLE_RATIO"] = str(otlp)
     base = free_base_port(31_000)
@@ -149,7 +139,7 @@ async def run(duration: float, otlp: float | None = None) -> tuple[list[Result],
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
     for name in ("touchpoint_store", "decider", "ingestion"):
         await wait_serving(addr[name])
-    echo_process, echo_addr = await start_echo()
+    echo_process, echo_addr = await start_module("bench.echo_server")
 
     results: list[Result] = []
     app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
