@@ -301,8 +301,9 @@ async def serve(component: Component, config: ServerConfig) -> None:
     telemetry.setup(component.name, config.otlp_endpoint, config.trace_sample_ratio)
     server = GrpcServer(component, config)
     await server.start()
-    print(f"{component.name} listening on {server.address}", flush=True)
+    # Handlers first: whoever reads the line below may send SIGTERM at once.
     install_signal_handlers(server.stop)
+    print(f"{component.name} listening on {server.address}", flush=True)
     try:
         await server.wait()
     finally:

@@ -373,9 +373,9 @@ async def serve(config: GatewayConfig) -> None:
     telemetry.setup("gateway", config.otlp_endpoint, config.trace_sample_ratio)
     server = GatewayServer(config)
     port = await server.start()
-    print(f"gateway listening on http://{config.http_host}:{port}", flush=True)
     stop = asyncio.Event()
-    install_signal_handlers(stop.set)
+    install_signal_handlers(stop.set)  # before the line a supervisor waits for
+    print(f"gateway listening on http://{config.http_host}:{port}", flush=True)
     await stop.wait()
     await server.stop()
     telemetry.shutdown()
