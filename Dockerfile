@@ -9,7 +9,7 @@ FROM python:3.11-slim
 # Install the package (not editable) from the build context, which is bind-
 # mounted for this one step so that no source is left in a layer.
 RUN --mount=type=bind,target=/src,rw \
-    pip install --no-cache-dir --disable-pip-version-check /src \
+    pip install --no-cache-dir --disable-pip-version-check -c /src/constraints.txt /src \
     && install -d -o 10001 -g 10001 /data
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

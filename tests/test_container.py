@@ -15,6 +15,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from lookback.cli.main import SERVICE_NAMES, _specs
 from lookback.postback.service import PostbackConfig
@@ -40,6 +43,25 @@ def test_one_slim_python_311_image_for_every_service() -> None:
     (install,) = [r for r in DOCKERFILE.values("RUN") if "pip install" in r]
     assert " -e " not in f" {install} " and "--editable" not in install
     assert DOCKERFILE.env.get("PYTHONDONTWRITEBYTECODE") == "1"
+    # Reproducible: every runtime dependency comes from the pinned constraints.
+    assert "-c /src/constraints.txt" in install
+
+
+def test_the_constraints_pin_every_runtime_dependency_within_its_range() -> None:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = Version(version)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not pinned: scripts/gen_constraints.py"
+        assert requirement.specifier.contains(pinned), (spec, str(pinned))
+        for extra in requirement.extras:  # e.g. redis[hiredis] needs hiredis pinned too
+            assert extra in pins, f"{extra} (extra of {requirement.name}) is not pinned"
 
 
 @functools.cache
