@@ -69,28 +69,32 @@ def cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNod
     directory = tmp_path_factory.mktemp("cassandra")
     port, storage_port = free_ports(2)
     node = CassandraNode("127.0.0.1", port, directory=directory)
+    start_backend(
+        "cassandra.sh",
+        "--dir",
+        str(directory),
+        "--port",
+        str(port),
+        "--storage-port",
+        str(storage_port),
+    )
+    try:
+        yield node
+    finally:
+        node.script("stop")
+
+
+def start_backend(script: str, *args: str) -> None:
+    """``scripts/SCRIPT start ARGS``; fails loudly (with its output) if it cannot."""
     started = subprocess.run(
-        [
-            str(REPO / "scripts" / "cassandra.sh"),
-            "start",
-            "--dir",
-            str(directory),
-            "--port",
-            str(port),
-            "--storage-port",
-            str(storage_port),
-        ],
+        [str(REPO / "scripts" / script), "start", *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     if started.returncode != 0:
-        raise RuntimeError(f"Cassandra did not start:\n{started.stdout}\n{started.stderr}")
-    try:
-        yield node
-    finally:
-        node.script("stop")
+        raise RuntimeError(f"{script} start failed:\n{started.stdout}\n{started.stderr}")
 
 
 @pytest.fixture(scope="session")
@@ -104,20 +108,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     directory = tmp_path_factory.mktemp("redis")
     (port,) = free_ports(1)
-    script = str(REPO / "scripts" / "redis.sh")
-    started = subprocess.run(
-        [script, "start", "--dir", str(directory), "--port", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if started.returncode != 0:
-        raise RuntimeError(f"Redis did not start:\n{started.stdout}\n{started.stderr}")
+    start_backend("redis.sh", "--dir", str(directory), "--port", str(port))
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        subprocess.run([script, "stop", "--dir", str(directory)], check=False, timeout=60)
+        subprocess.run(
+            [str(REPO / "scripts" / "redis.sh"), "stop", "--dir", str(directory)],
+            check=False,
+            timeout=60,
+        )
 
 
 def free_ports(n: int) -> list[int]:

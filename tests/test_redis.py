@@ -156,14 +156,15 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
             await stub.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=[job]))
             await sink.wait_for("p")
 
-            async def state() -> int:
-                got = await stub.GetPostbackJob(pb.GetPostbackJobRequest(job_id="cli-1"))
-                return got.state
+            async def wait_state(want: int) -> None:
+                deadline = time.monotonic() + 10
+                while (
+                    await stub.GetPostbackJob(pb.GetPostbackJobRequest(job_id="cli-1"))
+                ).state != want:
+                    assert time.monotonic() < deadline, f"cli-1 never reached state {want}"
+                    await asyncio.sleep(0.05)
 
-            deadline = time.monotonic() + 10
-            while await state() != pb.DELIVERY_STATE_DEAD:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_state(pb.DELIVERY_STATE_DEAD)
 
             code, out, _ = await run_cli("postbacks", "dead", "--target", dispatcher.address)
             assert code == 0
@@ -178,10 +179,7 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
             )
             assert code == 0 and json.loads(out)["state"] == "DELIVERY_STATE_PENDING"
             await sink.wait_for("p", count=2)
-            deadline = time.monotonic() + 10
-            while await state() != pb.DELIVERY_STATE_DELIVERED:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_state(pb.DELIVERY_STATE_DELIVERED)
 
             code, out, err = await run_cli(
                 "postbacks", "replay", "cli-1", "--target", dispatcher.address

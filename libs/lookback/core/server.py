@@ -177,23 +177,15 @@ class GrpcServer:
         self.component = component
         self.config = config
         self.health = HealthServicer()
-        age_ms = int(config.max_connection_age * 1000)
-        self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
-            options=[
-                ("grpc.so_reuseport", 0),
-                # Clients reconnect (and re-resolve) now and then, so new
-                # replicas get their share of long-lived client channels.
-                *(
-                    [
-                        ("grpc.max_connection_age_ms", age_ms),
-                        ("grpc.max_connection_age_grace_ms", int(config.grace_period * 1000)),
-                    ]
-                    if age_ms > 0
-                    else []
-                ),
-            ],
-        )
+        options: list[tuple[str, int]] = [("grpc.so_reuseport", 0)]
+        if config.max_connection_age > 0:
+            # Clients reconnect (and re-resolve) now and then, so new
+            # replicas get their share of long-lived client channels.
+            options += [
+                ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(config.grace_period * 1000)),
+            ]
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
         self.service_names = component.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -284,9 +276,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-
-
-configure_logging = telemetry.configure_logging
 
 
 def install_signal_handlers(on_signal: Callable[[], object]) -> None:

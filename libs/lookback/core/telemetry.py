@@ -218,12 +218,6 @@ def current_traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
-def set_attributes(attributes: Mapping[str, Any]) -> None:
-    """Set attributes on the current span (nothing while tracing is off)."""
-    if enabled():
-        trace.get_current_span().set_attributes(attributes)
-
-
 def record_error(span: Span | None, code: str, message: str) -> None:
     if span is not None:
         span.set_status(Status(StatusCode.ERROR, f"{code}: {message}"))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookback.core import config as cfg
-from lookback.core.server import Component, ServerConfig, configure_logging, serve
+from lookback.core.server import Component, ServerConfig, serve
+from lookback.core.telemetry import configure_logging
 
 
 @dataclass(frozen=True)

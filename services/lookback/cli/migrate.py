@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from lookback.core import config as cfg
-from lookback.core.server import configure_logging
+from lookback.core.telemetry import configure_logging
 
 
 async def _migrate(config: object) -> int:

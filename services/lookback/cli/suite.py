@@ -24,7 +24,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.core.config import parse_map
-from lookback.core.server import GrpcServer, configure_logging
+from lookback.core.server import GrpcServer
+from lookback.core.telemetry import configure_logging
 from lookback.decider.service import DeciderComponent, DeciderConfig
 from lookback.gateway.service import GatewayConfig, GatewayServer
 from lookback.ingestion.service import IngestionComponent, IngestionConfig

@@ -7,6 +7,7 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from lookback.api.types.v1 import decision_pb2
@@ -44,7 +45,10 @@ def watch(decider: Decider) -> None:
 
 
 def decided(call: str, decision: decision_pb2.Decision, seconds: float) -> None:
-    """Record one decision: on the current span, and in the latency histogram."""
+    """Record one decision: on the current span, and in the latency histogram
+    (nothing to do while telemetry is off: no provider would take it)."""
+    if not telemetry.enabled():
+        return
     kind = decision_pb2.DecisionKind.Name(decision.kind).removeprefix("DECISION_KIND_").lower()
     method = (
         decision_pb2.AttributionMethod.Name(decision.method)
@@ -52,7 +56,7 @@ def decided(call: str, decision: decision_pb2.Decision, seconds: float) -> None:
         .lower()
         .replace("unspecified", "none")
     )
-    telemetry.set_attributes(
+    trace.get_current_span().set_attributes(
         {
             "lookback.app_id": decision.app_id,
             "lookback.decision.kind": kind,
