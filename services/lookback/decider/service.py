@@ -39,6 +39,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2
 from lookback.core import clients, convert
+from lookback.core.clock import now_micros
 from lookback.core.errors import Aborted, NotFound, Violations
 from lookback.core.server import ServerConfig
 from lookback.core.validation import check_app
@@ -84,10 +85,6 @@ class DeciderConfig(ServerConfig):
     redis_url: str = ""
     """Redis for settings cache coherence across replicas (pub/sub); empty for
     none (then ``settings_cache_ttl`` bounds staleness)."""
-
-
-def now_micros() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)

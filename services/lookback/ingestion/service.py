@@ -8,7 +8,6 @@ Installs, opens and events go to the decider, which records them.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import touch_pb2
 from lookback.core import clients, convert
+from lookback.core.clock import now_micros
 from lookback.core.errors import Violations
 from lookback.core.server import ServerConfig
 from lookback.core.validation import check_event, check_install, check_open, check_touch
@@ -40,10 +40,6 @@ class IngestionConfig(ServerConfig):
     """The decider."""
     decider_timeout: float = 5.0
     """Deadline of a decision call, in seconds."""
-
-
-def now_micros() -> int:
-    return time.time_ns() // 1000
 
 
 def new_id() -> str:

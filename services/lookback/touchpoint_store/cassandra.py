@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_f
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Unavailable
 from lookback.touchpoint_store import schema
@@ -57,7 +58,6 @@ from lookback.touchpoint_store.backend import (
     InstallFacts,
     touch_retention,
 )
-from lookback.touchpoint_store.sqlite import wall_clock_micros
 
 log = logging.getLogger("lookback.store.cassandra")
 
@@ -110,9 +110,7 @@ def _ttl(expires_at_us: int, now_us: int) -> int:
 class CassandraBackend:
     """:class:`~lookback.touchpoint_store.backend.StoreBackend` on Cassandra."""
 
-    def __init__(
-        self, settings: CassandraSettings, clock: Callable[[], int] = wall_clock_micros
-    ) -> None:
+    def __init__(self, settings: CassandraSettings, clock: Clock = now_micros) -> None:
         self.settings = settings
         self.clock = clock
         self.cluster: Cluster | None = None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.sqlite import SqliteDatabase
 from lookback.core.tasks import cancel_and_wait
@@ -58,10 +58,6 @@ _MIGRATIONS = {
 PURGE_INTERVAL = 3600.0
 
 
-def wall_clock_micros() -> int:
-    return time.time_ns() // 1000
-
-
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -72,7 +68,7 @@ Db = sqlite3.Connection
 class SqliteBackend:
     """:class:`~lookback.touchpoint_store.backend.StoreBackend` on SQLite."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], int] = wall_clock_micros) -> None:
+    def __init__(self, path: str | Path, clock: Clock = now_micros) -> None:
         self.clock = clock
         self.db = SqliteDatabase(path, _MIGRATIONS, name="store")
         self._purger: asyncio.Task[None] | None = None
