@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lookback.core import config
-from lookback.decider.service import DeciderConfig
+from lookback.decider.config import DeciderConfig
 from lookback.srn_adapter.service import SrnConfig
 
 

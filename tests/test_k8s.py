@@ -14,7 +14,7 @@ import pytest
 from lookback.cli.main import SERVICE_NAMES, _specs
 from lookback.core import config as cfg
 from lookback.core.config import parse_map
-from lookback.core.server import LIVENESS, ServerConfig
+from lookback.core.server import LIVENESS
 from tests.k8s_manifests import IMAGE, Container, Manifests, build, data_of, kustomizations
 
 BUILDS = kustomizations()
@@ -26,7 +26,6 @@ ADDRESS_TARGETS = {
     "srn_address": "srn_adapter",
     "postback_address": "postback",
     "decider_address": "decider",
-    "ingestion_address": "ingestion",
 }
 # Third-party images whose entrypoint writes to their own filesystem.
 WRITABLE_ROOT_ALLOWED = {("StatefulSet", "cassandra")}
@@ -40,13 +39,14 @@ def m(request: pytest.FixtureRequest) -> Manifests:
 def listening_port(c: Container) -> int:
     """The port the service binds, as its config reads it in the container."""
     config = c.config()
-    port = int(config.port if isinstance(config, ServerConfig) else config.http_port)
+    port = int(config.http_port if hasattr(config, "http_port") else config.port)
     assert port != 0, f"{c.name}: no fixed port (0 picks a free one)"
     return port
 
 
 def is_grpc(service: str) -> bool:
-    return issubclass(_specs()[service].config, ServerConfig)
+    """Served over gRPC (the gateway's API is HTTP; its gRPC port has health only)."""
+    return not hasattr(_specs()[service].config, "http_port")
 
 
 def test_every_service_is_deployed_once(m: Manifests) -> None:

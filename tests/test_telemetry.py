@@ -1,5 +1,5 @@
-"""OpenTelemetry: one install is one trace across gateway, ingestion, decider,
-store, SRN adapter and postback dispatcher (context carried in gRPC metadata
+"""OpenTelemetry: one install is one trace across gateway, decider, store,
+SRN adapter and postback dispatcher (context carried in gRPC metadata
 and HTTP headers); the decider's span names the decision; metrics and logs."""
 
 from __future__ import annotations
@@ -151,7 +151,6 @@ async def test_one_install_is_one_trace_across_every_service(
         if s.kind == SpanKind.SERVER and s is not http_span
     }
     assert set(servers) >= {
-        "lookback.ingestion.v1.IngestionService",
         "lookback.decider.v1.DeciderService",
         "lookback.store.v1.TouchpointStoreService",
         "lookback.srn.v1.SrnAdapterService",

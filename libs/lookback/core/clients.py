@@ -2,7 +2,10 @@
 
 Services reach each other only through generated stubs made by :func:`stub`
 over channels made by :func:`channel`. A call without an explicit
-``timeout`` gets the stub's default deadline, so no call can hang for ever.
+``timeout`` gets the stub's default deadline, so no call can hang for ever,
+and a failed call raises the project error it carried
+(:class:`~lookback.core.errors.LookbackError`, via :mod:`lookback.core.wire`),
+so callers never handle gRPC errors themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from lookback.core import telemetry
+from lookback.core import telemetry, wire
 
 # Retry transient UNAVAILABLE (a peer restarting) a few times, fast.
 _SERVICE_CONFIG = json.dumps(
@@ -54,7 +57,13 @@ class _WithDeadline:
         timeout = self._timeout if timeout is None else timeout
         if telemetry.enabled():
             return self._traced(request, timeout, kwargs)
-        return self._call(request, timeout=timeout, **kwargs)
+        return self._plain(request, timeout, kwargs)
+
+    async def _plain(self, request: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
+        try:
+            return await self._call(request, timeout=timeout, **kwargs)
+        except grpc.aio.AioRpcError as exc:
+            raise wire.from_rpc_error(exc) from None
 
     async def _traced(self, request: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
         with telemetry.client_span(self._method.lstrip("/")) as span:
@@ -63,7 +72,7 @@ class _WithDeadline:
                 return await self._call(request, timeout=timeout, **kwargs)
             except grpc.aio.AioRpcError as exc:
                 telemetry.record_error(span, exc.code().name, exc.details() or "")
-                raise
+                raise wire.from_rpc_error(exc) from None
 
 
 S = TypeVar("S")

@@ -1,22 +1,29 @@
-"""Translation between protobuf messages and the plain domain values."""
+"""Translation between the shared protobuf types and the plain domain values.
+
+The one place that maps proto enums to domain names (``TOUCH_TYPE_CLICK`` to
+``click``) and messages to domain values and back. Conversions of one
+service's own messages (the store's records, the SRN adapter's claims) live
+with the service that needs them.
+"""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
 
-from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
-from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import (
     app_pb2,
     decision_pb2,
     device_pb2,
     install_pb2,
+    postback_pb2,
     touch_pb2,
 )
-from lookback.domain import model, rules
+from lookback.domain import model
 from lookback.domain.model import Micros
+from lookback.domain.postbacks import EVENT_TRIGGER, TRIGGERS, Postback
 
 E = TypeVar("E", bound=Any)
 
@@ -43,6 +50,26 @@ def micros_to_dur(micros: Micros) -> duration_pb2.Duration:
 
 
 # --- enums ---------------------------------------------------------------
+
+
+def enum_prefix(enum: EnumDescriptor) -> str:
+    """The prefix of an enum's value names (``TOUCH_TYPE_`` of ``TOUCH_TYPE_UNSPECIFIED``)."""
+    first = enum.values[0].name
+    return first[: -len("UNSPECIFIED")] if first.endswith("UNSPECIFIED") else ""
+
+
+def enum_short_name(enum: EnumDescriptor, number: int) -> str:
+    """A value's short lower-case name (``click`` for ``TOUCH_TYPE_CLICK``)."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    return value.name.removeprefix(enum_prefix(enum)).lower()
+
+
+def enum_number(enum: EnumDescriptor, short: str) -> int:
+    """The number of a short name (``click``); 0 when unknown."""
+    value = enum.values_by_name.get(enum_prefix(enum) + short.strip().upper())
+    return value.number if value is not None else 0
 
 
 class EnumMap:
@@ -83,6 +110,15 @@ HASH_ALGORITHM = {
     for name, number in device_pb2.HashAlgorithm.items()
     if number
 }
+ID_TYPE_NUMBER = {name: number for number, name in ID_TYPE.items()}
+HASH_ALGORITHM_NUMBER = {name: number for number, name in HASH_ALGORITHM.items()}
+TRIGGER_NUMBER = {
+    name.removeprefix("POSTBACK_TRIGGER_").lower(): number
+    for name, number in postback_pb2.PostbackTrigger.items()
+    if number
+}
+HTTP_METHOD = {postback_pb2.HTTP_METHOD_GET: "GET", postback_pb2.HTTP_METHOD_POST: "POST"}
+HTTP_METHOD_NUMBER = {name: number for number, name in HTTP_METHOD.items()}
 
 
 # --- facts ---------------------------------------------------------------
@@ -121,12 +157,11 @@ def install(i: install_pb2.Install) -> model.Install:
     referrer = None
     if i.HasField("install_referrer"):
         r = i.install_referrer
-        referrer = model.Referrer(
-            raw=r.referrer,
-            click_id=rules.referrer_click_id(r.referrer),
-            install_begin_at=ts_to_micros(r.install_begin_at)
-            if r.HasField("install_begin_at")
-            else None,
+        referrer = model.Referrer.parse(
+            r.referrer,
+            install_begin_at=(
+                ts_to_micros(r.install_begin_at) if r.HasField("install_begin_at") else None
+            ),
             referrer_click_at=(
                 ts_to_micros(r.referrer_click_at) if r.HasField("referrer_click_at") else None
             ),
@@ -162,16 +197,6 @@ def open_(o: install_pb2.Open) -> model.Open:
     )
 
 
-def claim(c: srn_pb.SrnClaim) -> model.SrnClaim:
-    return model.SrnClaim(
-        media_source=c.media_source,
-        touch_type=TOUCH_TYPE.domain(c.touch_type, model.TouchType.CLICK),
-        engaged_at=ts_to_micros(c.engaged_at),
-        campaign=c.campaign,
-        click_id=c.click_id,
-    )
-
-
 def _opt(msg: Any, name: str, default: Micros) -> Micros:
     return dur_to_micros(getattr(msg, name)) if msg.HasField(name) else default
 
@@ -199,6 +224,38 @@ def settings(app: app_pb2.App) -> model.Settings:
         min_ctit=_opt(s, "min_ctit", d.min_ctit),
         click_injection_check=not s.disable_click_injection_check,
         srn_networks=tuple(s.srn_networks),
+        postbacks={k: partner_postbacks(v) for k, v in s.postbacks.items()},
+    )
+
+
+_TRIGGER_FIELDS = (*TRIGGERS.values(), EVENT_TRIGGER)
+
+
+def partner_postbacks(p: postback_pb2.PartnerPostbacks) -> model.PartnerPostbacks:
+    return model.PartnerPostbacks(
+        templates={
+            trigger: model.PostbackTemplate(
+                url=t.url, method=HTTP_METHOD.get(t.method, "GET"), body=t.body
+            )
+            for trigger in _TRIGGER_FIELDS
+            if p.HasField(trigger) and (t := getattr(p, trigger)).url  # type: ignore[arg-type]
+        },
+        signing_secret=p.signing_secret,
+    )
+
+
+def postback_job(p: Postback, app_id: str, created: Micros) -> postback_pb2.PostbackJob:
+    return postback_pb2.PostbackJob(
+        job_id=p.job_id,
+        app_id=app_id,
+        partner=p.partner,
+        trigger=TRIGGER_NUMBER[p.trigger],  # type: ignore[arg-type]
+        url=p.url,
+        method=HTTP_METHOD_NUMBER[p.method],  # type: ignore[arg-type]
+        body=p.body,
+        signing_secret=p.signing_secret,
+        create_time=micros_to_ts(created),
+        source_id=p.source_id,
     )
 
 
@@ -258,12 +315,32 @@ def prior_decision(d: decision_pb2.Decision) -> model.PriorDecision:
     )
 
 
-def prior_install(r: store_pb.InstallRecord) -> model.PriorInstall:
-    return model.PriorInstall(
-        install_id=r.install.install_id,
-        installed_at=ts_to_micros(r.install.installed_at),
-        attributed=prior_decision(r.attributed_decision),
-        latest_reengagement=(
-            prior_decision(r.latest_reengagement) if r.HasField("latest_reengagement") else None
+def outcome(d: decision_pb2.Decision) -> model.Outcome:
+    return model.Outcome(
+        kind=KIND.domain(d.kind, model.Kind.INSTALL),
+        media_source=d.media_source,
+        campaign=d.campaign,
+        method=METHOD.domain(d.method, model.Method.NONE),
+        touch_type=TOUCH_TYPE.domain(d.touch_type, model.TouchType.NONE),
+        click_id=d.click_id,
+        adset=d.adset,
+        ad=d.ad,
+        site_id=d.site_id,
+        contributors=tuple(d.contributors),
+        rejected=tuple(
+            model.Rejection(r.click_id, r.media_source, REASON.domain(r.reason)) for r in d.rejected
         ),
+        original_decision_id=d.original_decision_id,
+    )
+
+
+def recorded_decision(d: decision_pb2.Decision) -> model.Decision:
+    """A stored decision as the domain sees it (for its postbacks)."""
+    return model.Decision(
+        decision_id=d.decision_id,
+        app_id=d.app_id,
+        install_id=d.install_id,
+        outcome=outcome(d),
+        event_time=ts_to_micros(d.event_time),
+        decided_at=ts_to_micros(d.decided_at),
     )

@@ -1,23 +1,39 @@
-"""Domain errors, and the one place that maps them to gRPC status.
+"""The project's errors, with the project's own codes.
 
-Domain code raises the plain exceptions below; it never imports gRPC. The
-server bootstrap's interceptor turns them into a ``google.rpc.Status`` with
-details (AIP-193): ``INVALID_ARGUMENT`` carries a ``google.rpc.BadRequest``
-with one field violation per bad field, every status carries an
-``ErrorInfo`` with a stable reason. Clients read them back with
-:func:`status_from_rpc_error`.
+Domain, storage and service code raise the exceptions below; none of it
+imports gRPC. Only :mod:`lookback.core.wire` (used by the server bootstrap
+and the client wrappers) maps them to and from gRPC status: a service
+answers a :class:`LookbackError` as a ``google.rpc.Status`` with details
+(AIP-193), and a failed call to another service is raised in the caller as
+the same error again, field violations included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-ERROR_DOMAIN = "lookback.dev"
+class Code(IntEnum):
+    """Canonical error codes (the numbers of ``google.rpc.Code``)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 @dataclass(frozen=True)
@@ -31,19 +47,22 @@ class FieldViolation:
 class LookbackError(Exception):
     """Base of every error a service may answer with."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: str = "INTERNAL"
+    code: Code = Code.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def reason(self) -> str:
+        """The stable machine-readable reason (``ErrorInfo.reason``)."""
+        return self.code.name
+
 
 class InvalidArgument(LookbackError):
     """The request is malformed; ``violations`` names each bad field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    code = Code.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation], message: str = "") -> None:
         self.violations = violations
@@ -54,36 +73,57 @@ class InvalidArgument(LookbackError):
 class NotFound(LookbackError):
     """The named resource does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
+    code = Code.NOT_FOUND
 
 
 class AlreadyExists(LookbackError):
     """The resource to create exists already."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
+    code = Code.ALREADY_EXISTS
 
 
 class FailedPrecondition(LookbackError):
     """The system is not in a state in which the request can run."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
+    code = Code.FAILED_PRECONDITION
 
 
 class Aborted(LookbackError):
     """A concurrency conflict (e.g. a version mismatch); retry after re-reading."""
 
-    code = grpc.StatusCode.ABORTED
-    reason = "ABORTED"
+    code = Code.ABORTED
 
 
 class Unavailable(LookbackError):
     """A backend is down; the request was not carried out and may be retried."""
 
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "UNAVAILABLE"
+    code = Code.UNAVAILABLE
+
+
+class DeadlineExceeded(LookbackError):
+    """A call to another service did not answer in time."""
+
+    code = Code.DEADLINE_EXCEEDED
+
+
+_BY_CODE: dict[Code, type[LookbackError]] = {
+    cls.code: cls
+    for cls in (NotFound, AlreadyExists, FailedPrecondition, Aborted, Unavailable, DeadlineExceeded)
+}
+
+
+def error_for(
+    code: Code, message: str, violations: list[FieldViolation] | None = None
+) -> LookbackError:
+    """The error of the class that ``code`` stands for (read back from another service)."""
+    if code is Code.INVALID_ARGUMENT:
+        return InvalidArgument(violations or [], message)
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls(message)
+    err = LookbackError(message)
+    err.code = code
+    return err
 
 
 @dataclass
@@ -103,63 +143,3 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(list(self.items))
-
-
-def to_status(exc: LookbackError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` for a domain error, with details."""
-    details: list[any_pb2.Any] = []
-    if isinstance(exc, InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in exc.violations
-            ]
-        )
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        details.append(packed)
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN))
-    details.append(info)
-    return status_pb2.Status(
-        code=getattr(code_pb2, exc.code.name), message=exc.message, details=details
-    )
-
-
-def to_grpc_status(exc: LookbackError) -> grpc.Status:
-    """The status object that ``context.abort_with_status`` takes."""
-    return rpc_status.to_status(to_status(exc))
-
-
-@dataclass(frozen=True)
-class RemoteError:
-    """What a failed call answered, read back from its status details."""
-
-    code: grpc.StatusCode
-    message: str
-    violations: list[FieldViolation]
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"code": self.code.name, "message": self.message}
-        if self.violations:
-            out["field_violations"] = [
-                {"field": v.field, "description": v.description} for v in self.violations
-            ]
-        return out
-
-
-def status_from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> RemoteError:
-    """Read code, message and field violations from a failed call."""
-    violations: list[FieldViolation] = []
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
-    code = err.code()
-    details = err.details()
-    return RemoteError(code=code, message=details or "", violations=violations)

@@ -17,9 +17,10 @@ import re
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from lookback.core.convert import enum_prefix
 from lookback.core.errors import FieldViolation, InvalidArgument
 from lookback.domain.durations import SECOND, format_duration, parse_duration
 
@@ -30,18 +31,13 @@ _FIELD_ERR = re.compile(r"Failed to parse (\w+) field: ")
 _NO_FIELD = re.compile(r'has no field named "([^"]+)"')
 
 
-def _enum_prefix(enum: EnumDescriptor) -> str:
-    first = enum.values[0].name
-    return first[: -len("UNSPECIFIED")] if first.endswith("UNSPECIFIED") else ""
-
-
 def _is_map(field: FieldDescriptor) -> bool:
     return bool(field.message_type and field.message_type.GetOptions().map_entry)
 
 
 def _in_value(field: FieldDescriptor, value: Any, path: str) -> Any:
     if field.enum_type is not None and isinstance(value, str):
-        prefix = _enum_prefix(field.enum_type)
+        prefix = enum_prefix(field.enum_type)
         upper = value.strip().upper()
         return upper if upper.startswith(prefix) else prefix + upper
     if field.message_type is not None:
@@ -98,7 +94,7 @@ def parse(cls: type[M], data: Any, prefix: str = "") -> M:
 
 def _out_value(field: FieldDescriptor, value: Any) -> Any:
     if field.enum_type is not None and isinstance(value, str):
-        return value.removeprefix(_enum_prefix(field.enum_type)).lower()
+        return value.removeprefix(enum_prefix(field.enum_type)).lower()
     if field.message_type is not None:
         if field.message_type.full_name == _DURATION and isinstance(value, str):
             return format_duration(round(float(value.rstrip("s")) * SECOND))

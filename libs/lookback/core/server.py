@@ -7,8 +7,8 @@ in ``stop``. :class:`GrpcServer` wraps it in a ``grpc.aio`` server with
 - the gRPC health service: NOT_SERVING until ``start`` has finished, SERVING
   after, NOT_SERVING again as soon as shutdown begins;
 - server reflection for every service;
-- interceptors that log each call and map domain errors
-  (:mod:`lookback.core.errors`) and downstream failures to gRPC status;
+- interceptors that log each call and map project errors
+  (:mod:`lookback.core.errors`) to gRPC status (:mod:`lookback.core.wire`);
 - a graceful stop: new calls are refused, in-flight calls get ``grace_period``
   seconds to finish.
 
@@ -32,13 +32,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
-from lookback.core import telemetry
-from lookback.core.errors import LookbackError, to_status
+from lookback.core import telemetry, wire
+from lookback.core.errors import Code, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
 log = logging.getLogger("lookback.server")
-
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 @dataclass(frozen=True)
@@ -91,15 +89,17 @@ class Component(Protocol):
 
 # A component may also have ``async def healthy(self) -> bool`` (and a
 # ``health_interval`` in seconds): the server then follows it, reporting
-# NOT_SERVING while it answers False.
+# NOT_SERVING while it answers False; and ``def listening(self) -> str``,
+# the address to announce instead of the gRPC one (the gateway's HTTP).
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Logs every unary call and turns exceptions into proper status.
 
-    - :class:`LookbackError`: its code, message and details (AIP-193).
-    - A failed downstream call: its code, message and details, passed on, so
-      a caller of ingestion sees the decider's ``INVALID_ARGUMENT`` unchanged.
+    - :class:`LookbackError`: its code, message and details (AIP-193). A
+      failed downstream call arrives as one too (the client wrappers raise
+      it), so a caller of ingestion sees the decider's ``INVALID_ARGUMENT``
+      unchanged.
     - Anything else: ``INTERNAL``, logged with its traceback.
     """
 
@@ -137,21 +137,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 return await behavior(request, context)
             except LookbackError as exc:
-                status = to_status(exc)
-                log.info("%s -> %s: %s", method, exc.code.name, exc.message)
-                telemetry.record_error(span, exc.code.name, exc.message)
-                await context.abort(
-                    exc.code,
-                    exc.message,
-                    trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
-                )
-            except grpc.aio.AioRpcError as exc:
-                log.warning("%s -> downstream %s: %s", method, exc.code().name, exc.details())
-                telemetry.record_error(span, exc.code().name, exc.details() or "")
-                passed = tuple(
-                    (k, v) for k, v in (exc.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY
-                )
-                await context.abort(exc.code(), exc.details() or "", trailing_metadata=passed)
+                await _abort(context, span, method, exc)
+            except grpc.aio.AioRpcError as exc:  # a raw stub's call (wrapped stubs raise the above)
+                await _abort(context, span, method, wire.from_rpc_error(exc))
             except grpc.aio.AbortError:
                 raise
             except Exception:
@@ -168,6 +156,29 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+# Failures an operator should see (the others are the caller's own mistakes).
+_OPERATOR_CODES = frozenset(
+    {Code.INTERNAL, Code.UNAVAILABLE, Code.DATA_LOSS, Code.DEADLINE_EXCEEDED, Code.UNKNOWN}
+)
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, span: Span | None, method: str, exc: LookbackError
+) -> None:
+    status = wire.to_status(exc)
+    name = exc.code.name
+    if exc.code in _OPERATOR_CODES:
+        log.warning("%s -> %s: %s", method, name, exc.message)
+    else:
+        log.info("%s -> %s: %s", method, name, exc.message)
+    telemetry.record_error(span, name, exc.message)
+    await context.abort(
+        wire.grpc_code(exc.code),
+        status.message,
+        trailing_metadata=((wire.STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
 
 
 class GrpcServer:
@@ -292,7 +303,9 @@ async def serve(component: Component, config: ServerConfig) -> None:
     await server.start()
     # Handlers first: whoever reads the line below may send SIGTERM at once.
     install_signal_handlers(server.stop)
-    print(f"{component.name} listening on {server.address}", flush=True)
+    announce = getattr(component, "listening", None)
+    address = announce() if announce is not None else server.address
+    print(f"{component.name} listening on {address}", flush=True)
     try:
         await server.wait()
     finally:

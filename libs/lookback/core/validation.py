@@ -22,7 +22,6 @@ from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
 from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
 
-MAX_ID = 200
 _ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
 _HEX = re.compile(r"^[0-9a-f]+$")

@@ -19,7 +19,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from lookback.domain.model import Device, HashedId
+from lookback.domain import useragent
+from lookback.domain.model import Device
 
 _ZERO = re.compile(r"^[0\-]+$")
 HASH_ALGORITHMS = ("sha1", "md5")
@@ -83,5 +84,10 @@ def install_keys(keys: Iterable[str]) -> list[str]:
     return sorted(k for k in keys if k.startswith("sha1:"))
 
 
-def hashed(id_type: str, algorithm: str, value: str) -> HashedId:
-    return HashedId(id_type=id_type, algorithm=algorithm, value=value.lower())
+def touch_match_keys(device: Device, ip: str) -> list[str]:
+    """Every key a touch is stored under: its device keys and, for
+    probabilistic matching, its IP (see :func:`useragent.ip_key`)."""
+    keys = touch_device_keys(device)
+    if ip_key := useragent.ip_key(ip):
+        keys.add(ip_key)
+    return sorted(keys)

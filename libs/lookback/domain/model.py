@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import parse_qsl
 
 from lookback.domain.durations import DAY, HOUR, SECOND
 
@@ -12,6 +13,9 @@ Micros = int
 """A time: microseconds since the Unix epoch (UTC); or a length of time."""
 
 ORGANIC = "organic"
+
+REFERRER_CLICK_ID_PARAMS = ("click_id", "clickid", "af_click_id")
+"""Query parameters of a Play install referrer that name the click."""
 
 DEVICE_ID_TYPES = ("gaid", "idfa", "idfv", "oaid", "android_id", "imei", "fire_id")
 
@@ -113,6 +117,19 @@ class Referrer:
     install_begin_at: Micros | None = None
     referrer_click_at: Micros | None = None
 
+    @classmethod
+    def parse(
+        cls,
+        raw: str,
+        install_begin_at: Micros | None = None,
+        referrer_click_at: Micros | None = None,
+    ) -> Referrer:
+        """The referrer a Play install referrer query string describes; its
+        click id is the first of :data:`REFERRER_CLICK_ID_PARAMS` it names."""
+        params = dict(parse_qsl(raw, keep_blank_values=True))
+        click_id = next((params[n] for n in REFERRER_CLICK_ID_PARAMS if params.get(n)), "")
+        return cls(raw, click_id, params, install_begin_at, referrer_click_at)
+
 
 @dataclass(frozen=True, slots=True)
 class Preload:
@@ -157,6 +174,23 @@ class SrnClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class PostbackTemplate:
+    """One trigger's postback: a URL (and body) with ``{macro}`` slots."""
+
+    url: str
+    method: str = "GET"
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerPostbacks:
+    """A partner's postback templates by trigger, and its signing secret."""
+
+    templates: Mapping[str, PostbackTemplate] = field(default_factory=dict)
+    signing_secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """An app's attribution settings with every default applied."""
 
@@ -172,6 +206,8 @@ class Settings:
     min_ctit: Micros = 10 * SECOND
     click_injection_check: bool = True
     srn_networks: tuple[str, ...] = ()
+    postbacks: Mapping[str, PartnerPostbacks] = field(default_factory=dict)
+    """Postback templates by partner (media source)."""
 
     def click_window(self, media_source: str) -> Micros:
         """The deterministic click lookback for ``media_source``."""
@@ -209,8 +245,18 @@ class Outcome:
             return self.media_source != ORGANIC
         return self.kind in (Kind.REATTRIBUTION, Kind.REENGAGEMENT)
 
-    def with_kind(self, kind: Kind) -> Outcome:
-        return replace(self, kind=kind)
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A recorded decision: the outcome with its ids and times."""
+
+    decision_id: str
+    app_id: str
+    install_id: str
+    outcome: Outcome
+    event_time: Micros
+    """When the install (or open) happened."""
+    decided_at: Micros = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from lookback.domain import devices, useragent
 from lookback.domain.model import (
@@ -36,6 +35,7 @@ from lookback.domain.model import (
     Touch,
     TouchType,
 )
+from lookback.domain.settings import RANGES
 
 MAX_CONTRIBUTORS = 3
 
@@ -55,16 +55,8 @@ _METHOD_ORDER = {
     Method.PROBABILISTIC: 4,
 }
 
-REFERRER_CLICK_ID_PARAMS = ("click_id", "clickid", "af_click_id")
-
-
-def referrer_click_id(referrer: str) -> str:
-    """The click id a Play install referrer query string names, or ``""``."""
-    params = dict(parse_qsl(referrer, keep_blank_values=True))
-    for name in REFERRER_CLICK_ID_PARAMS:
-        if params.get(name):
-            return params[name]
-    return ""
+MAX_TOUCH_LOOKBACK = RANGES["click_lookback"].high
+"""The longest a touch can ever count (the widest click lookback allowed)."""
 
 
 def _version_at_least(version: str, major: int, minor: int) -> bool:
@@ -179,6 +171,47 @@ def matching_for_install(install: Install, settings: Settings) -> Matching:
         referrer_click_id=install.referrer.click_id if install.referrer else "",
         agent=agent,
         ip=install.ip.strip().lower(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What to read from the store for one decision."""
+
+    touch_keys: list[str]
+    """Keys of candidate touches: device keys, and the IP key only when the
+    install can match probabilistically."""
+    click_ids: list[str]
+    """Touches to fetch by id (the install referrer's, the deep link's)."""
+    device_keys: list[str]
+    """Keys of the device's prior installs."""
+    engaged_after: Micros
+    engaged_before: Micros
+
+
+def install_lookup(install: Install, matching: Matching) -> Lookup:
+    """The store reads an install's decision needs."""
+    touch_keys = sorted(matching.device_keys)
+    device_keys = devices.install_keys(touch_keys)
+    if matching.agent is not None and (ip := useragent.ip_key(install.ip)):
+        touch_keys.append(ip)
+    return Lookup(
+        touch_keys=touch_keys,
+        click_ids=[matching.referrer_click_id] if matching.referrer_click_id else [],
+        device_keys=device_keys,
+        engaged_after=matching.at - MAX_TOUCH_LOOKBACK,
+        engaged_before=matching.at,
+    )
+
+
+def open_lookup(open_: Open) -> Lookup:
+    """The store reads an open's decision needs (its install is read by id)."""
+    return Lookup(
+        touch_keys=sorted(devices.install_device_keys(open_.device)),
+        click_ids=[open_.deep_link_click_id] if open_.deep_link_click_id else [],
+        device_keys=[],
+        engaged_after=open_.opened_at - MAX_TOUCH_LOOKBACK,
+        engaged_before=open_.opened_at,
     )
 
 

@@ -28,10 +28,6 @@ class NormalisedAgent:
     os_version: str = ""
     model: str = ""
 
-    @property
-    def complete(self) -> bool:
-        return bool(self.os and self.os_version and self.model)
-
 
 _ANDROID = re.compile(r"Android\s+([\d.]+)(?:;\s*([^;)]*?))?(?:\s+Build/[^;)]*)?\s*[;)]")
 _IOS_BROWSER = re.compile(r"\((iPhone|iPad|iPod)(?:\s+touch)?;.*?OS\s+([\d_]+)")

@@ -24,13 +24,14 @@ from lookback.core.telemetry import configure_logging
 @dataclass(frozen=True)
 class ServiceSpec:
     config: type
-    component: Callable[[Any], Component] | None
-    """None for the gateway, which is HTTP."""
+    component: Callable[[Any], Component]
 
 
 def _specs() -> dict[str, ServiceSpec]:
-    from lookback.decider.service import DeciderComponent, DeciderConfig
-    from lookback.gateway.service import GatewayConfig
+    from lookback.decider.component import DeciderComponent
+    from lookback.decider.config import DeciderConfig
+    from lookback.gateway.component import GatewayComponent
+    from lookback.gateway.config import GatewayConfig
     from lookback.ingestion.service import IngestionComponent, IngestionConfig
     from lookback.postback.service import PostbackComponent, PostbackConfig
     from lookback.srn_adapter.service import SrnComponent, SrnConfig
@@ -42,7 +43,7 @@ def _specs() -> dict[str, ServiceSpec]:
         "ingestion": ServiceSpec(IngestionConfig, IngestionComponent),
         "srn_adapter": ServiceSpec(SrnConfig, SrnComponent),
         "postback": ServiceSpec(PostbackConfig, PostbackComponent),
-        "gateway": ServiceSpec(GatewayConfig, None),
+        "gateway": ServiceSpec(GatewayConfig, GatewayComponent),
     }
 
 
@@ -60,14 +61,14 @@ def run_service(name: str, argv: Sequence[str]) -> int:
         print(f"lookback serve {name}: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    if spec.component is None:
-        from lookback.gateway.service import serve as serve_gateway
-
-        asyncio.run(serve_gateway(config))
-    else:
-        assert isinstance(config, ServerConfig)
-        asyncio.run(serve(spec.component(config), config))
+    assert isinstance(config, ServerConfig)
+    asyncio.run(_serve(spec, config))
     return 0
+
+
+async def _serve(spec: ServiceSpec, config: ServerConfig) -> None:
+    # The component is made inside the running loop: its gRPC channels belong to it.
+    await serve(spec.component(config), config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--host", default="127.0.0.1", help="address every service binds")
     p_up.add_argument("--base-port", type=int, default=7400, help="gRPC ports are base+1..base+5")
     p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
+    p_up.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=1,
+        help="gateway processes sharing the HTTP port (SO_REUSEPORT)",
+    )
     p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
     p_up.add_argument(
         "--cassandra",

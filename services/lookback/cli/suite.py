@@ -26,8 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lookback.core.config import parse_map
 from lookback.core.server import GrpcServer
 from lookback.core.telemetry import configure_logging
-from lookback.decider.service import DeciderComponent, DeciderConfig
-from lookback.gateway.service import GatewayConfig, GatewayServer
+from lookback.decider.component import DeciderComponent
+from lookback.decider.config import DeciderConfig
+from lookback.gateway.component import GatewayComponent
+from lookback.gateway.config import GatewayConfig
 from lookback.ingestion.service import IngestionComponent, IngestionConfig
 from lookback.postback.service import PostbackComponent, PostbackConfig
 from lookback.srn_adapter.service import SrnComponent, SrnConfig
@@ -62,7 +64,6 @@ class EphemeralSuite:
     decider_overrides: dict[str, object] = field(default_factory=dict)
     postback_overrides: dict[str, object] = field(default_factory=dict)
     servers: dict[str, GrpcServer] = field(default_factory=dict)
-    gateway: GatewayServer | None = None
     addresses: SuiteAddresses = field(default_factory=SuiteAddresses)
 
     async def _start(self, name: str, server: GrpcServer) -> str:
@@ -101,22 +102,27 @@ class EphemeralSuite:
         a.ingestion = await self._start(
             "ingestion", GrpcServer(IngestionComponent(ingestion), ingestion)
         )
-        self.gateway = GatewayServer(
-            GatewayConfig(
-                http_host=self.host,
-                http_port=0,
-                ingestion_address=a.ingestion,
-                decider_address=a.decider,
-            )
+        gateway = GatewayConfig(
+            **base,
+            http_host=self.host,
+            http_port=0,
+            store_address=a.store,
+            decider_address=a.decider,
         )
-        port = await self.gateway.start()
-        a.gateway_url = f"http://{self.host}:{port}"
+        gateway_component = GatewayComponent(gateway)
+        await self._start("gateway", GrpcServer(gateway_component, gateway))
+        a.gateway_url = gateway_component.listening()
         return a
 
     async def stop(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.stop()
-        for name in ("ingestion", "decider", "postback", "srn_adapter", "touchpoint_store"):
+        for name in (
+            "gateway",
+            "ingestion",
+            "decider",
+            "postback",
+            "srn_adapter",
+            "touchpoint_store",
+        ):
             server = self.servers.pop(name, None)
             if server is not None:
                 await server.stop(grace=1.0)
@@ -156,6 +162,7 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
             "--cassandra-keyspace",
             ns.cassandra_keyspace,
         ]
+    gateways = max(1, getattr(ns, "gateway_processes", 1))
     redis = getattr(ns, "redis", "")
     redis_extra = ["--redis-url", redis] if redis else []
     return [
@@ -179,20 +186,26 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
             "--decider-address",
             addr["decider"],
         ),
-        Child(
-            "gateway",
-            [
-                *serve,
-                "gateway",
-                "--http-host",
-                host,
-                "--http-port",
-                str(ns.http_port),
-                "--ingestion-address",
-                addr["ingestion"],
-                "--decider-address",
-                addr["decider"],
-            ],
+        *(
+            Child(
+                "gateway" if i == 0 else f"gateway-{i + 1}",
+                [
+                    *serve,
+                    "gateway",
+                    "--host",
+                    host,
+                    "--http-host",
+                    host,
+                    "--http-port",
+                    str(ns.http_port),
+                    "--store-address",
+                    addr["touchpoint_store"],
+                    "--decider-address",
+                    addr["decider"],
+                    *(["--http-reuse-port", "true"] if gateways > 1 else []),
+                ],
+            )
+            for i in range(gateways)
         ),
     ]
 
@@ -325,7 +338,7 @@ async def _announce_and_wait(
     gateway_url = f"http://{ns.host}:{ns.http_port}"
     try:
         for child in children:
-            if child.name == "gateway":
+            if child.name.startswith("gateway"):
                 await wait_http_ready(gateway_url)
             else:
                 await wait_serving(f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}")

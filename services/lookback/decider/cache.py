@@ -1,14 +1,17 @@
-"""A bounded in-process LRU cache whose entries also expire by age."""
+"""In-process caching: a bounded LRU cache whose entries also expire by
+age, and single flight (concurrent calls with one key share one run)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class LruCache(Generic[K, V]):
@@ -54,3 +57,28 @@ class LruCache(Generic[K, V]):
     def hit_ratio(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent calls with the same key share one execution."""
+
+    def __init__(self) -> None:
+        self._running: dict[object, asyncio.Future[T]] = {}
+
+    async def run(self, key: object, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """Returns the result and whether this caller was the one that ran it."""
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running), False
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            result = await fn()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._running[key]
+        future.set_result(result)
+        return result, True

@@ -3,21 +3,26 @@ decision on the span (kind, method, media source)."""
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from lookback.api.types.v1 import decision_pb2
 from lookback.core import telemetry
+from lookback.core.convert import enum_short_name
 
-if TYPE_CHECKING:
-    from lookback.decider.service import Decider
+
+class _Cache(Protocol):
+    @property
+    def hit_ratio(self) -> float: ...
+
 
 _meter = telemetry.meter("lookback.decider")
-_deciders: weakref.WeakSet[Decider] = weakref.WeakSet()
+_caches: dict[str, _Cache] = {}
+_KIND = decision_pb2.DecisionKind.DESCRIPTOR
+_METHOD = decision_pb2.AttributionMethod.DESCRIPTOR
 
 decision_duration = _meter.create_histogram(
     "lookback.decider.decision.duration",
@@ -27,9 +32,8 @@ decision_duration = _meter.create_histogram(
 
 
 def _hit_ratios(options: CallbackOptions) -> Iterable[Observation]:
-    for decider in list(_deciders):
-        yield Observation(decider.settings_cache.hit_ratio, {"cache": "settings"})
-        yield Observation(decider.install_cache.hit_ratio, {"cache": "install"})
+    for name, cache in list(_caches.items()):
+        yield Observation(cache.hit_ratio, {"cache": name})
 
 
 _meter.create_observable_gauge(
@@ -39,9 +43,9 @@ _meter.create_observable_gauge(
 )
 
 
-def watch(decider: Decider) -> None:
-    """Report this decider's caches."""
-    _deciders.add(decider)
+def watch(caches: Mapping[str, _Cache]) -> None:
+    """Report these caches' hit ratios (the latest decider's, by name)."""
+    _caches.update(caches)
 
 
 def decided(call: str, decision: decision_pb2.Decision, seconds: float) -> None:
@@ -49,13 +53,8 @@ def decided(call: str, decision: decision_pb2.Decision, seconds: float) -> None:
     (nothing to do while telemetry is off: no provider would take it)."""
     if not telemetry.enabled():
         return
-    kind = decision_pb2.DecisionKind.Name(decision.kind).removeprefix("DECISION_KIND_").lower()
-    method = (
-        decision_pb2.AttributionMethod.Name(decision.method)
-        .removeprefix("ATTRIBUTION_METHOD_")
-        .lower()
-        .replace("unspecified", "none")
-    )
+    kind = enum_short_name(_KIND, decision.kind)
+    method = enum_short_name(_METHOD, decision.method).replace("unspecified", "none")
     trace.get_current_span().set_attributes(
         {
             "lookback.app_id": decision.app_id,

@@ -1,14 +1,16 @@
-"""The ingestion service: validate, fill defaults, store or hand to the decider.
+"""The ingestion service: the gRPC front door for internal backends.
 
-Touches are stored before the call answers OK (nothing accepted is lost) and
-a batch is validated whole before any of it is stored (nothing half-written).
-Installs, opens and events go to the decider, which records them.
+Touches are validated whole (nothing of a batch is stored unless all of it
+is good) and stored before the call answers OK (nothing accepted is lost);
+single touches that arrive together are written together. Installs, opens
+and events are validated and handed to the decider, which records them.
+(SDK traffic takes the gateway, which does the same in process and calls
+the decider and the store directly.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -17,17 +19,10 @@ from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as pb_grpc
-from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import touch_pb2
-from lookback.core import clients, convert
-from lookback.core.clock import now_micros
-from lookback.core.errors import Violations
+from lookback.core import clients, intake
 from lookback.core.server import ServerConfig
-from lookback.core.validation import check_event, check_install, check_open, check_touch
-from lookback.domain import devices, useragent
-
-MAX_BATCH = 1000
+from lookback.touchpoint_store.client import TouchWriter
 
 
 @dataclass(frozen=True)
@@ -42,102 +37,48 @@ class IngestionConfig(ServerConfig):
     """Deadline of a decision call, in seconds."""
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-def index_touch(touch: touch_pb2.Touch) -> store_pb.IndexedTouch:
-    """The touch with the keys it can be found by."""
-    keys = devices.touch_device_keys(convert.device(touch.device))
-    if ip := useragent.ip_key(touch.ip):
-        keys.add(ip)
-    return store_pb.IndexedTouch(touch=touch, match_keys=sorted(keys))
-
-
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(
-        self, store: store_grpc.TouchpointStoreServiceStub, decider: decider_grpc.DeciderServiceStub
-    ) -> None:
-        self.store = store
+    def __init__(self, touches: TouchWriter, decider: decider_grpc.DeciderServiceStub) -> None:
+        self.touches = touches
         self.decider = decider
-
-    @staticmethod
-    def _prepare_touch(touch: touch_pb2.Touch, v: Violations, now: int) -> None:
-        check_touch(v, touch, now)
-        if not touch.click_id:
-            touch.click_id = new_id()
-        if not touch.HasField("engaged_at"):
-            touch.engaged_at.CopyFrom(convert.micros_to_ts(now))
-        touch.received_at.CopyFrom(convert.micros_to_ts(now))
 
     async def RecordTouch(
         self, request: pb.RecordTouchRequest, context: object
     ) -> pb.RecordTouchResponse:
-        touch = request.touch
-        v = Violations(prefix="touch.")
-        self._prepare_touch(touch, v, now_micros())
-        v.raise_if_any()
-        await self.store.PutTouches(store_pb.PutTouchesRequest(touches=[index_touch(touch)]))
-        return pb.RecordTouchResponse(click_id=touch.click_id)
+        intake.prepare_touch(request.touch)
+        await self.touches.put(request.touch)
+        return pb.RecordTouchResponse(click_id=request.touch.click_id)
 
     async def RecordTouches(
         self, request: pb.RecordTouchesRequest, context: object
     ) -> pb.RecordTouchesResponse:
-        now = now_micros()
-        v = Violations()
-        if len(request.touches) > MAX_BATCH:
-            v.add("touches", f"at most {MAX_BATCH} per call")
-        for i, touch in enumerate(request.touches):
-            item = Violations(prefix=f"touches[{i}].")
-            self._prepare_touch(touch, item, now)
-            v.items += item.items
-        v.raise_if_any()
-        await self.store.PutTouches(
-            store_pb.PutTouchesRequest(touches=[index_touch(t) for t in request.touches])
-        )
+        intake.prepare_touches(request.touches)
+        await self.touches.put_many(request.touches)
         return pb.RecordTouchesResponse(click_ids=[t.click_id for t in request.touches])
 
     async def ReportInstall(
         self, request: pb.ReportInstallRequest, context: object
     ) -> pb.ReportInstallResponse:
-        install = request.install
-        now = now_micros()
-        v = Violations(prefix="install.")
-        check_install(v, install, now)
-        v.raise_if_any()
-        if not install.HasField("installed_at"):
-            install.installed_at.CopyFrom(convert.micros_to_ts(now))
+        intake.prepare_install(request.install)
         response = await self.decider.DecideInstall(
-            decider_pb.DecideInstallRequest(install=install)
+            decider_pb.DecideInstallRequest(install=request.install)
         )
         return pb.ReportInstallResponse(decision=response.decision)
 
     async def ReportOpen(
         self, request: pb.ReportOpenRequest, context: object
     ) -> pb.ReportOpenResponse:
-        open_ = request.open
-        now = now_micros()
-        v = Violations(prefix="open.")
-        check_open(v, open_, now)
-        v.raise_if_any()
-        if not open_.HasField("opened_at"):
-            open_.opened_at.CopyFrom(convert.micros_to_ts(now))
-        response = await self.decider.DecideOpen(decider_pb.DecideOpenRequest(open=open_))
+        intake.prepare_open(request.open)
+        response = await self.decider.DecideOpen(decider_pb.DecideOpenRequest(open=request.open))
         return pb.ReportOpenResponse(decision=response.decision)
 
     async def RecordEvent(
         self, request: pb.RecordEventRequest, context: object
     ) -> pb.RecordEventResponse:
-        event = request.event
-        now = now_micros()
-        v = Violations(prefix="event.")
-        check_event(v, event, now)
-        v.raise_if_any()
-        if not event.event_id:
-            event.event_id = new_id()
-        if not event.HasField("occurred_at"):
-            event.occurred_at.CopyFrom(convert.micros_to_ts(now))
-        response = await self.decider.AttributeEvent(decider_pb.AttributeEventRequest(event=event))
+        intake.prepare_event(request.event)
+        response = await self.decider.AttributeEvent(
+            decider_pb.AttributeEventRequest(event=request.event)
+        )
         return pb.RecordEventResponse(attribution=response.attribution)
 
 
@@ -146,15 +87,16 @@ class IngestionComponent:
 
     def __init__(self, config: IngestionConfig) -> None:
         self.config = config
-        self._channels: list[grpc.aio.Channel] = []
+        self.channels = [
+            clients.channel(config.store_address),
+            clients.channel(config.decider_address),
+        ]
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        store_ch = clients.channel(self.config.store_address)
-        decider_ch = clients.channel(self.config.decider_address)
-        self._channels = [store_ch, decider_ch]
+        store_ch, decider_ch = self.channels
         pb_grpc.add_IngestionServiceServicer_to_server(
             IngestionServicer(
-                clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch),
+                TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
                 clients.stub(
                     decider_grpc.DeciderServiceStub, decider_ch, self.config.decider_timeout
                 ),
@@ -164,9 +106,9 @@ class IngestionComponent:
         return [pb.DESCRIPTOR.services_by_name["IngestionService"].full_name]
 
     async def start(self) -> None:
-        for ch in self._channels:
+        for ch in self.channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=30)
 
     async def stop(self) -> None:
-        for ch in self._channels:
+        for ch in self.channels:
             await ch.close()

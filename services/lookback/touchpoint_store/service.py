@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.core.convert import ts_to_micros
-from lookback.core.errors import Aborted, AlreadyExists, NotFound
+from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound
 from lookback.core.server import ServerConfig
 from lookback.touchpoint_store.backend import StoreBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
@@ -18,6 +21,28 @@ from lookback.touchpoint_store.sqlite import SqliteBackend
 _FOREVER = 2**62
 
 log = logging.getLogger("lookback.store")
+
+Q = TypeVar("Q")
+A = TypeVar("A")
+
+
+def _before(request: pb.GatherInstallFactsRequest | pb.FindTouchesRequest) -> int:
+    if request.HasField("engaged_before"):
+        return ts_to_micros(request.engaged_before)
+    return _FOREVER
+
+
+async def _each(fn: Callable[[Q], Awaitable[A]], requests: Sequence[Q]) -> list[A | BaseException]:
+    """Every request at once (a backend batches concurrent writes into one
+    commit); a failed item fails alone."""
+    return await asyncio.gather(*(fn(r) for r in requests), return_exceptions=True)
+
+
+def _status(exc: BaseException) -> pb.ItemStatus:
+    if isinstance(exc, LookbackError):
+        return pb.ItemStatus(code=int(exc.code), message=exc.message)
+    log.error("batch item failed: %s", exc, exc_info=exc)
+    return pb.ItemStatus(code=int(Code.INTERNAL), message="internal error")
 
 
 @dataclass(frozen=True)
@@ -63,24 +88,38 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         stored = await self.backend.put_touches(request.touches)
         return pb.PutTouchesResponse(stored=stored)
 
-    async def GatherInstallFacts(
-        self, request: pb.GatherInstallFactsRequest, context: object
-    ) -> pb.GatherInstallFactsResponse:
+    async def _gather(self, request: pb.GatherInstallFactsRequest) -> pb.GatherInstallFactsResponse:
         facts = await self.backend.gather_install_facts(
             request.app_id,
             request.install_id,
             request.touch_keys,
             request.click_ids,
             ts_to_micros(request.engaged_after),
-            ts_to_micros(request.engaged_before)
-            if request.HasField("engaged_before")
-            else _FOREVER,
+            _before(request),
             request.device_keys,
         )
         response = pb.GatherInstallFactsResponse(touches=facts.touches, prior=facts.prior)
         if facts.existing is not None:
             response.existing.CopyFrom(facts.existing)
         return response
+
+    async def GatherInstallFacts(
+        self, request: pb.GatherInstallFactsRequest, context: object
+    ) -> pb.GatherInstallFactsResponse:
+        return await self._gather(request)
+
+    async def BatchGatherInstallFacts(
+        self, request: pb.BatchGatherInstallFactsRequest, context: object
+    ) -> pb.BatchGatherInstallFactsResponse:
+        outcomes = await _each(self._gather, request.requests)
+        return pb.BatchGatherInstallFactsResponse(
+            results=[
+                pb.GatherInstallFactsResult(status=_status(o))
+                if isinstance(o, BaseException)
+                else pb.GatherInstallFactsResult(facts=o)
+                for o in outcomes
+            ]
+        )
 
     async def FindTouches(
         self, request: pb.FindTouchesRequest, context: object
@@ -90,14 +129,12 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
             request.match_keys,
             request.click_ids,
             ts_to_micros(request.engaged_after),
-            ts_to_micros(request.engaged_before)
-            if request.HasField("engaged_before")
-            else _FOREVER,
+            _before(request),
         )
         return pb.FindTouchesResponse(touches=touches)
 
-    async def CreateInstallRecord(
-        self, request: pb.CreateInstallRecordRequest, context: object
+    async def _create(
+        self, request: pb.CreateInstallRecordRequest
     ) -> pb.CreateInstallRecordResponse:
         created, record = await self.backend.create_install_record(request.record)
         if not created and record.decision.decision_id == request.record.decision.decision_id:
@@ -107,6 +144,24 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
             created = True
         return pb.CreateInstallRecordResponse(created=created, record=record)
 
+    async def CreateInstallRecord(
+        self, request: pb.CreateInstallRecordRequest, context: object
+    ) -> pb.CreateInstallRecordResponse:
+        return await self._create(request)
+
+    async def BatchCreateInstallRecords(
+        self, request: pb.BatchCreateInstallRecordsRequest, context: object
+    ) -> pb.BatchCreateInstallRecordsResponse:
+        outcomes = await _each(self._create, request.requests)
+        return pb.BatchCreateInstallRecordsResponse(
+            results=[
+                pb.CreateInstallRecordResult(status=_status(o))
+                if isinstance(o, BaseException)
+                else pb.CreateInstallRecordResult(response=o)
+                for o in outcomes
+            ]
+        )
+
     async def GetInstallRecord(
         self, request: pb.GetInstallRecordRequest, context: object
     ) -> pb.GetInstallRecordResponse:
@@ -114,12 +169,6 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         if record is None:
             raise NotFound(f"no install {request.install_id!r} for app {request.app_id!r}")
         return pb.GetInstallRecordResponse(record=record)
-
-    async def FindInstallRecords(
-        self, request: pb.FindInstallRecordsRequest, context: object
-    ) -> pb.FindInstallRecordsResponse:
-        records = await self.backend.find_install_records(request.app_id, request.match_keys)
-        return pb.FindInstallRecordsResponse(records=records)
 
     async def RecordOpenDecision(
         self, request: pb.RecordOpenDecisionRequest, context: object

@@ -415,58 +415,6 @@ class GetInstallRecordResponse(_message.Message):
 Global___GetInstallRecordResponse: _TypeAlias = GetInstallRecordResponse  # noqa: Y015
 
 @_typing.final
-class FindInstallRecordsRequest(_message.Message):
-    """Request for FindInstallRecords."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    APP_ID_FIELD_NUMBER: _builtins.int
-    MATCH_KEYS_FIELD_NUMBER: _builtins.int
-    app_id: _builtins.str
-    """The app."""
-    @_builtins.property
-    def match_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Device keys to match (any)."""
-
-    def __init__(
-        self,
-        *,
-        app_id: _builtins.str = ...,
-        match_keys: _abc.Iterable[_builtins.str] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "match_keys", b"match_keys"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___FindInstallRecordsRequest: _TypeAlias = FindInstallRecordsRequest  # noqa: Y015
-
-@_typing.final
-class FindInstallRecordsResponse(_message.Message):
-    """Response for FindInstallRecords."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RECORDS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstallRecord]:
-        """Matching records, newest install first."""
-
-    def __init__(
-        self,
-        *,
-        records: _abc.Iterable[Global___InstallRecord] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___FindInstallRecordsResponse: _TypeAlias = FindInstallRecordsResponse  # noqa: Y015
-
-@_typing.final
 class RecordOpenDecisionRequest(_message.Message):
     """Request for RecordOpenDecision."""
 
@@ -723,3 +671,185 @@ class ReplaceAppResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplaceAppResponse: _TypeAlias = ReplaceAppResponse  # noqa: Y015
+
+@_typing.final
+class ItemStatus(_message.Message):
+    """How one item of a batch call ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The google.rpc.Code of the failure; 0 (OK) when the item succeeded."""
+    message: _builtins.str
+    """What went wrong, when it did."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemStatus: _TypeAlias = ItemStatus  # noqa: Y015
+
+@_typing.final
+class BatchGatherInstallFactsRequest(_message.Message):
+    """Request for BatchGatherInstallFacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsRequest]:
+        """One request per install."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___GatherInstallFactsRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGatherInstallFactsRequest: _TypeAlias = BatchGatherInstallFactsRequest  # noqa: Y015
+
+@_typing.final
+class GatherInstallFactsResult(_message.Message):
+    """One install's answer in a BatchGatherInstallFactsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___ItemStatus:
+        """OK, or why this install's facts could not be read."""
+
+    @_builtins.property
+    def facts(self) -> Global___GatherInstallFactsResponse:
+        """The facts, when the status is OK."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___ItemStatus | None = ...,
+        facts: Global___GatherInstallFactsResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GatherInstallFactsResult: _TypeAlias = GatherInstallFactsResult  # noqa: Y015
+
+@_typing.final
+class BatchGatherInstallFactsResponse(_message.Message):
+    """Response for BatchGatherInstallFacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsResult]:
+        """One result per request, in the order of the requests."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___GatherInstallFactsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGatherInstallFactsResponse: _TypeAlias = BatchGatherInstallFactsResponse  # noqa: Y015
+
+@_typing.final
+class BatchCreateInstallRecordsRequest(_message.Message):
+    """Request for BatchCreateInstallRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordRequest]:
+        """One request per install record."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateInstallRecordRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateInstallRecordsRequest: _TypeAlias = BatchCreateInstallRecordsRequest  # noqa: Y015
+
+@_typing.final
+class CreateInstallRecordResult(_message.Message):
+    """One record's answer in a BatchCreateInstallRecordsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___ItemStatus:
+        """OK, or why this record could not be created."""
+
+    @_builtins.property
+    def response(self) -> Global___CreateInstallRecordResponse:
+        """The answer, when the status is OK."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___ItemStatus | None = ...,
+        response: Global___CreateInstallRecordResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateInstallRecordResult: _TypeAlias = CreateInstallRecordResult  # noqa: Y015
+
+@_typing.final
+class BatchCreateInstallRecordsResponse(_message.Message):
+    """Response for BatchCreateInstallRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordResult]:
+        """One result per request, in the order of the requests."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CreateInstallRecordResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateInstallRecordsResponse: _TypeAlias = BatchCreateInstallRecordsResponse  # noqa: Y015

@@ -48,6 +48,11 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsResponse.FromString,
                 _registered_method=True)
+        self.BatchGatherInstallFacts = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/BatchGatherInstallFacts',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.FromString,
+                _registered_method=True)
         self.FindTouches = channel.unary_unary(
                 '/lookback.store.v1.TouchpointStoreService/FindTouches',
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindTouchesRequest.SerializeToString,
@@ -58,15 +63,15 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateInstallRecords = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/BatchCreateInstallRecords',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.FromString,
+                _registered_method=True)
         self.GetInstallRecord = channel.unary_unary(
                 '/lookback.store.v1.TouchpointStoreService/GetInstallRecord',
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordResponse.FromString,
-                _registered_method=True)
-        self.FindInstallRecords = channel.unary_unary(
-                '/lookback.store.v1.TouchpointStoreService/FindInstallRecords',
-                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsRequest.SerializeToString,
-                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsResponse.FromString,
                 _registered_method=True)
         self.RecordOpenDecision = channel.unary_unary(
                 '/lookback.store.v1.TouchpointStoreService/RecordOpenDecision',
@@ -118,6 +123,15 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGatherInstallFacts(self, request, context):
+        """Gathers the facts of several installs in one call, one result per
+        request, in order (see GatherInstallFacts): the decider sends the
+        installs it decides at the same time together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FindTouches(self, request, context):
         """Finds an app's touches matching any key or click id inside a time range.
         """
@@ -133,15 +147,16 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetInstallRecord(self, request, context):
-        """Reads one install record by install id.
+    def BatchCreateInstallRecords(self, request, context):
+        """Creates several install records in one call, each exactly once, one
+        result per request, in order (see CreateInstallRecord).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FindInstallRecords(self, request, context):
-        """Finds an app's install records by device match keys, newest first.
+    def GetInstallRecord(self, request, context):
+        """Reads one install record by install id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +211,11 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsResponse.SerializeToString,
             ),
+            'BatchGatherInstallFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGatherInstallFacts,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.SerializeToString,
+            ),
             'FindTouches': grpc.unary_unary_rpc_method_handler(
                     servicer.FindTouches,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindTouchesRequest.FromString,
@@ -206,15 +226,15 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordResponse.SerializeToString,
             ),
+            'BatchCreateInstallRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateInstallRecords,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.SerializeToString,
+            ),
             'GetInstallRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInstallRecord,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordResponse.SerializeToString,
-            ),
-            'FindInstallRecords': grpc.unary_unary_rpc_method_handler(
-                    servicer.FindInstallRecords,
-                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsRequest.FromString,
-                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsResponse.SerializeToString,
             ),
             'RecordOpenDecision': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordOpenDecision,
@@ -310,6 +330,33 @@ class TouchpointStoreService:
             _registered_method=True)
 
     @staticmethod
+    def BatchGatherInstallFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/BatchGatherInstallFacts',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def FindTouches(request,
             target,
             options=(),
@@ -364,6 +411,33 @@ class TouchpointStoreService:
             _registered_method=True)
 
     @staticmethod
+    def BatchCreateInstallRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/BatchCreateInstallRecords',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetInstallRecord(request,
             target,
             options=(),
@@ -380,33 +454,6 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/GetInstallRecord',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetInstallRecordResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FindInstallRecords(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lookback.store.v1.TouchpointStoreService/FindInstallRecords',
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsRequest.SerializeToString,
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.FindInstallRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,16 +46,23 @@ class TouchpointStoreServiceStub:
     install id's existing record, the candidate touches and the device's
     prior install records.
     """
+    BatchGatherInstallFacts: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchGatherInstallFactsRequest, _touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]
+    """Gathers the facts of several installs in one call, one result per
+    request, in order (see GatherInstallFacts): the decider sends the
+    installs it decides at the same time together.
+    """
     FindTouches: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindTouchesRequest, _touchpoint_store_service_pb2.FindTouchesResponse]
     """Finds an app's touches matching any key or click id inside a time range."""
     CreateInstallRecord: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.CreateInstallRecordRequest, _touchpoint_store_service_pb2.CreateInstallRecordResponse]
     """Creates an install record unless one exists for its install id
     (exactly once); returns the stored record either way.
     """
+    BatchCreateInstallRecords: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest, _touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]
+    """Creates several install records in one call, each exactly once, one
+    result per request, in order (see CreateInstallRecord).
+    """
     GetInstallRecord: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetInstallRecordRequest, _touchpoint_store_service_pb2.GetInstallRecordResponse]
     """Reads one install record by install id."""
-    FindInstallRecords: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindInstallRecordsRequest, _touchpoint_store_service_pb2.FindInstallRecordsResponse]
-    """Finds an app's install records by device match keys, newest first."""
     RecordOpenDecision: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.RecordOpenDecisionRequest, _touchpoint_store_service_pb2.RecordOpenDecisionResponse]
     """Records the decision for an open; a re-engagement becomes the install's
     latest re-engagement.
@@ -86,16 +93,23 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     install id's existing record, the candidate touches and the device's
     prior install records.
     """
+    BatchGatherInstallFacts: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchGatherInstallFactsRequest, _touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]  # type: ignore[assignment]
+    """Gathers the facts of several installs in one call, one result per
+    request, in order (see GatherInstallFacts): the decider sends the
+    installs it decides at the same time together.
+    """
     FindTouches: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindTouchesRequest, _touchpoint_store_service_pb2.FindTouchesResponse]  # type: ignore[assignment]
     """Finds an app's touches matching any key or click id inside a time range."""
     CreateInstallRecord: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.CreateInstallRecordRequest, _touchpoint_store_service_pb2.CreateInstallRecordResponse]  # type: ignore[assignment]
     """Creates an install record unless one exists for its install id
     (exactly once); returns the stored record either way.
     """
+    BatchCreateInstallRecords: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest, _touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]  # type: ignore[assignment]
+    """Creates several install records in one call, each exactly once, one
+    result per request, in order (see CreateInstallRecord).
+    """
     GetInstallRecord: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetInstallRecordRequest, _touchpoint_store_service_pb2.GetInstallRecordResponse]  # type: ignore[assignment]
     """Reads one install record by install id."""
-    FindInstallRecords: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindInstallRecordsRequest, _touchpoint_store_service_pb2.FindInstallRecordsResponse]  # type: ignore[assignment]
-    """Finds an app's install records by device match keys, newest first."""
     RecordOpenDecision: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.RecordOpenDecisionRequest, _touchpoint_store_service_pb2.RecordOpenDecisionResponse]  # type: ignore[assignment]
     """Records the decision for an open; a re-engagement becomes the install's
     latest re-engagement.
@@ -137,6 +151,17 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def BatchGatherInstallFacts(
+        self,
+        request: _touchpoint_store_service_pb2.BatchGatherInstallFactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.BatchGatherInstallFactsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]]:
+        """Gathers the facts of several installs in one call, one result per
+        request, in order (see GatherInstallFacts): the decider sends the
+        installs it decides at the same time together.
+        """
+
+    @_abc_1.abstractmethod
     def FindTouches(
         self,
         request: _touchpoint_store_service_pb2.FindTouchesRequest,
@@ -155,20 +180,22 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def BatchCreateInstallRecords(
+        self,
+        request: _touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]]:
+        """Creates several install records in one call, each exactly once, one
+        result per request, in order (see CreateInstallRecord).
+        """
+
+    @_abc_1.abstractmethod
     def GetInstallRecord(
         self,
         request: _touchpoint_store_service_pb2.GetInstallRecordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_touchpoint_store_service_pb2.GetInstallRecordResponse, _abc.Awaitable[_touchpoint_store_service_pb2.GetInstallRecordResponse]]:
         """Reads one install record by install id."""
-
-    @_abc_1.abstractmethod
-    def FindInstallRecords(
-        self,
-        request: _touchpoint_store_service_pb2.FindInstallRecordsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_touchpoint_store_service_pb2.FindInstallRecordsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.FindInstallRecordsResponse]]:
-        """Finds an app's install records by device match keys, newest first."""
 
     @_abc_1.abstractmethod
     def RecordOpenDecision(

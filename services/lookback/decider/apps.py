@@ -1,0 +1,127 @@
+"""App settings: creation, reads through an LRU cache, updates by field mask
+with versions, and cache coherence across decider replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf import field_mask_pb2
+
+from lookback.api.types.v1 import app_pb2
+from lookback.core import convert
+from lookback.core.clock import Clock, now_micros
+from lookback.core.errors import Aborted, Violations
+from lookback.core.validation import check_app
+from lookback.decider.cache import LruCache
+from lookback.domain.model import Settings
+
+UPDATABLE = ("platform", "settings")
+"""Top-level app fields an update may name (the id and versions are the service's)."""
+
+
+@dataclass(frozen=True)
+class CachedApp:
+    app: app_pb2.App
+    settings: Settings
+    """The app's settings with every default applied."""
+
+
+class AppStore(Protocol):
+    """Where apps are stored."""
+
+    async def create_app(self, app: app_pb2.App) -> app_pb2.App:
+        """Raises :class:`~lookback.core.errors.AlreadyExists`."""
+        ...
+
+    async def get_app(self, app_id: str) -> app_pb2.App:
+        """Raises :class:`~lookback.core.errors.NotFound`."""
+        ...
+
+    async def replace_app(self, app: app_pb2.App, expected_version: int) -> app_pb2.App:
+        """Raises :class:`~lookback.core.errors.Aborted` on a version mismatch."""
+        ...
+
+
+def validate(app: app_pb2.App) -> None:
+    v = Violations(prefix="app.")
+    check_app(v, app)
+    v.raise_if_any()
+
+
+def _stamp(app: app_pb2.App, micros: int) -> None:
+    app.update_time.CopyFrom(convert.micros_to_ts(micros))
+
+
+class AppSettings:
+    """Apps are validated here and stored by the store; reads are cached."""
+
+    def __init__(
+        self,
+        store: AppStore,
+        cache: LruCache[str, CachedApp],
+        clock: Clock = now_micros,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.clock = clock
+        self.on_change: Callable[[str], Awaitable[None]] | None = None
+        """Called with the app id after this replica changed an app (e.g. to
+        tell other replicas to drop their cached copy)."""
+
+    async def get(self, app_id: str) -> CachedApp:
+        cached = self.cache.get(app_id)
+        if cached is None:
+            cached = self.remember(await self.store.get_app(app_id))
+        return cached
+
+    def remember(self, app: app_pb2.App) -> CachedApp:
+        cached = CachedApp(app, convert.settings(app))
+        self.cache.put(app.app_id, cached)
+        return cached
+
+    async def create(self, request: app_pb2.App) -> app_pb2.App:
+        validate(request)
+        app = app_pb2.App()
+        app.CopyFrom(request)
+        app.version = 1
+        _stamp(app, self.clock())
+        app.create_time.CopyFrom(app.update_time)
+        stored = await self.store.create_app(app)
+        self.remember(stored)
+        return stored
+
+    async def update(
+        self, request: app_pb2.App, mask: field_mask_pb2.FieldMask, expected_version: int
+    ) -> app_pb2.App:
+        """Replace the fields ``mask`` names (all updatable ones when empty),
+        if the app is still at ``expected_version`` (0: any)."""
+        app_id = request.app_id
+        current = await self.store.get_app(app_id)
+        if expected_version and expected_version != current.version:
+            raise Aborted(f"app {app_id!r} is at version {current.version}, not {expected_version}")
+        updated = app_pb2.App()
+        updated.CopyFrom(current)
+        if mask.paths:
+            v = Violations()
+            for path in mask.paths:
+                if path.split(".")[0] not in UPDATABLE:
+                    v.add("update_mask", f"cannot update {path!r}; only platform and settings")
+            v.raise_if_any()
+            # Replace (not merge) the named fields, so repeated and map fields
+            # are set to exactly what the caller sent.
+            mask.MergeMessage(
+                request, updated, replace_message_field=True, replace_repeated_field=True
+            )
+        else:
+            updated.platform = request.platform
+            updated.settings.CopyFrom(request.settings)
+        validate(updated)
+        updated.version = current.version + 1
+        _stamp(updated, self.clock())
+        stored = await self.store.replace_app(updated, current.version)
+        self.remember(stored)
+        if self.on_change is not None:
+            await self.on_change(app_id)
+        return stored

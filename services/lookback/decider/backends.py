@@ -1,0 +1,197 @@
+"""The engine's interfaces over the other services' gRPC stubs.
+
+Conversions of the store's and the SRN adapter's own messages live here.
+Calls to the store are micro-batched: the decisions in flight together
+travel to the store in one call (see :class:`lookback.core.batching.Batcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as postback_pb
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
+from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.core import convert
+from lookback.core.batching import Batcher
+from lookback.core.errors import Code, LookbackError, error_for
+from lookback.decider.engine import ClaimsAnswer, InstallFacts
+from lookback.domain import model, rules
+
+log = logging.getLogger("lookback.decider")
+
+
+def claim(c: srn_pb.SrnClaim) -> model.SrnClaim:
+    return model.SrnClaim(
+        media_source=c.media_source,
+        touch_type=convert.TOUCH_TYPE.domain(c.touch_type, model.TouchType.CLICK),
+        engaged_at=convert.ts_to_micros(c.engaged_at),
+        campaign=c.campaign,
+        click_id=c.click_id,
+    )
+
+
+def gather_request(
+    app_id: str, install_id: str, lookup: rules.Lookup
+) -> store_pb.GatherInstallFactsRequest:
+    return store_pb.GatherInstallFactsRequest(
+        app_id=app_id,
+        install_id=install_id,
+        touch_keys=lookup.touch_keys,
+        click_ids=lookup.click_ids,
+        engaged_after=convert.micros_to_ts(lookup.engaged_after),
+        engaged_before=convert.micros_to_ts(lookup.engaged_before),
+        device_keys=lookup.device_keys,
+    )
+
+
+def item_error(status: store_pb.ItemStatus) -> LookbackError:
+    try:
+        code = Code(status.code)
+    except ValueError:
+        code = Code.UNKNOWN
+    return error_for(code, status.message)
+
+
+class StoreClient:
+    """Facts, records and apps, from the touchpoint store. The gathers and
+    creates of concurrent decisions are batched (``max_in_flight`` batch
+    calls of each kind at once)."""
+
+    def __init__(self, stub: store_grpc.TouchpointStoreServiceStub, max_in_flight: int = 2) -> None:
+        self.stub = stub
+        self._gathers: Batcher[store_pb.GatherInstallFactsRequest, InstallFacts] = Batcher(
+            self._gather_batch, max_in_flight=max_in_flight
+        )
+        self._creates: Batcher[
+            store_pb.CreateInstallRecordRequest, tuple[bool, store_pb.InstallRecord]
+        ] = Batcher(self._create_batch, max_in_flight=max_in_flight)
+
+    async def _gather_batch(
+        self, requests: list[store_pb.GatherInstallFactsRequest]
+    ) -> list[InstallFacts | BaseException]:
+        answer = await self.stub.BatchGatherInstallFacts(
+            store_pb.BatchGatherInstallFactsRequest(requests=requests)
+        )
+        return [
+            item_error(r.status)
+            if r.status.code
+            else InstallFacts(
+                r.facts.existing if r.facts.HasField("existing") else None,
+                r.facts.touches,
+                r.facts.prior,
+            )
+            for r in answer.results
+        ]
+
+    async def _create_batch(
+        self, requests: list[store_pb.CreateInstallRecordRequest]
+    ) -> list[tuple[bool, store_pb.InstallRecord] | BaseException]:
+        answer = await self.stub.BatchCreateInstallRecords(
+            store_pb.BatchCreateInstallRecordsRequest(requests=requests)
+        )
+        return [
+            item_error(r.status) if r.status.code else (r.response.created, r.response.record)
+            for r in answer.results
+        ]
+
+    async def gather_install(
+        self, app_id: str, install_id: str, lookup: rules.Lookup
+    ) -> InstallFacts:
+        return await self._gathers.submit(gather_request(app_id, install_id, lookup))
+
+    async def find_touches(self, app_id: str, lookup: rules.Lookup) -> Sequence[touch_pb2.Touch]:
+        found = await self.stub.FindTouches(
+            store_pb.FindTouchesRequest(
+                app_id=app_id,
+                match_keys=lookup.touch_keys,
+                click_ids=lookup.click_ids,
+                engaged_after=convert.micros_to_ts(lookup.engaged_after),
+                engaged_before=convert.micros_to_ts(lookup.engaged_before),
+            )
+        )
+        return found.touches
+
+    async def install_record(self, app_id: str, install_id: str) -> store_pb.InstallRecord:
+        r = await self.stub.GetInstallRecord(
+            store_pb.GetInstallRecordRequest(app_id=app_id, install_id=install_id)
+        )
+        return r.record
+
+    async def create_install(
+        self, record: store_pb.InstallRecord
+    ) -> tuple[bool, store_pb.InstallRecord]:
+        return await self._creates.submit(store_pb.CreateInstallRecordRequest(record=record))
+
+    async def record_open(self, open_: install_pb2.Open, decision: decision_pb2.Decision) -> None:
+        await self.stub.RecordOpenDecision(
+            store_pb.RecordOpenDecisionRequest(open=open_, decision=decision)
+        )
+
+    async def put_event(
+        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+    ) -> tuple[bool, decision_pb2.EventAttribution]:
+        r = await self.stub.PutEvent(store_pb.PutEventRequest(event=event, attribution=attribution))
+        return r.created, r.attribution
+
+    async def create_app(self, app: app_pb2.App) -> app_pb2.App:
+        return (await self.stub.CreateApp(store_pb.CreateAppRequest(app=app))).app
+
+    async def get_app(self, app_id: str) -> app_pb2.App:
+        return (await self.stub.GetApp(store_pb.GetAppRequest(app_id=app_id))).app
+
+    async def replace_app(self, app: app_pb2.App, expected_version: int) -> app_pb2.App:
+        r = await self.stub.ReplaceApp(
+            store_pb.ReplaceAppRequest(app=app, expected_version=expected_version)
+        )
+        return r.app
+
+
+class SrnClient:
+    """SRN claims from the SRN adapter, within ``budget_ms``; a failed or late
+    adapter leaves every network unanswered (the decision goes on without)."""
+
+    def __init__(self, stub: srn_grpc.SrnAdapterServiceStub, budget_ms: int) -> None:
+        self.stub = stub
+        self.budget_ms = budget_ms
+
+    async def query(self, install: install_pb2.Install, networks: Sequence[str]) -> ClaimsAnswer:
+        request = srn_pb.QueryClaimsRequest(
+            app_id=install.app_id,
+            networks=list(networks),
+            device=install.device,
+            installed_at=install.installed_at,
+            budget=convert.micros_to_dur(self.budget_ms * 1000),
+        )
+        try:
+            answer = await self.stub.QueryClaims(request, timeout=self.budget_ms / 1000 + 0.05)
+        except LookbackError as exc:
+            log.warning("SRN adapter failed: %s", exc.code.name)
+            return ClaimsAnswer(unanswered=tuple(networks))
+        return ClaimsAnswer([claim(c) for c in answer.claims], tuple(answer.unanswered))
+
+
+class PostbackClient:
+    """Postback jobs to the dispatcher; the jobs of concurrent decisions are
+    queued in one call (all or none: a failed call fails each caller)."""
+
+    def __init__(
+        self, stub: postback_grpc.PostbackDispatcherServiceStub, max_in_flight: int = 2
+    ) -> None:
+        self.stub = stub
+        self._batches: Batcher[Sequence[postback_pb2.PostbackJob], None] = Batcher(
+            self._enqueue_batch, max_batch=64, max_in_flight=max_in_flight
+        )
+
+    async def _enqueue_batch(self, groups: list[Sequence[postback_pb2.PostbackJob]]) -> list[None]:
+        jobs = [job for group in groups for job in group]
+        await self.stub.EnqueuePostbacks(postback_pb.EnqueuePostbacksRequest(jobs=jobs))
+        return [None] * len(groups)
+
+    async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
+        await self._batches.submit(jobs)

@@ -1,0 +1,90 @@
+"""The decider as a servable component: the engine wired to the other services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2 as pb
+from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
+from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.core import clients
+from lookback.decider import metrics
+from lookback.decider.apps import AppSettings
+from lookback.decider.backends import PostbackClient, SrnClient, StoreClient
+from lookback.decider.cache import LruCache
+from lookback.decider.coherence import RedisInvalidation
+from lookback.decider.config import DeciderConfig
+from lookback.decider.engine import DecisionEngine
+from lookback.decider.servicers import AppSettingsServicer, DeciderServicer
+
+log = logging.getLogger("lookback.decider")
+
+
+class DeciderComponent:
+    name = "decider"
+
+    def __init__(self, config: DeciderConfig) -> None:
+        self.config = config
+        self.channels = [
+            clients.channel(address)
+            for address in (config.store_address, config.srn_address, config.postback_address)
+        ]
+        store_ch, srn_ch, postback_ch = self.channels
+        store = StoreClient(
+            clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, config.store_timeout)
+        )
+        self.apps = AppSettings(
+            store, LruCache(config.settings_cache_size, config.settings_cache_ttl)
+        )
+        self.engine = DecisionEngine(
+            apps=self.apps,
+            facts=store,
+            claims=SrnClient(
+                clients.stub(srn_grpc.SrnAdapterServiceStub, srn_ch), config.srn_budget_ms
+            ),
+            records=store,
+            postbacks=PostbackClient(
+                clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch)
+            ),
+            install_cache=LruCache(config.install_cache_size, config.install_cache_ttl),
+        )
+        self.invalidation: RedisInvalidation | None = None
+        metrics.watch({"settings": self.apps.cache, "install": self.engine.install_cache})
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        pb_grpc.add_DeciderServiceServicer_to_server(DeciderServicer(self.engine), server)
+        apps_grpc.add_AppSettingsServiceServicer_to_server(AppSettingsServicer(self.apps), server)
+        return [
+            pb.DESCRIPTOR.services_by_name["DeciderService"].full_name,
+            apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"].full_name,
+        ]
+
+    async def start(self) -> None:
+        for ch in self.channels:
+            await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        if self.config.redis_url:
+            cache = self.apps.cache
+            self.invalidation = RedisInvalidation(self.config.redis_url, cache.drop, cache.clear)
+            await self.invalidation.start()
+            self.apps.on_change = self.invalidation.publish
+
+    async def stop(self) -> None:
+        if self.invalidation is not None:
+            await self.invalidation.stop()
+        for ch in self.channels:
+            await ch.close()
+        for name, cache in (("settings", self.apps.cache), ("install", self.engine.install_cache)):
+            log.info(
+                "%s cache: %d hits, %d misses, hit ratio %.3f",
+                name,
+                cache.hits,
+                cache.misses,
+                cache.hit_ratio,
+            )

@@ -1,0 +1,35 @@
+"""Settings of the decider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lookback.core.server import ServerConfig
+
+
+@dataclass(frozen=True)
+class DeciderConfig(ServerConfig):
+    """Settings of the decider."""
+
+    store_address: str = "127.0.0.1:7401"
+    """The touchpoint store."""
+    srn_address: str = "127.0.0.1:7404"
+    """The SRN adapter."""
+    postback_address: str = "127.0.0.1:7405"
+    """The postback dispatcher."""
+    srn_budget_ms: int = 100
+    """Longest wait for SRN answers; late networks are reported as unanswered."""
+    settings_cache_size: int = 10_000
+    """Apps whose settings are cached."""
+    settings_cache_ttl: float = 5.0
+    """Seconds a cached app's settings may be used; bounds how long another
+    decider replica may use settings changed elsewhere."""
+    install_cache_size: int = 100_000
+    """Recent install decisions cached for duplicate reports."""
+    install_cache_ttl: float = 600.0
+    """Seconds a cached install decision is kept."""
+    store_timeout: float = 2.0
+    """Deadline of each store call, in seconds."""
+    redis_url: str = ""
+    """Redis for settings cache coherence across replicas (pub/sub); empty for
+    none (then ``settings_cache_ttl`` bounds staleness)."""

@@ -1,0 +1,299 @@
+"""The decision engine: install, open and event decisions around the pure rules.
+
+It knows nothing of gRPC or of any database. It reads facts, SRN claims and
+app settings through the small interfaces below, records decisions and hands
+postbacks over through two more; the servicers only translate requests, and
+``backends`` implements the interfaces over the other services' stubs. Unit
+tests run it with in-memory implementations (``lookback.testing.engine``).
+
+For an install the engine, in order:
+
+1. reads the app's settings (an LRU cache in :class:`~lookback.decider.apps.AppSettings`);
+2. gathers the facts (the install id's existing record, candidate touches,
+   prior installs of the device) while it asks the app's SRNs;
+3. applies the rules (:mod:`lookback.domain.rules`);
+4. records the decision with create-if-absent, so concurrent reports of the
+   same install id, through any replica, keep exactly one decision; every
+   caller but the first gets it back with kind DUPLICATE;
+5. hands a counted decision's postbacks over (job ids derived from the
+   decision, so handing them over twice sends once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.types.v1 import decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.core import convert
+from lookback.core.clock import Clock, now_micros
+from lookback.decider.apps import AppSettings, CachedApp
+from lookback.decider.cache import LruCache, SingleFlight
+from lookback.domain import rules
+from lookback.domain.model import Kind, PriorInstall, SrnClaim
+from lookback.domain.postbacks import Event, Postback, for_decision, for_event
+
+# --- what the engine needs ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallFacts:
+    """What the store knows for one install decision."""
+
+    existing: store_pb.InstallRecord | None
+    """The install id's record when it was decided before."""
+    touches: Sequence[touch_pb2.Touch] = ()
+    prior: Sequence[store_pb.InstallRecord] = ()
+    """Prior install records of the device, newest first."""
+
+
+@dataclass(frozen=True)
+class ClaimsAnswer:
+    """What the app's SRNs answered in time."""
+
+    claims: Sequence[SrnClaim] = ()
+    unanswered: Sequence[str] = ()
+
+
+class Facts(Protocol):
+    """Reads the stored facts a decision needs."""
+
+    async def gather_install(
+        self, app_id: str, install_id: str, lookup: rules.Lookup
+    ) -> InstallFacts: ...
+
+    async def find_touches(
+        self, app_id: str, lookup: rules.Lookup
+    ) -> Sequence[touch_pb2.Touch]: ...
+
+    async def install_record(self, app_id: str, install_id: str) -> store_pb.InstallRecord:
+        """The install's record; raises :class:`~lookback.core.errors.NotFound`."""
+        ...
+
+
+class Claims(Protocol):
+    """Asks self-reporting networks about a device, under a deadline."""
+
+    async def query(
+        self, install: install_pb2.Install, networks: Sequence[str]
+    ) -> ClaimsAnswer: ...
+
+
+class Records(Protocol):
+    """Where decisions are recorded (durably before the call returns)."""
+
+    async def create_install(
+        self, record: store_pb.InstallRecord
+    ) -> tuple[bool, store_pb.InstallRecord]:
+        """Create unless the install id exists: (created, the stored record)."""
+        ...
+
+    async def record_open(
+        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+    ) -> None: ...
+
+    async def put_event(
+        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+    ) -> tuple[bool, decision_pb2.EventAttribution]:
+        """Store unless the event id exists: (created, the stored attribution)."""
+        ...
+
+
+class Postbacks(Protocol):
+    """Where postback jobs go (queued durably; a job id queued twice sends once)."""
+
+    async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob]) -> None: ...
+
+
+# --- the engine -----------------------------------------------------------------
+
+
+def as_duplicate(decision: decision_pb2.Decision) -> decision_pb2.Decision:
+    dup = decision_pb2.Decision()
+    dup.CopyFrom(decision)
+    dup.kind = decision_pb2.DECISION_KIND_DUPLICATE
+    dup.counted = False
+    return dup
+
+
+def prior_install(r: store_pb.InstallRecord) -> PriorInstall:
+    return PriorInstall(
+        install_id=r.install.install_id,
+        installed_at=convert.ts_to_micros(r.install.installed_at),
+        attributed=convert.prior_decision(r.attributed_decision),
+        latest_reengagement=(
+            convert.prior_decision(r.latest_reengagement)
+            if r.HasField("latest_reengagement")
+            else None
+        ),
+    )
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class DecisionEngine:
+    """Install, open and event decisions."""
+
+    apps: AppSettings
+    facts: Facts
+    claims: Claims
+    records: Records
+    postbacks: Postbacks
+    install_cache: LruCache[tuple[str, str], decision_pb2.Decision] = field(
+        default_factory=lambda: LruCache(100_000, 600.0)
+    )
+    clock: Clock = now_micros
+    new_id: Callable[[], str] = _new_id
+    _flights: SingleFlight[decision_pb2.Decision] = field(default_factory=SingleFlight)
+
+    # --- installs ---------------------------------------------------------------
+
+    async def decide_install(self, install: install_pb2.Install) -> decision_pb2.Decision:
+        key = (install.app_id, install.install_id)
+        cached = self.install_cache.get(key)
+        if cached is not None:
+            return as_duplicate(cached)
+        decision, ran = await self._flights.run(key, lambda: self._decide_install(install))
+        return decision if ran else as_duplicate(decision)
+
+    async def _decide_install(self, install: install_pb2.Install) -> decision_pb2.Decision:
+        started = time.perf_counter_ns()
+        app = await self.apps.get(install.app_id)
+        facts_install = convert.install(install)
+        matching = rules.matching_for_install(facts_install, app.settings)
+        lookup = rules.install_lookup(facts_install, matching)
+        gather = self.facts.gather_install(install.app_id, install.install_id, lookup)
+        if app.settings.srn_networks:
+            facts, answer = await asyncio.gather(
+                gather, self.claims.query(install, app.settings.srn_networks)
+            )
+        else:
+            facts, answer = await gather, ClaimsAnswer()
+        if facts.existing is not None:
+            return await self._known(facts.existing.decision, app)
+
+        outcome = rules.decide_install(
+            facts_install,
+            app.settings,
+            [convert.touch(t) for t in facts.touches],
+            answer.claims,
+            [prior_install(r) for r in facts.prior],
+        )
+        decision = convert.decision(
+            outcome,
+            decision_id=self.new_id(),
+            app_id=install.app_id,
+            install_id=install.install_id,
+            event_time=facts_install.installed_at,
+            decided_at=self.clock(),
+            latency=(time.perf_counter_ns() - started) // 1000,
+            unanswered_srns=tuple(answer.unanswered),
+        )
+        record = store_pb.InstallRecord(
+            install=install, match_keys=lookup.device_keys, decision=decision
+        )
+        if outcome.kind is Kind.REINSTALL:
+            holder = next(
+                r
+                for r in facts.prior
+                if r.attributed_decision.decision_id == outcome.original_decision_id
+            )
+            record.attributed_decision.CopyFrom(holder.attributed_decision)
+        else:
+            record.attributed_decision.CopyFrom(decision)
+        created, stored = await self.records.create_install(record)
+        if not created:
+            return await self._known(stored.decision, app)
+        self.install_cache.put((install.app_id, install.install_id), decision)
+        await self._send_postbacks(decision, app)
+        return decision
+
+    async def _known(
+        self, decision: decision_pb2.Decision, app: CachedApp
+    ) -> decision_pb2.Decision:
+        """An install id decided before: hand its postbacks over again (idempotent,
+        in case the first caller failed in between) and answer as a duplicate."""
+        self.install_cache.put((decision.app_id, decision.install_id), decision)
+        await self._send_postbacks(decision, app)
+        return as_duplicate(decision)
+
+    async def _send_postbacks(self, decision: decision_pb2.Decision, app: CachedApp) -> None:
+        if not decision.counted:
+            return
+        rendered = for_decision(app.settings, convert.recorded_decision(decision))
+        await self._enqueue(rendered, decision.app_id, convert.ts_to_micros(decision.decided_at))
+
+    async def _enqueue(self, rendered: Sequence[Postback], app_id: str, created: int) -> None:
+        if rendered:
+            await self.postbacks.enqueue(
+                [convert.postback_job(p, app_id, created) for p in rendered]
+            )
+
+    # --- opens ------------------------------------------------------------------
+
+    async def decide_open(self, open_: install_pb2.Open) -> decision_pb2.Decision:
+        started = time.perf_counter_ns()
+        app = await self.apps.get(open_.app_id)
+        record = await self.facts.install_record(open_.app_id, open_.install_id)
+        facts_open = convert.open_(open_)
+        touches = await self.facts.find_touches(open_.app_id, rules.open_lookup(facts_open))
+        outcome = rules.decide_open(
+            facts_open, app.settings, [convert.touch(t) for t in touches], prior_install(record)
+        )
+        decision = convert.decision(
+            outcome,
+            decision_id=self.new_id(),
+            app_id=open_.app_id,
+            install_id=open_.install_id,
+            event_time=facts_open.opened_at,
+            decided_at=self.clock(),
+            latency=(time.perf_counter_ns() - started) // 1000,
+        )
+        if outcome.kind is Kind.REENGAGEMENT:
+            await self.records.record_open(open_, decision)
+            await self._send_postbacks(decision, app)
+        return decision
+
+    # --- events -----------------------------------------------------------------
+
+    async def attribute_event(self, event: install_pb2.InAppEvent) -> decision_pb2.EventAttribution:
+        app = await self.apps.get(event.app_id)
+        record = await self.facts.install_record(event.app_id, event.install_id)
+        occurred_at = convert.ts_to_micros(event.occurred_at)
+        result = rules.attribute_event(occurred_at, app.settings, prior_install(record))
+        attribution = decision_pb2.EventAttribution(
+            event_id=event.event_id,
+            media_source=result.media_source,
+            campaign=result.campaign,
+            reengagement_media_source=result.reengagement_media_source,
+            decision_id=result.decision_id,
+        )
+        created, stored = await self.records.put_event(event, attribution)
+        if not created:
+            attribution = stored
+            attribution.duplicate = True
+        rendered = for_event(
+            app.settings,
+            Event(
+                app_id=event.app_id,
+                install_id=event.install_id,
+                event_id=event.event_id,
+                name=event.name,
+                revenue=event.revenue,
+                currency=event.currency,
+                occurred_at=occurred_at,
+            ),
+            convert.recorded_decision(record.attributed_decision),
+            attribution.media_source,
+            attribution.reengagement_media_source,
+        )
+        await self._enqueue(rendered, event.app_id, occurred_at)
+        return attribution

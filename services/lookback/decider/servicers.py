@@ -1,0 +1,72 @@
+"""The decider's gRPC servicers: requests to the engine and back, nothing more."""
+
+from __future__ import annotations
+
+import time
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2 as pb
+from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
+from lookback.core import intake
+from lookback.core.errors import Violations
+from lookback.decider import metrics
+from lookback.decider.apps import AppSettings
+from lookback.decider.engine import DecisionEngine
+
+
+class DeciderServicer(pb_grpc.DeciderServiceServicer):
+    """Every request is validated here too (a caller may skip ingestion)."""
+
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.engine = engine
+
+    async def DecideInstall(
+        self, request: pb.DecideInstallRequest, context: object
+    ) -> pb.DecideInstallResponse:
+        started = time.perf_counter()
+        intake.prepare_install(request.install)
+        decision = await self.engine.decide_install(request.install)
+        metrics.decided("install", decision, time.perf_counter() - started)
+        return pb.DecideInstallResponse(decision=decision)
+
+    async def DecideOpen(
+        self, request: pb.DecideOpenRequest, context: object
+    ) -> pb.DecideOpenResponse:
+        started = time.perf_counter()
+        intake.prepare_open(request.open)
+        decision = await self.engine.decide_open(request.open)
+        metrics.decided("open", decision, time.perf_counter() - started)
+        return pb.DecideOpenResponse(decision=decision)
+
+    async def AttributeEvent(
+        self, request: pb.AttributeEventRequest, context: object
+    ) -> pb.AttributeEventResponse:
+        intake.prepare_event(request.event)
+        return pb.AttributeEventResponse(
+            attribution=await self.engine.attribute_event(request.event)
+        )
+
+
+class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
+    def __init__(self, apps: AppSettings) -> None:
+        self.apps = apps
+
+    async def CreateApp(
+        self, request: apps_pb.CreateAppRequest, context: object
+    ) -> apps_pb.CreateAppResponse:
+        return apps_pb.CreateAppResponse(app=await self.apps.create(request.app))
+
+    async def GetApp(
+        self, request: apps_pb.GetAppRequest, context: object
+    ) -> apps_pb.GetAppResponse:
+        v = Violations()
+        v.require(request.app_id, "app_id")
+        v.raise_if_any()
+        return apps_pb.GetAppResponse(app=(await self.apps.get(request.app_id)).app)
+
+    async def UpdateApp(
+        self, request: apps_pb.UpdateAppRequest, context: object
+    ) -> apps_pb.UpdateAppResponse:
+        app = await self.apps.update(request.app, request.update_mask, request.expected_version)
+        return apps_pb.UpdateAppResponse(app=app)

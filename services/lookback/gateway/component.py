@@ -1,0 +1,75 @@
+"""The gateway as a component on the shared bootstrap: its HTTP site starts
+when it is warm and stops first on SIGTERM; its gRPC port serves health."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2_grpc
+
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.core import clients
+from lookback.gateway.config import GatewayConfig
+from lookback.gateway.http import Gateway
+from lookback.touchpoint_store.client import TouchWriter
+
+
+class GatewayComponent:
+    name = "gateway"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.channels = [
+            clients.channel(config.decider_address),
+            clients.channel(config.store_address),
+        ]
+        decider_ch, store_ch = self.channels
+        self.gateway = Gateway(
+            decider=clients.stub(
+                decider_grpc.DeciderServiceStub, decider_ch, config.decider_timeout
+            ),
+            apps=clients.stub(apps_grpc.AppSettingsServiceStub, decider_ch),
+            touches=TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
+            health={
+                "decider": clients.stub(health_pb2_grpc.HealthStub, decider_ch),
+                "touchpoint_store": clients.stub(health_pb2_grpc.HealthStub, store_ch),
+            },
+        )
+        self.runner: web.AppRunner | None = None
+        self.http_port = 0
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        return []
+
+    def listening(self) -> str:
+        """What ``serve`` announces: the HTTP address."""
+        return f"http://{self.config.http_host}:{self.http_port}"
+
+    async def start(self) -> None:
+        for ch in self.channels:
+            await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        self.runner = web.AppRunner(
+            self.gateway.app(), access_log=None, shutdown_timeout=self.config.grace_period
+        )
+        await self.runner.setup()
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.config.http_host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.http_reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.config.http_host, self.config.http_port))
+        self.http_port = sock.getsockname()[1]
+        await web.SockSite(self.runner, sock).start()
+
+    async def stop(self) -> None:
+        self.gateway.draining = True
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for ch in self.channels:
+            await ch.close()

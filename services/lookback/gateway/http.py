@@ -1,0 +1,244 @@
+"""The gateway's HTTP API: SDK calls and attribution links, to gRPC.
+
+Routes (JSON in and out; see docs/http-api.md):
+
+- ``GET /v1/click``, ``GET /v1/impression``: attribution links. Query
+  parameters name the touch; the device's IP and user agent default to the
+  request's. With ``redirect=<url>`` the answer is a 302 to it. The touch is
+  stored (durably) before the answer; touches arriving together are written
+  together.
+- ``POST /v1/touches``: a batch of touches (``{"touches": [...]}``).
+- ``POST /v1/installs``, ``POST /v1/opens``, ``POST /v1/events``: SDK
+  reports, validated here and decided by the decider; installs and opens
+  are answered with the decision.
+- ``POST /v1/apps``, ``GET /v1/apps/{app_id}``, ``PATCH /v1/apps/{app_id}``:
+  app settings (for internal tools).
+- ``GET /healthz`` (alive), ``GET /readyz`` (the decider and the store
+  reachable and serving).
+
+Every error is a JSON body ``{"error": {"code", "message",
+"field_violations": [{"field", "description"}]}}`` with a matching status:
+400 for bad input, naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import field_mask_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
+from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
+from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
+from lookback.core import intake, jsonapi, telemetry
+from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
+from lookback.gateway.links import touch_from_link
+from lookback.touchpoint_store.client import TouchWriter
+
+log = logging.getLogger("lookback.gateway")
+
+HTTP_STATUS = {
+    Code.INVALID_ARGUMENT: 400,
+    Code.FAILED_PRECONDITION: 400,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.PERMISSION_DENIED: 403,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.ABORTED: 409,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.UNAVAILABLE: 503,
+    Code.DEADLINE_EXCEEDED: 504,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A server span per request (continuing a ``traceparent`` header), while tracing is on."""
+    if not telemetry.enabled():
+        return await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    with telemetry.http_server_span(request.method, route, request.headers) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            telemetry.record_error(span, str(response.status), response.reason or "")
+        return response
+
+
+def error_response(
+    status: int, code: str, message: str, violations: Sequence[FieldViolation] = ()
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if violations:
+        body["field_violations"] = [
+            {"field": v.field, "description": v.description} for v in violations
+        ]
+    return web.json_response({"error": body}, status=status)
+
+
+def _guard(prefix: str, handler: Handler) -> Handler:
+    """Turn every failure into a JSON error; field names lose ``prefix``."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LookbackError as exc:
+            violations = [
+                FieldViolation(v.field.removeprefix(prefix), v.description)
+                for v in getattr(exc, "violations", ())
+            ]
+            status = HTTP_STATUS.get(exc.code, 500)
+            return error_response(status, exc.code.name, exc.message, violations)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(500, "INTERNAL", "internal error")
+
+    return wrapped
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+
+
+def _client_ip(request: web.Request) -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    return request.remote or ""
+
+
+class Gateway:
+    """The HTTP handlers, over the decider's and the store's stubs."""
+
+    def __init__(
+        self,
+        decider: decider_grpc.DeciderServiceStub,
+        apps: apps_grpc.AppSettingsServiceStub,
+        touches: TouchWriter,
+        health: dict[str, health_pb2_grpc.HealthStub],
+    ) -> None:
+        self.decider = decider
+        self.apps = apps
+        self.touches = touches
+        self.health = health
+        self.draining = False
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced])
+        r = app.router
+        r.add_get("/v1/click", _guard("touch.", self.click))
+        r.add_get("/v1/impression", _guard("touch.", self.impression))
+        r.add_post("/v1/touches", _guard("", self.record_touches))
+        r.add_post("/v1/installs", _guard("install.", self.install))
+        r.add_post("/v1/opens", _guard("open.", self.open))
+        r.add_post("/v1/events", _guard("event.", self.event))
+        r.add_post("/v1/apps", _guard("app.", self.create_app))
+        r.add_get("/v1/apps/{app_id}", _guard("app.", self.get_app))
+        r.add_patch("/v1/apps/{app_id}", _guard("app.", self.update_app))
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        return app
+
+    async def _link(self, request: web.Request, touch_type: int) -> web.StreamResponse:
+        q = request.query
+        touch = touch_from_link(
+            q, touch_type, _client_ip(request), request.headers.get("User-Agent", "")
+        )
+        intake.prepare_touch(touch)
+        await self.touches.put(touch)
+        if redirect := q.get("redirect", ""):
+            raise web.HTTPFound(redirect)
+        return web.json_response({"click_id": touch.click_id})
+
+    async def click(self, request: web.Request) -> web.StreamResponse:
+        return await self._link(request, touch_pb2.TOUCH_TYPE_CLICK)
+
+    async def impression(self, request: web.Request) -> web.StreamResponse:
+        return await self._link(request, touch_pb2.TOUCH_TYPE_IMPRESSION)
+
+    async def record_touches(self, request: web.Request) -> web.StreamResponse:
+        req = jsonapi.parse(ingestion_pb.RecordTouchesRequest, await _json_body(request))
+        intake.prepare_touches(req.touches)
+        await self.touches.put_many(req.touches)
+        return web.json_response({"click_ids": [t.click_id for t in req.touches]})
+
+    async def install(self, request: web.Request) -> web.StreamResponse:
+        install = jsonapi.parse(install_pb2.Install, await _json_body(request))
+        if not install.ip:
+            install.ip = _client_ip(request)
+        if not install.user_agent:
+            install.user_agent = request.headers.get("User-Agent", "")
+        intake.prepare_install(install)
+        response = await self.decider.DecideInstall(
+            decider_pb.DecideInstallRequest(install=install)
+        )
+        return web.json_response({"decision": jsonapi.dump(response.decision, defaults=True)})
+
+    async def open(self, request: web.Request) -> web.StreamResponse:
+        open_ = jsonapi.parse(install_pb2.Open, await _json_body(request))
+        intake.prepare_open(open_)
+        response = await self.decider.DecideOpen(decider_pb.DecideOpenRequest(open=open_))
+        return web.json_response({"decision": jsonapi.dump(response.decision, defaults=True)})
+
+    async def event(self, request: web.Request) -> web.StreamResponse:
+        event = jsonapi.parse(install_pb2.InAppEvent, await _json_body(request))
+        intake.prepare_event(event)
+        response = await self.decider.AttributeEvent(decider_pb.AttributeEventRequest(event=event))
+        return web.json_response({"attribution": jsonapi.dump(response.attribution, defaults=True)})
+
+    async def create_app(self, request: web.Request) -> web.StreamResponse:
+        app = jsonapi.parse(app_pb2.App, await _json_body(request))
+        response = await self.apps.CreateApp(apps_pb.CreateAppRequest(app=app))
+        return web.json_response({"app": jsonapi.dump(response.app)}, status=201)
+
+    async def get_app(self, request: web.Request) -> web.StreamResponse:
+        response = await self.apps.GetApp(
+            apps_pb.GetAppRequest(app_id=request.match_info["app_id"])
+        )
+        return web.json_response({"app": jsonapi.dump(response.app)})
+
+    async def update_app(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        app = jsonapi.parse(app_pb2.App, body)
+        app.app_id = request.match_info["app_id"]
+        paths = [k for k in body if k == "platform"]
+        paths += [f"settings.{k}" for k in (body.get("settings") or {})]
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        response = await self.apps.UpdateApp(
+            apps_pb.UpdateAppRequest(
+                app=app, update_mask=mask, expected_version=int(body.get("version") or 0)
+            )
+        )
+        return web.json_response({"app": jsonapi.dump(response.app)})
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        for name, stub in self.health.items():
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except LookbackError as exc:
+                return web.json_response({"status": f"{name}: {exc.code.name}"}, status=503)
+            if answer.status != health_pb2.HealthCheckResponse.SERVING:
+                return web.json_response({"status": f"{name} not serving"}, status=503)
+        return web.json_response({"status": "ready"})
