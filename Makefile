@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CODE    = libs services tests scripts bench
 
-.PHONY: setup demo up test check unit scenarios bench protos clean
+.PHONY: setup demo up test check pytest unit scenarios bench protos clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ up: setup
 	$(BIN)/lookback up
 
 ## Set up and run every check and every test (what CI runs).
-test: setup check unit scenarios
+test: setup check pytest scenarios
 
 check: setup
 	$(BIN)/python scripts/gen_protos.py --check
@@ -35,8 +35,14 @@ check: setup
 	$(BIN)/mypy libs services scripts bench
 	scripts/k8s_check.sh $(BIN)/kubernetes-validate
 
-unit: setup
+## Every pytest test: tests/unit, tests/contract (each backend: SQLite, Cassandra,
+## Redis) and tests/integration (real processes and servers).
+pytest: setup
 	$(BIN)/pytest
+
+## Only the pure, fast tests (no backend, no server, no process).
+unit: setup
+	$(BIN)/pytest tests/unit
 
 ## Replay every scenario (ours, and the specification's examples when present).
 scenarios: setup

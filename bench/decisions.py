@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -44,13 +43,8 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_gr
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.cli.suite import (
-    PORT_OFFSETS,
-    Supervisor,
-    child_commands,
-    free_base_port,
-    wait_serving,
-)
+from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
+from lookback.testing.processes import free_base_port, python_module, wait_health
 
 CONCURRENCIES = (1, 16, 64)
 
@@ -103,25 +97,12 @@ async def load(
     return Result(name, concurrency, len(latencies), duration, latencies)
 
 
-async def start_module(module: str) -> tuple[asyncio.subprocess.Process, str]:
-    """``python -m module`` that prints ``listening on ADDRESS`` first: the
-    echo server, or the local OTLP collector (tests/otlp.py) for ``--otlp``."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    line = (await process.stdout.readline()).decode()
-    match = re.search(r"listening on (\S+)", line)
-    assert match, line
-    return process, match.group(1)
-
-
 async def run(duration: float, otlp: float | None = None) -> tuple[list[Result], str]:
     data = tempfile.mkdtemp(prefix="lookback-bench-")
     collector = None
     if otlp is not None:  # every service exports (the environment reaches them all)
-        collector, collector_addr = await start_module("tests.otlp")
-        os.environ["LOOKBACK_OTLP_ENDPOINT"] = f"http://{collector_addr}"
+        collector = await python_module("lookback.testing.otlp", capture_stderr=False)
+        os.environ["LOOKBACK_OTLP_ENDPOINT"] = f"http://{collector.address}"
         os.environ["LOOKBACK_TRACE_SAMPLE_RATIO"] = str(otlp)
     base = free_base_port(31_000)
     ns = argparse.Namespace(
@@ -138,13 +119,13 @@ async def run(duration: float, otlp: float | None = None) -> tuple[list[Result],
     runner = asyncio.create_task(supervisor.run())
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
     for name in ("touchpoint_store", "decider", "ingestion"):
-        await wait_serving(addr[name])
-    echo_process, echo_addr = await start_module("bench.echo_server")
+        await wait_health(addr[name])
+    echo_server = await python_module("bench.echo_server", capture_stderr=False)
 
     results: list[Result] = []
     app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
     async with (
-        grpc.aio.insecure_channel(echo_addr) as echo_ch,
+        grpc.aio.insecure_channel(echo_server.address) as echo_ch,
         grpc.aio.insecure_channel(addr["decider"]) as decider_ch,
         grpc.aio.insecure_channel(addr["ingestion"]) as ingestion_ch,
         grpc.aio.insecure_channel(addr["touchpoint_store"]) as store_ch,
@@ -219,13 +200,11 @@ async def run(duration: float, otlp: float | None = None) -> tuple[list[Result],
                 duration,
             )
         )
-    echo_process.terminate()
-    await echo_process.wait()
+    await echo_server.stop()
     supervisor.stopping.set()
     await runner
     if collector is not None:
-        collector.terminate()
-        await collector.wait()
+        await collector.stop()
     log_file.close()
     stats = "\n".join(
         line.split(" span=- ")[-1].split(" INFO ")[-1]

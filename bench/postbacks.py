@@ -26,9 +26,8 @@ import grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
-from lookback.postback.sink import PostbackSink
-from tests.conftest import free_ports
-from tests.procs import serve
+from lookback.testing.processes import free_ports, serve
+from lookback.testing.receiver import PostbackSink
 
 REPO = Path(__file__).resolve().parent.parent
 

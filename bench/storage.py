@@ -43,13 +43,8 @@ from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.cli.suite import (
-    PORT_OFFSETS,
-    Supervisor,
-    child_commands,
-    free_base_port,
-    wait_serving,
-)
+from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
+from lookback.testing.processes import free_base_port, wait_health
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 500
@@ -91,7 +86,7 @@ async def measure(label: str, store_args: dict[str, str], duration: float) -> li
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
     try:
         for name in ("touchpoint_store", "decider", "ingestion"):
-            await wait_serving(addr[name], timeout=120)
+            await wait_health(addr[name], timeout=120)
         app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
         results = []
         async with (

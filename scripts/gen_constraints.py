@@ -5,7 +5,7 @@
 Resolves the package's runtime dependencies (no dev extras) with pip, without
 installing anything, and pins every one. The Dockerfile installs with
 ``-c constraints.txt`` so an image build is reproducible; rerun this to take
-newer versions (tests/test_container.py checks the pins against pyproject).
+newer versions (tests/integration/test_container.py checks the pins against pyproject).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # validate the output, strictly, against the Kubernetes API schemas.
 #   scripts/k8s_check.sh [KUBERNETES_VALIDATE]   (default: kubernetes-validate on PATH)
 # kustomize is built once from the Go module proxy and cached in
-# ~/.cache/lookback/bin (tests/test_k8s.py uses the same binary).
+# ~/.cache/lookback/bin (tests/integration/test_k8s.py uses the same binary).
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1   # needs Go >= 1.24
 KUBERNETES_VERSION=1.33.0  # the oldest Kubernetes the manifests support

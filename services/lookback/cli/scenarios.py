@@ -36,8 +36,8 @@ import aiohttp
 
 from lookback.domain.durations import parse_duration
 from lookback.domain.settings import DURATION_SETTINGS
-from lookback.postback.sink import PostbackSink
-from lookback.srn_adapter.fake import FakeSrn, start_fake_srn
+from lookback.testing.receiver import PostbackSink
+from lookback.testing.srn import FakeSrn, start_fake_srn
 
 STEP_KINDS = ("click", "impression", "srn_claim", "install", "open", "event")
 SCALAR_EXPECTATIONS = (
@@ -357,16 +357,14 @@ class Runner:
             at = _iso(parse_time(step["at"]) + shift)
             if kind == "srn_claim":
                 claim = step[kind]
-                self.srn.claims.append(
-                    {
-                        "network": claim.get("media_source", ""),
-                        "app_id": app_id,
-                        "device": claim.get("device", {}),
-                        "touch_type": claim.get("touch_type", "click"),
-                        "campaign": claim.get("campaign", ""),
-                        "engaged_at": at,
-                        "click_id": claim.get("click_id", ""),
-                    }
+                self.srn.claim(
+                    claim.get("media_source", ""),
+                    app_id,
+                    claim.get("device", {}),
+                    at,
+                    campaign=claim.get("campaign", ""),
+                    touch_type=claim.get("touch_type", "click"),
+                    click_id=claim.get("click_id", ""),
                 )
                 continue
             path, body = self._request(kind, step[kind], app_id, at, shift, "error" in expect)
@@ -454,7 +452,7 @@ async def run_scenarios(
     tmp = None
     try:
         if target is None:
-            from lookback.cli.suite import EphemeralSuite
+            from lookback.testing.suite import EphemeralSuite
 
             tmp = tempfile.TemporaryDirectory(prefix="lookback-scenarios-")
             suite = EphemeralSuite(Path(tmp.name), srn_endpoints={"*": fake_url})

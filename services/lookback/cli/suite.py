@@ -1,8 +1,8 @@
-"""Running the whole suite: supervised processes (``lookback up``) or, for
-tests and the scenario runner, servers on free ports inside one event loop.
+"""``lookback up``: one process per service on fixed ports, supervised
+(restarted when one dies, all stopped on Ctrl-C or SIGTERM).
 
-Either way every service is a real gRPC server and they talk only through
-the generated stubs.
+The in-process suite for tests and the scenario runner is
+:class:`lookback.testing.suite.EphemeralSuite`.
 """
 
 from __future__ import annotations
@@ -12,28 +12,14 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from lookback.cli.readiness import wait_health, wait_http_ready
 from lookback.core.config import parse_map
-from lookback.core.server import GrpcServer
 from lookback.core.telemetry import configure_logging
-from lookback.decider.component import DeciderComponent
-from lookback.decider.config import DeciderConfig
-from lookback.gateway.component import GatewayComponent
-from lookback.gateway.config import GatewayConfig
-from lookback.ingestion.service import IngestionComponent, IngestionConfig
-from lookback.postback.service import PostbackComponent, PostbackConfig
-from lookback.srn_adapter.service import SrnComponent, SrnConfig
-from lookback.touchpoint_store.service import StoreComponent, StoreConfig
 
 PORT_OFFSETS = {
     "touchpoint_store": 1,
@@ -42,93 +28,6 @@ PORT_OFFSETS = {
     "srn_adapter": 4,
     "postback": 5,
 }
-
-
-@dataclass
-class SuiteAddresses:
-    store: str = ""
-    decider: str = ""
-    ingestion: str = ""
-    srn: str = ""
-    postback: str = ""
-    gateway_url: str = ""
-
-
-@dataclass
-class EphemeralSuite:
-    """Every service as a real server on a free loopback port, in this loop."""
-
-    data_dir: Path
-    srn_endpoints: dict[str, str] = field(default_factory=dict)
-    host: str = "127.0.0.1"
-    decider_overrides: dict[str, object] = field(default_factory=dict)
-    postback_overrides: dict[str, object] = field(default_factory=dict)
-    servers: dict[str, GrpcServer] = field(default_factory=dict)
-    addresses: SuiteAddresses = field(default_factory=SuiteAddresses)
-
-    async def _start(self, name: str, server: GrpcServer) -> str:
-        await server.start()
-        self.servers[name] = server
-        return server.address
-
-    async def start(self) -> SuiteAddresses:
-        a = self.addresses
-        base: dict[str, Any] = {"host": self.host, "port": 0, "grace_period": 1.0}
-        store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
-        a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))
-        srn = SrnConfig(**base, srn_endpoints=self.srn_endpoints)
-        a.srn = await self._start("srn_adapter", GrpcServer(SrnComponent(srn), srn))
-        postback = PostbackConfig(
-            **{
-                **base,
-                "queue_path": str(self.data_dir / "postbacks.sqlite3"),
-                **self.postback_overrides,
-            }
-        )
-        a.postback = await self._start(
-            "postback", GrpcServer(PostbackComponent(postback), postback)
-        )
-        decider = DeciderConfig(
-            **{
-                **base,
-                "store_address": a.store,
-                "srn_address": a.srn,
-                "postback_address": a.postback,
-                **self.decider_overrides,
-            }
-        )
-        a.decider = await self._start("decider", GrpcServer(DeciderComponent(decider), decider))
-        ingestion = IngestionConfig(**base, store_address=a.store, decider_address=a.decider)
-        a.ingestion = await self._start(
-            "ingestion", GrpcServer(IngestionComponent(ingestion), ingestion)
-        )
-        gateway = GatewayConfig(
-            **base,
-            http_host=self.host,
-            http_port=0,
-            store_address=a.store,
-            decider_address=a.decider,
-        )
-        gateway_component = GatewayComponent(gateway)
-        await self._start("gateway", GrpcServer(gateway_component, gateway))
-        a.gateway_url = gateway_component.listening()
-        return a
-
-    async def stop(self) -> None:
-        for name in (
-            "gateway",
-            "ingestion",
-            "decider",
-            "postback",
-            "srn_adapter",
-            "touchpoint_store",
-        ):
-            server = self.servers.pop(name, None)
-            if server is not None:
-                await server.stop(grace=1.0)
-
-
-# --- lookback up: one process per service, supervised ----------------------
 
 
 @dataclass
@@ -210,59 +109,6 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
     ]
 
 
-def free_base_port(start: int = 23_000) -> int:
-    """A base port for ``lookback up`` whose service ports (base+1..base+5)
-    and gateway port (base+100) are free right now."""
-    for base in range(start, 60_000, 97):
-        socks: list[socket.socket] = []
-        try:
-            for port in [*(base + off for off in PORT_OFFSETS.values()), base + 100]:
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return base
-    raise RuntimeError("no free block of ports")
-
-
-async def wait_serving(address: str, timeout: float = 60.0) -> None:
-    """Wait until ``address`` reports SERVING on the gRPC health service."""
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} not serving after {timeout:.0f}s")
-            await asyncio.sleep(0.1)
-
-
-async def wait_http_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(
-                    f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=1)
-                ) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
-            await asyncio.sleep(0.1)
-
-
 class Supervisor:
     """Starts every child, restarts one that dies, stops all on request."""
 
@@ -341,7 +187,7 @@ async def _announce_and_wait(
             if child.name.startswith("gateway"):
                 await wait_http_ready(gateway_url)
             else:
-                await wait_serving(f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}")
+                await wait_health(f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}")
     except TimeoutError as exc:
         print(f"lookback up: {exc}", file=sys.stderr)
         return 1

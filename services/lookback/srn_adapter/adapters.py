@@ -1,7 +1,7 @@
 """One adapter per self-reporting network, behind a common interface.
 
 Every network here speaks the same small JSON API (the one the local fake in
-:mod:`lookback.srn_adapter.fake` plays), so one HTTP adapter class serves
+:mod:`lookback.testing.srn` plays), so one HTTP adapter class serves
 them all; a network with its own API gets a class of its own with the same
 ``query`` method.
 

@@ -17,8 +17,8 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_gr
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import install_pb2, touch_pb2
-from lookback.cli.suite import SuiteAddresses
-from tests.conftest import new_gaid
+from lookback.testing.builders import new_gaid
+from lookback.testing.suite import SuiteAddresses
 
 
 def violations_of(err: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -40,14 +40,19 @@ async def expect_invalid(call: Any, field: str) -> None:
     assert field in violations_of(info.value), violations_of(info.value)
 
 
+async def expect_invalid_install(
+    ingestion: ingestion_grpc.IngestionServiceStub, install: install_pb2.Install, field: str
+) -> None:
+    await expect_invalid(
+        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)), field
+    )
+
+
 async def test_install_without_install_id(
     app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
 ) -> None:
     install = install_pb2.Install(app_id=app_id)
-    await expect_invalid(
-        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
-        "install.install_id",
-    )
+    await expect_invalid_install(ingestion, install, "install.install_id")
 
 
 async def test_click_without_media_source(
@@ -63,16 +68,10 @@ async def test_malformed_time(app_id: str, ingestion: ingestion_grpc.IngestionSe
     install = install_pb2.Install(app_id=app_id, install_id="i-bad-time")
     install.installed_at.seconds = int(time.time())
     install.installed_at.nanos = -5
-    await expect_invalid(
-        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
-        "install.installed_at",
-    )
+    await expect_invalid_install(ingestion, install, "install.installed_at")
     install.installed_at.nanos = 0
     install.installed_at.seconds = int(time.time()) + 30 * 86400
-    await expect_invalid(
-        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
-        "install.installed_at",
-    )
+    await expect_invalid_install(ingestion, install, "install.installed_at")
 
 
 async def test_malformed_identifier(
@@ -80,10 +79,7 @@ async def test_malformed_identifier(
 ) -> None:
     install = install_pb2.Install(app_id=app_id, install_id="i-bad-id")
     install.device.gaid = "not-a-uuid"
-    await expect_invalid(
-        ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install)),
-        "install.device.gaid",
-    )
+    await expect_invalid_install(ingestion, install, "install.device.gaid")
 
 
 async def test_bad_batch_stores_nothing(
@@ -163,31 +159,14 @@ async def test_http_malformed_install_fields(
 
 
 async def test_http_malformed_link_fields(suite: SuiteAddresses, app_id: str) -> None:
-    status, body = await _http(
-        suite,
-        "GET",
-        "/v1/click",
-        params={
-            "app_id": app_id,
-            "media_source": "networka",
-            "engaged_at": "noon",
-            "gaid": new_gaid(),
-        },
-    )
-    assert status == 400
-    assert "engaged_at" in _fields(body)
-    status, body = await _http(
-        suite,
-        "GET",
-        "/v1/click",
-        params={
-            "app_id": app_id,
-            "media_source": "networka",
-            "sha1_gaid": "abc",
-        },
-    )
-    assert status == 400
-    assert "device.hashed[0].value" in _fields(body)
+    for params, field in (
+        ({"engaged_at": "noon", "gaid": new_gaid()}, "engaged_at"),
+        ({"sha1_gaid": "abc"}, "device.hashed[0].value"),
+    ):
+        link = {"app_id": app_id, "media_source": "networka", **params}
+        status, body = await _http(suite, "GET", "/v1/click", params=link)
+        assert status == 400
+        assert field in _fields(body)
 
 
 async def test_http_body_that_is_not_json(suite: SuiteAddresses) -> None:

@@ -1,5 +1,6 @@
-"""A local HTTP server that plays self-reporting networks, for tests and the
-scenario runner. It answers the adapter's API from claims registered with it.
+"""A fake self-reporting network: a local HTTP server, for tests and the
+scenario runner, answering the SRN adapter's API from the claims registered
+with it (:meth:`FakeSrn.claim`, or over HTTP).
 
     POST /v1/register  {"network", "app_id", "device": {"gaid": ...},
                         "touch_type", "campaign", "engaged_at", "click_id"}
@@ -10,6 +11,7 @@ scenario runner. It answers the adapter's API from claims registered with it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from lookback.domain.model import DEVICE_ID_TYPES
 from lookback.srn_adapter.adapters import parse_iso
+from lookback.testing.http import start_http
 
 
 @dataclass
@@ -26,6 +29,31 @@ class FakeSrn:
     queries: list[dict[str, str]] = field(default_factory=list)
     queried: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever a query arrives (clear it to wait for the next)."""
+
+    def claim(
+        self,
+        network: str,
+        app_id: str,
+        device: Mapping[str, str],
+        engaged_at: str,
+        *,
+        campaign: str = "",
+        touch_type: str = "click",
+        click_id: str = "",
+    ) -> None:
+        """Register a claim, as ``POST /v1/register`` does: ``network`` says it
+        showed ``app_id``'s ad to ``device`` (raw ids) at ``engaged_at`` (ISO-8601)."""
+        self.claims.append(
+            {
+                "network": network,
+                "app_id": app_id,
+                "device": dict(device),
+                "touch_type": touch_type,
+                "campaign": campaign,
+                "engaged_at": engaged_at,
+                "click_id": click_id,
+            }
+        )
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -75,11 +103,5 @@ async def start_fake_srn(
 ) -> tuple[FakeSrn, web.AppRunner, str]:
     """Start a fake SRN server; returns it, its runner (to clean up) and its base URL."""
     fake = FakeSrn()
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    return fake, runner, f"http://{host}:{bound}"
+    runner, url = await start_http(fake.app(), host, port)
+    return fake, runner, url

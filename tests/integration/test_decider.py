@@ -4,7 +4,6 @@ settings cache, and exactly-once under concurrency."""
 from __future__ import annotations
 
 import time
-import uuid
 
 from google.protobuf import field_mask_pb2
 
@@ -12,27 +11,17 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2
 from lookback.decider.cache import LruCache
-from lookback.srn_adapter.fake import FakeSrn
-from tests.conftest import new_gaid
+from lookback.testing.builders import click, create_app, install, new_app_id, new_gaid
+from lookback.testing.srn import FakeSrn
 
 
-async def make_app(apps: apps_grpc.AppSettingsServiceStub, **settings: object) -> str:
-    app_id = f"com.decider.{uuid.uuid4().hex[:10]}"
-    app = app_pb2.App(
-        app_id=app_id, platform=app_pb2.PLATFORM_ANDROID, settings=app_pb2.AppSettings(**settings)
-    )  # type: ignore[arg-type]
-    await apps.CreateApp(apps_pb.CreateAppRequest(app=app))
-    return app_id
-
-
-async def install(
+async def report(
     ingestion: ingestion_grpc.IngestionServiceStub, app_id: str, gaid: str
 ) -> decision_pb2.Decision:
-    i = install_pb2.Install(app_id=app_id, install_id=f"i-{uuid.uuid4().hex[:8]}")
-    i.device.gaid = gaid
-    return (await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=i))).decision
+    request = ingestion_pb.ReportInstallRequest(install=install(app_id, gaid=gaid))
+    return (await ingestion.ReportInstall(request)).decision
 
 
 async def test_srn_claim_wins_and_a_slow_srn_never_holds_the_decision(
@@ -41,21 +30,15 @@ async def test_srn_claim_wins_and_a_slow_srn_never_holds_the_decision(
     fake_srn: tuple[FakeSrn, str],
 ) -> None:
     fake, _ = fake_srn
-    app_id = await make_app(apps, srn_networks=["srn_social", "srn_video"])
-    gaid = new_gaid()
-    fake.claims.append(
-        {
-            "network": "srn_social",
-            "app_id": app_id,
-            "device": {"gaid": gaid},
-            "touch_type": "click",
-            "campaign": "feed",
-            "engaged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600)),
-        }
+    app_id = await create_app(
+        apps, new_app_id("com.decider"), srn_networks=["srn_social", "srn_video"]
     )
+    gaid = new_gaid()
+    engaged_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    fake.claim("srn_social", app_id, {"gaid": gaid}, engaged_at, campaign="feed")
     fake.behaviour["srn_video"] = {"delay_ms": 3000}
     started = time.monotonic()
-    d = await install(ingestion, app_id, gaid)
+    d = await report(ingestion, app_id, gaid)
     elapsed = time.monotonic() - started
     assert (d.media_source, d.campaign, d.method) == (
         "srn_social",
@@ -71,20 +54,13 @@ async def test_a_settings_change_is_seen_at_once_by_the_decider_that_served_it(
     apps: apps_grpc.AppSettingsServiceStub,
     ingestion: ingestion_grpc.IngestionServiceStub,
 ) -> None:
-    app_id = await make_app(apps)
+    app_id = await create_app(apps, new_app_id("com.decider"))
     before, after = new_gaid(), new_gaid()
     for gaid in (before, after):
-        touch = touch_pb2.Touch(
-            app_id=app_id,
-            type=touch_pb2.TOUCH_TYPE_CLICK,
-            media_source="networka",
-            click_id=f"c-{gaid[:8]}",
-        )
-        touch.device.gaid = gaid
-        touch.engaged_at.FromSeconds(int(time.time()) - 3 * 86400)
+        touch = click(app_id, gaid, ago=3 * 86400, click_id=f"c-{gaid[:8]}")
         await ingestion.RecordTouch(ingestion_pb.RecordTouchRequest(touch=touch))
     # 3 days is inside the default 7-day window; the settings are now cached.
-    assert (await install(ingestion, app_id, before)).media_source == "networka"
+    assert (await report(ingestion, app_id, before)).media_source == "networka"
 
     update = app_pb2.App(app_id=app_id)
     update.settings.click_lookback.FromSeconds(2 * 86400)
@@ -96,7 +72,7 @@ async def test_a_settings_change_is_seen_at_once_by_the_decider_that_served_it(
     assert answer.app.version == 2
     assert answer.app.settings.click_lookback.seconds == 2 * 86400
     # Outside the new 2-day window, at once, although the old settings were cached.
-    assert (await install(ingestion, app_id, after)).media_source == "organic"
+    assert (await report(ingestion, app_id, after)).media_source == "organic"
 
 
 def test_the_lru_cache_is_bounded_in_size_and_age() -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -17,48 +14,20 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.types.v1 import touch_pb2
 from lookback.core.convert import micros_to_dur
 from lookback.core.tasks import cancel_and_wait
-from lookback.srn_adapter.fake import FakeSrn
-from tests.conftest import new_gaid
-
-
-async def start_service(*argv: str) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookback.cli.main",
-        "serve",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    while True:
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        assert line, "service exited before listening"
-        if match := re.search(r"listening on (\S+)", line):
-            return process, match.group(1)
+from lookback.testing.builders import new_gaid
+from lookback.testing.processes import serve
+from lookback.testing.srn import FakeSrn
 
 
 async def test_sigterm_lets_the_call_in_flight_finish(fake_srn: tuple[FakeSrn, str]) -> None:
     fake, url = fake_srn
     gaid = new_gaid()
-    fake.claims.append(
-        {
-            "network": "srn_slow",
-            "app_id": "com.slow",
-            "device": {"gaid": gaid},
-            "touch_type": "click",
-            "campaign": "late",
-            "engaged_at": "2026-01-01T00:00:00Z",
-        }
-    )
+    fake.claim("srn_slow", "com.slow", {"gaid": gaid}, "2026-01-01T00:00:00Z", campaign="late")
     fake.behaviour["srn_slow"] = {"delay_ms": 1500}
-    process, address = await start_service(
-        "srn_adapter", "--srn-endpoints", f"srn_slow={url}", "--grace-period", "10"
-    )
+    adapter = await serve("srn_adapter", "--srn-endpoints", f"srn_slow={url}", grace_period=10)
+    process = adapter.process
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(adapter.address) as channel:
             stub = srn_grpc.SrnAdapterServiceStub(channel)
             request = srn_pb.QueryClaimsRequest(
                 app_id="com.slow", networks=["srn_slow"], budget=micros_to_dur(5_000_000)
@@ -84,9 +53,7 @@ async def test_sigterm_lets_the_call_in_flight_finish(fake_srn: tuple[FakeSrn, s
         assert await asyncio.wait_for(process.wait(), 15) == 0
         assert time.monotonic() - sent < 10
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await adapter.stop(signal.SIGKILL)
 
 
 async def test_a_loop_that_swallows_a_cancellation_is_still_stopped() -> None:

@@ -8,7 +8,6 @@ import asyncio
 import io
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,19 +21,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
-from lookback.api.types.v1 import app_pb2
-from lookback.cli.suite import SuiteAddresses
 from lookback.core import telemetry
-from lookback.postback.sink import PostbackSink
-from lookback.srn_adapter.fake import FakeSrn
-from tests.conftest import new_gaid
-from tests.otlp import Collector
-from tests.procs import serve
-from tests.test_end_to_end import iso_ago
+from lookback.testing.builders import create_app, iso_ago, new_app_id, new_gaid
+from lookback.testing.otlp import Collector
+from lookback.testing.processes import serve
+from lookback.testing.receiver import PostbackSink
+from lookback.testing.srn import FakeSrn
+from lookback.testing.suite import SuiteAddresses
 
 UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36"
 
@@ -70,12 +66,13 @@ def trace_log() -> Iterator[io.StringIO]:
 
 @pytest.fixture
 async def srn_app(apps: apps_grpc.AppSettingsServiceStub, sink: PostbackSink) -> AsyncIterator[str]:
-    app_id = f"com.test.otel.{uuid.uuid4().hex[:8]}"
-    app = app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
-    app.settings.srn_networks.extend(["srn_social", "srn_video"])
-    app.settings.postbacks["networka"].install.url = f"{sink.url}/otel-{app_id}?c={{campaign}}"
-    await apps.CreateApp(apps_pb.CreateAppRequest(app=app))
-    yield app_id
+    app_id = new_app_id("com.test.otel")
+    yield await create_app(
+        apps,
+        app_id,
+        srn_networks=["srn_social", "srn_video"],
+        postbacks={"networka": f"{sink.url}/otel-{app_id}?c={{campaign}}"},
+    )
 
 
 def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

@@ -17,7 +17,7 @@ from lookback.domain.durations import DAY, HOUR, SECOND
 from lookback.touchpoint_store.backend import StoreBackend
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
-from tests.conftest import CassandraNode
+from tests.backends import CassandraNode
 
 NOW = 1_780_000_000 * SECOND
 
@@ -123,7 +123,7 @@ async def test_a_large_batch_is_stored_whole(backend: StoreBackend, app: str) ->
 async def test_sqlite_retention_expires_by_each_records_own_time(
     tmp_path: Path, clock: Clock, app: str
 ) -> None:
-    # (Cassandra expires by TTL in real time: tests/test_cassandra.py checks its TTLs.)
+    # (Cassandra expires by TTL in real time: tests/integration/test_cassandra.py checks its TTLs.)
     # Each keeps a day's margin past its longest window for late reports.
     backend = SqliteBackend(tmp_path / "store.sqlite3", clock=clock)
     await backend.open()

@@ -1,6 +1,8 @@
-"""A local HTTP receiver that records postbacks, for tests and the scenario
-runner. Every request to ``/{partner}...`` is recorded; ``wait_for`` waits
-(on an event, not by sleeping) until a partner has received one."""
+"""A postback receiver: a local HTTP server, for tests, benchmarks and the
+scenario runner, that records every request to ``/{partner}...`` and answers
+as told (status, delay, headers: a partner failing on purpose).
+``wait_for`` waits (on each arrival, not by sleeping) until a partner has
+received enough."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from aiohttp import web
+
+from lookback.testing.http import start_http
 
 
 @dataclass(frozen=True)
@@ -43,19 +48,24 @@ class PostbackSink:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_route("*", "/{partner}{rest:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.url = f"http://{host}:{bound}"
+        self._runner, self.url = await start_http(app, host, port)
         return self.url
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def __aenter__(self) -> PostbackSink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self.delay:

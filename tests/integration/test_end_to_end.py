@@ -4,29 +4,33 @@ synchronously and is stored; without a matching click the install is organic."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
-from google.protobuf import timestamp_pb2
 
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import decision_pb2, install_pb2, touch_pb2
-from lookback.cli.suite import SuiteAddresses
-from lookback.postback.sink import PostbackSink
-from tests.conftest import new_gaid
+from lookback.api.types.v1 import decision_pb2, touch_pb2
+from lookback.testing.builders import click, install, iso_ago, new_gaid
+from lookback.testing.receiver import PostbackSink
+from lookback.testing.suite import SuiteAddresses
 
 UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36"
 
 
-def iso_ago(seconds: float) -> str:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int((time.time() - seconds) * 1e9))
-    return ts.ToJsonString()
+async def post_install(suite: SuiteAddresses, body: dict[str, Any]) -> Any:
+    """``POST /v1/installs``, which must succeed; the decision."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{suite.gateway_url}/v1/installs", json=body) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return (await r.json())["decision"]
 
 
 async def test_click_then_install_over_http_is_attributed_and_stored(
@@ -51,18 +55,14 @@ async def test_click_then_install_over_http_is_attributed_and_stored(
         ) as r:
             assert r.status == 200, await r.text()
             assert (await r.json())["click_id"] == f"c-{gaid[:8]}"
-        async with http.post(
-            f"{suite.gateway_url}/v1/installs",
-            json={
-                "app_id": app_id,
-                "install_id": "i-http",
-                "device": {"gaid": gaid},
-                "os_version": "14",
-                "user_agent": UA,
-            },
-        ) as r:
-            assert r.status == 200, await r.text()
-            decision = (await r.json())["decision"]
+    install_body = {
+        "app_id": app_id,
+        "install_id": "i-http",
+        "device": {"gaid": gaid},
+        "os_version": "14",
+        "user_agent": UA,
+    }
+    decision = await post_install(suite, install_body)
     assert decision["kind"] == "install"
     assert decision["media_source"] == "networka"
     assert decision["campaign"] == "spring"
@@ -84,17 +84,9 @@ async def test_click_then_install_over_http_is_attributed_and_stored(
 async def test_install_without_a_click_over_http_is_organic(
     suite: SuiteAddresses, app_id: str
 ) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{suite.gateway_url}/v1/installs",
-            json={
-                "app_id": app_id,
-                "install_id": "i-organic",
-                "device": {"gaid": new_gaid()},
-            },
-        ) as r:
-            assert r.status == 200, await r.text()
-            decision = (await r.json())["decision"]
+    decision = await post_install(
+        suite, {"app_id": app_id, "install_id": "i-organic", "device": {"gaid": new_gaid()}}
+    )
     assert decision["kind"] == "install"
     assert decision["media_source"] == "organic"
     assert decision["method"] == "none"
@@ -108,21 +100,15 @@ async def test_click_then_install_over_grpc(
     store: store_grpc.TouchpointStoreServiceStub,
 ) -> None:
     gaid = new_gaid()
-    touch = touch_pb2.Touch(
-        app_id=app_id,
-        type=touch_pb2.TOUCH_TYPE_CLICK,
-        media_source="networkb",
-        campaign="summer",
-        click_id="c-grpc",
+    touch = click(
+        app_id, gaid, ago=7200, media_source="networkb", campaign="summer", click_id="c-grpc"
     )
-    touch.device.gaid = gaid
-    touch.engaged_at.FromSeconds(int(time.time()) - 7200)
     recorded = await ingestion.RecordTouch(ingestion_pb.RecordTouchRequest(touch=touch))
     assert recorded.click_id == "c-grpc"
 
-    install = install_pb2.Install(app_id=app_id, install_id="i-grpc")
-    install.device.gaid = gaid.upper()  # identifiers match case-insensitively
-    answer = await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install))
+    # Identifiers match case-insensitively.
+    upper = install(app_id, "i-grpc", gaid=gaid.upper())
+    answer = await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=upper))
     d = answer.decision
     assert d.kind == decision_pb2.DECISION_KIND_INSTALL
     assert (d.media_source, d.campaign, d.click_id) == ("networkb", "summer", "c-grpc")
@@ -141,24 +127,18 @@ async def test_install_reported_again_repeats_the_decision_as_duplicate(
     sink: PostbackSink,
 ) -> None:
     gaid = new_gaid()
-    touch = touch_pb2.Touch(
-        app_id=app_id,
-        type=touch_pb2.TOUCH_TYPE_CLICK,
+    touch = click(
+        app_id,
+        gaid,
+        ago=600,
         media_source="networkc",
         campaign="dup",
         click_id=f"c-{uuid.uuid4().hex}",
     )
-    touch.device.gaid = gaid
-    touch.engaged_at.FromSeconds(int(time.time()) - 600)
     await ingestion.RecordTouch(ingestion_pb.RecordTouchRequest(touch=touch))
-    install = install_pb2.Install(app_id=app_id, install_id="i-dup")
-    install.device.gaid = gaid
-    first = (
-        await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install))
-    ).decision
-    again = (
-        await ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install))
-    ).decision
+    request = ingestion_pb.ReportInstallRequest(install=install(app_id, "i-dup", gaid=gaid))
+    first = (await ingestion.ReportInstall(request)).decision
+    again = (await ingestion.ReportInstall(request)).decision
     assert first.kind == decision_pb2.DECISION_KIND_INSTALL
     assert again.kind == decision_pb2.DECISION_KIND_DUPLICATE
     assert again.decision_id == first.decision_id
@@ -176,16 +156,8 @@ async def test_install_reported_again_repeats_the_decision_as_duplicate(
 async def test_concurrent_reports_of_one_install_give_one_decision(
     app_id: str, ingestion: ingestion_grpc.IngestionServiceStub, concurrency: int
 ) -> None:
-    import asyncio
-
-    install = install_pb2.Install(app_id=app_id, install_id="i-race")
-    install.device.gaid = new_gaid()
-    answers = await asyncio.gather(
-        *(
-            ingestion.ReportInstall(ingestion_pb.ReportInstallRequest(install=install))
-            for _ in range(concurrency)
-        )
-    )
+    request = ingestion_pb.ReportInstallRequest(install=install(app_id, "i-race", gaid=new_gaid()))
+    answers = await asyncio.gather(*(ingestion.ReportInstall(request) for _ in range(concurrency)))
     kinds = sorted(a.decision.kind for a in answers)
     assert kinds.count(decision_pb2.DECISION_KIND_INSTALL) == 1
     assert kinds.count(decision_pb2.DECISION_KIND_DUPLICATE) == concurrency - 1

@@ -23,15 +23,7 @@ from lookback.postback.policy import RetryPolicy, judge
 from lookback.postback.queue import PostbackQueue, SqliteQueue
 from lookback.postback.redis_queue import RedisQueue
 from lookback.postback.service import Dispatcher, PostbackComponent, PostbackConfig, signature
-from lookback.postback.sink import PostbackSink
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[PostbackSink]:
-    sink = PostbackSink()
-    await sink.start()
-    yield sink
-    await sink.stop()
+from lookback.testing.receiver import PostbackSink
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -80,13 +72,18 @@ def job(job_id: str, url: str, **kw: object) -> postback_pb2.PostbackJob:
     return postback_pb2.PostbackJob(job_id=job_id, url=url, partner="p", **kw)  # type: ignore[arg-type]
 
 
+async def send(dispatcher: Dispatcher, *jobs: postback_pb2.PostbackJob) -> None:
+    """Queue ``jobs`` now and wake the workers."""
+    await dispatcher.queue.enqueue(list(jobs), time.time())
+    dispatcher.wakeup.set()
+
+
 async def test_a_400_goes_straight_to_dead_letters(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     receiver.status = 400
     receiver.reply_body = "unknown click id"
-    await dispatcher.queue.enqueue([job("j4", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("j4", f"{receiver.url}/p"))
     state = await dispatcher.wait_final("j4", timeout=10)
     assert state.state == pb.DELIVERY_STATE_DEAD
     assert state.attempts == 1
@@ -135,8 +132,7 @@ async def test_retries_5xx_then_gives_up_into_dead_letters(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     receiver.status = 500
-    await dispatcher.queue.enqueue([job("j3", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("j3", f"{receiver.url}/p"))
     state = await dispatcher.wait_final("j3", timeout=10)
     assert len(receiver.for_partner("p")) == 3
     assert state.state == pb.DELIVERY_STATE_DEAD
@@ -147,8 +143,7 @@ async def test_retries_wait_for_retry_after_then_deliver(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     receiver.status = 503
-    await dispatcher.queue.enqueue([job("j6", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("j6", f"{receiver.url}/p"))
     await receiver.wait_for("p", count=2)  # failed, backed off, tried again
     receiver.status = 200
     state = await dispatcher.wait_final("j6", timeout=10)
@@ -161,8 +156,7 @@ async def test_a_429_waits_as_long_as_retry_after_says(
 ) -> None:
     receiver.status = 429
     receiver.reply_headers = {"Retry-After": "1"}
-    await dispatcher.queue.enqueue([job("j7", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("j7", f"{receiver.url}/p"))
     await receiver.wait_for("p")
     receiver.status, receiver.reply_headers = 200, {}
     state = await dispatcher.wait_final("j7", timeout=10)
@@ -176,8 +170,7 @@ async def test_timeouts_are_retried_then_dead_lettered(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     receiver.delay = 1.0  # longer than the 0.3 s request timeout
-    await dispatcher.queue.enqueue([job("j8", f"{receiver.url}/p")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("j8", f"{receiver.url}/p"))
     state = await dispatcher.wait_final("j8", timeout=15)
     assert state.state == pb.DELIVERY_STATE_DEAD
     assert state.attempts == 3
@@ -237,8 +230,7 @@ async def test_delivered_jobs_are_forgotten_after_their_retention(
     await dispatcher.queue.enqueue([job("r1", f"{receiver.url}/p")], time.time())
     await receiver.wait_for("p")
     receiver.status = 400
-    await dispatcher.queue.enqueue([job("r2", f"{receiver.url}/q")], time.time())
-    dispatcher.wakeup.set()
+    await send(dispatcher, job("r2", f"{receiver.url}/q"))
     assert (await dispatcher.wait_final("r1", timeout=10)).state == pb.DELIVERY_STATE_DELIVERED
     assert (await dispatcher.wait_final("r2", timeout=10)).state == pb.DELIVERY_STATE_DEAD
     deadline = time.monotonic() + 10

@@ -26,10 +26,10 @@ import yaml
 
 from lookback.cli.main import _specs
 from lookback.core import config as cfg
+from tests import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "k8s"
-DOCKERFILE = ROOT / "Dockerfile"
+K8S = REPO / "k8s"
+DOCKERFILE = REPO / "Dockerfile"
 IMAGE = "ghcr.io/lookback/lookback"
 # Where scripts/k8s_check.sh builds and caches the pinned kustomize.
 KUSTOMIZE_CACHE = Path.home() / ".cache" / "lookback" / "bin" / "kustomize"

@@ -22,9 +22,9 @@ from packaging.version import Version
 from lookback.cli.main import SERVICE_NAMES, _specs
 from lookback.postback.service import PostbackConfig
 from lookback.touchpoint_store.service import StoreConfig
-from tests.k8s_manifests import (
+from tests import REPO
+from tests.integration.k8s_manifests import (
     PATH_FIELDS,
-    ROOT,
     Dockerfile,
     build,
     is_under,
@@ -49,12 +49,12 @@ def test_one_slim_python_311_image_for_every_service() -> None:
 
 def test_the_constraints_pin_every_runtime_dependency_within_its_range() -> None:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in (REPO / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"not an exact pin: {line}"
             pins[canonicalize_name(name)] = Version(version)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         pinned = pins.get(canonicalize_name(requirement.name))
@@ -165,14 +165,14 @@ def _dockerignored(entry: str, patterns: list[str]) -> bool:
 def test_build_context_holds_what_pip_install_reads() -> None:
     patterns = [
         line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     needed = {"pyproject.toml", project["project"]["readme"], *(p.split("/")[0] for p in packages)}
     for entry in needed:
-        assert (ROOT / entry).exists(), entry
+        assert (REPO / entry).exists(), entry
         assert not _dockerignored(entry, patterns), f"{entry} is left out of the build context"
     for entry in (".venv", ".git", ".lookback", "tests", "k8s", "docs"):
         assert _dockerignored(entry, patterns), f"{entry} is sent to the image build"

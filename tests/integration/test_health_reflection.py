@@ -7,7 +7,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from lookback.cli.suite import SuiteAddresses
+from lookback.testing.suite import SuiteAddresses
 
 EXPECTED = {
     "store": ["lookback.store.v1.TouchpointStoreService"],

@@ -15,8 +15,8 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core.convert import micros_to_dur
 from lookback.core.server import GrpcServer
-from lookback.srn_adapter.fake import FakeSrn
 from lookback.srn_adapter.service import SrnComponent, SrnConfig
+from lookback.testing.srn import FakeSrn
 
 
 @pytest.fixture
@@ -44,26 +44,13 @@ def query(app_id: str, gaid: str, *networks: str, budget_ms: int = 100) -> pb.Qu
     return request
 
 
-def claim(fake: FakeSrn, network: str, app_id: str, gaid: str, campaign: str) -> None:
-    fake.claims.append(
-        {
-            "network": network,
-            "app_id": app_id,
-            "device": {"gaid": gaid},
-            "touch_type": "click",
-            "campaign": campaign,
-            "engaged_at": "2026-01-01T00:00:00Z",
-        }
-    )
-
-
 async def test_answers_with_claims_and_lists_the_networks_that_did_not_answer(
     adapter: pb_grpc.SrnAdapterServiceStub, fake_srn: tuple[FakeSrn, str]
 ) -> None:
     fake, _ = fake_srn
     app, gaid = f"app-{uuid.uuid4().hex}", str(uuid.uuid4())
-    claim(fake, "fast", app, gaid, "c-fast")
-    claim(fake, "slow", app, gaid, "c-slow")
+    for network in ("fast", "slow"):
+        fake.claim(network, app, {"gaid": gaid}, "2026-01-01T00:00:00Z", campaign=f"c-{network}")
     fake.behaviour["slow"] = {"delay_ms": 2000}
     fake.behaviour["broken"] = {"status": 500}
     started = time.monotonic()

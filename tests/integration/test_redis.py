@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -19,8 +18,9 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import app_pb2, postback_pb2
 from lookback.postback.redis_queue import RedisQueue
-from lookback.postback.sink import PostbackSink
-from tests.procs import run_cli, serve
+from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.processes import run_cli, serve
+from lookback.testing.receiver import PostbackSink
 
 
 async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_path: Path) -> None:
@@ -50,12 +50,7 @@ async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_pa
                 apps_grpc.AppSettingsServiceStub(cha),
                 apps_grpc.AppSettingsServiceStub(chb),
             )
-            app_id = f"com.coherent.{uuid.uuid4().hex[:8]}"
-            await apps_a.CreateApp(
-                apps_pb.CreateAppRequest(
-                    app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
-                )
-            )
+            app_id = await create_app(apps_a, new_app_id("com.coherent"))
             cached = await apps_b.GetApp(apps_pb.GetAppRequest(app_id=app_id))  # B caches v1
             assert cached.app.version == 1
             update = app_pb2.App(app_id=app_id)

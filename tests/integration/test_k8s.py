@@ -15,7 +15,14 @@ from lookback.cli.main import SERVICE_NAMES, _specs
 from lookback.core import config as cfg
 from lookback.core.config import parse_map
 from lookback.core.server import LIVENESS
-from tests.k8s_manifests import IMAGE, Container, Manifests, build, data_of, kustomizations
+from tests.integration.k8s_manifests import (
+    IMAGE,
+    Container,
+    Manifests,
+    build,
+    data_of,
+    kustomizations,
+)
 
 BUILDS = kustomizations()
 OVERLAYS = [b for b in BUILDS if b != "base"]

@@ -1,7 +1,7 @@
 """A local OpenTelemetry collector (OTLP/gRPC) that keeps what it is sent,
 for tests, and a process of its own for benchmarks:
 
-    python -m tests.otlp     # prints "listening on 127.0.0.1:PORT"
+    python -m lookback.testing.otlp     # prints "listening on 127.0.0.1:PORT"
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ class Collector:
                 return logs_service_pb2.ExportLogsServiceResponse()
 
         self.server = grpc.aio.server()
-        trace_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)
-        metrics_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
-        logs_grpc.add_LogsServiceServicer_to_server(Logs(), self.server)
+        trace_grpc.add_TraceServiceServicer_to_server(Traces(), self.server)  # type: ignore[no-untyped-call]
+        metrics_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)  # type: ignore[no-untyped-call]
+        logs_grpc.add_LogsServiceServicer_to_server(Logs(), self.server)  # type: ignore[no-untyped-call]
         bound = self.server.add_insecure_port(f"{host}:{port}")
         await self.server.start()
         return f"{host}:{bound}"

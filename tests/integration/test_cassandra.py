@@ -5,47 +5,42 @@ the node goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
-from lookback.cli.suite import free_base_port
+from lookback.api.types.v1 import app_pb2, decision_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts
 from lookback.core.server import LIVENESS
-from lookback.postback.sink import PostbackSink
+from lookback.testing import builders
+from lookback.testing.processes import (
+    free_base_port,
+    free_ports,
+    run_cli,
+    serve,
+    up,
+    wait_health,
+)
+from lookback.testing.receiver import PostbackSink
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.client import index_touch
-from tests.conftest import REPO, CassandraNode, free_ports, new_gaid
-from tests.procs import run_cli, serve, wait_status
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[PostbackSink]:
-    s = PostbackSink()
-    await s.start()
-    yield s
-    await s.stop()
+from tests import REPO
+from tests.backends import CassandraNode
 
 
 async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
-    cassandra: CassandraNode, tmp_path: Path, sink: PostbackSink
+    cassandra: CassandraNode, tmp_path: Path, receiver: PostbackSink
 ) -> None:
     keyspace = [
         "--cassandra-hosts",
@@ -71,29 +66,23 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
         for _ in range(2)
     ]
     try:
-        app_id = f"com.race.{uuid.uuid4().hex[:8]}"
-        gaid = new_gaid()
+        app_id = builders.new_app_id("com.race")
+        gaid = builders.new_gaid()
         async with (
             grpc.aio.insecure_channel(deciders[0].address) as ch0,
             grpc.aio.insecure_channel(deciders[1].address) as ch1,
             grpc.aio.insecure_channel(store.address) as store_ch,
         ):
-            app = app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
-            app.settings.postbacks["networka"].install.url = f"{sink.url}/networka?c={{click_id}}"
-            await apps_grpc.AppSettingsServiceStub(ch0).CreateApp(apps_pb.CreateAppRequest(app=app))
-            touch = touch_pb2.Touch(
-                app_id=app_id,
-                type=touch_pb2.TOUCH_TYPE_CLICK,
-                media_source="networka",
-                click_id="c-race",
-                engaged_at=micros_to_ts(time.time_ns() // 1000 - 3_600_000_000),
+            await builders.create_app(
+                apps_grpc.AppSettingsServiceStub(ch0),
+                app_id,
+                postbacks={"networka": f"{receiver.url}/networka?c={{click_id}}"},
             )
-            touch.device.gaid = gaid
+            touch = builders.click(app_id, gaid, click_id="c-race")
             stub_store = store_grpc.TouchpointStoreServiceStub(store_ch)
             await stub_store.PutTouches(store_pb.PutTouchesRequest(touches=[index_touch(touch)]))
-            install = install_pb2.Install(app_id=app_id, install_id="i-race")
+            install = builders.install(app_id, "i-race", gaid=gaid)
             install.installed_at.GetCurrentTime()
-            install.device.gaid = gaid
             stubs = [decider_grpc.DeciderServiceStub(ch) for ch in (ch0, ch1)]
             answers = await asyncio.gather(
                 *(
@@ -114,10 +103,13 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
                 store_pb.GetInstallRecordRequest(app_id=app_id, install_id="i-race")
             )
             assert stored.record.decision.decision_id == answers[0].decision.decision_id
-        received = await sink.wait_for("networka")
+        received = await receiver.wait_for("networka")
         # Both deciders handed the postback over (duplicates re-hand it);
         # the dispatcher queued its id once, so the partner heard once.
-        assert await sink.wait_until(lambda: len(sink.for_partner("networka")) > 1, 1.0) is False
+        assert (
+            await receiver.wait_until(lambda: len(receiver.for_partner("networka")) > 1, 1.0)
+            is False
+        )
         assert len(received) == 1
     finally:
         for s in (*deciders, srn, postback, store):
@@ -232,70 +224,37 @@ async def test_scenarios_pass_on_a_cassandra_backed_suite(
 ) -> None:
     base = free_base_port(41_000)
     (srn_port,) = free_ports(1)
-    up = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookback.cli.main",
-        "up",
-        "--base-port",
-        str(base),
-        "--http-port",
-        str(base + 100),
-        "--data-dir",
-        str(tmp_path),
+    suite = await up(
+        tmp_path,
         "--cassandra",
         f"{cassandra.host}:{cassandra.port}",
         "--cassandra-keyspace",
         cassandra.keyspace,
         "--srn-endpoints",
         f"*=http://127.0.0.1:{srn_port}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        base_port=base,
     )
-    assert up.stdout is not None
     try:
-        output = []
-        while True:
-            line = (await asyncio.wait_for(up.stdout.readline(), 180)).decode()
-            assert line, "lookback up exited:\n" + "".join(output)
-            output.append(line)
-            if "Press Ctrl-C to stop." in line:
-                break
-        assert "store backend     Cassandra" in "".join(output)
+        assert "store backend     Cassandra" in suite.output()
         paths = [str(REPO / "tests" / "scenarios")]
         shared = REPO.parent / "shared" / "scenarios"
         if shared.is_dir():
             paths.append(str(shared))
-        run = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "lookback.cli.main",
-                "scenario",
-                "run",
-                *paths,
-                "--target",
-                f"127.0.0.1:{base + 100}",
-                "--srn-listen",
-                f"127.0.0.1:{srn_port}",
-            ],
-            capture_output=True,
-            text=True,
+        code, out, err = await run_cli(
+            "scenario",
+            "run",
+            *paths,
+            "--target",
+            f"127.0.0.1:{base + 100}",
+            "--srn-listen",
+            f"127.0.0.1:{srn_port}",
             timeout=600,
-            check=False,
         )
-        not_passed = [line for line in run.stdout.splitlines() if not line.startswith("PASS")]
-        assert run.returncode == 0, "\n".join(not_passed)[-4000:] + run.stderr[-2000:]
-        assert re.search(r"scenarios: \d+ passed, 0 failed", run.stdout)
+        not_passed = [line for line in out.splitlines() if not line.startswith("PASS")]
+        assert code == 0, "\n".join(not_passed)[-4000:] + err[-2000:]
+        assert re.search(r"scenarios: \d+ passed, 0 failed", out)
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(up.communicate(), 60)
-        except TimeoutError:
-            up.kill()
-            await up.wait()
+        await suite.stop(signal.SIGINT, timeout=60)
 
 
 async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
@@ -332,7 +291,7 @@ async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
 
             stopped = await asyncio.to_thread(node.script, "stop")
             assert stopped.returncode == 0, stopped.stderr
-            await wait_status(store.address, health_pb2.HealthCheckResponse.NOT_SERVING, 60)
+            await wait_health(store.address, health_pb2.HealthCheckResponse.NOT_SERVING, 60)
             # Not ready, but alive: a liveness probe must not restart it for this.
             alive = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=LIVENESS)
@@ -355,7 +314,7 @@ async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
                 node.script, "start", "--port", str(port), "--storage-port", str(storage_port)
             )
             assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-            await wait_status(store.address, health_pb2.HealthCheckResponse.SERVING, 120)
+            await wait_health(store.address, health_pb2.HealthCheckResponse.SERVING, 120)
             await stub.PutTouches(
                 store_pb.PutTouchesRequest(touches=[store_pb.IndexedTouch(touch=t)]), timeout=20
             )

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lookback.cli.suite import free_base_port
 from lookback.core.server import LIVENESS, GrpcServer, ServerConfig
+from lookback.testing.processes import up
 
 
 class SlowToWarm:
@@ -61,43 +60,17 @@ async def test_health_is_serving_only_once_warm() -> None:
     await server.stop()
 
 
-async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: object) -> None:
-    base = free_base_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookback.cli.main",
-        "up",
-        "--demo",
-        "--base-port",
-        str(base),
-        "--http-port",
-        str(base + 100),
-        "--data-dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    output = []
+async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    suite = await up(tmp_path, "--demo")
     try:
-        while True:
-            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
-            assert line, "lookback up exited early:\n" + "".join(output)
-            output.append(line)
-            if "Press Ctrl-C to stop." in line:
-                break
-        text = "".join(output)
+        text = suite.output()
         assert "Lookback is up" in text
         assert "no ad seen" in text and "organic" in text
         assert "clicked networka" in text and "device_id" in text
         assert "duplicate" in text
-        process.send_signal(signal.SIGINT)
-        rest = (await asyncio.wait_for(process.stdout.read(), 30)).decode()
-        assert await process.wait() == 0
+        ready = len(suite.log)
+        assert await suite.stop(signal.SIGINT, timeout=30) == 0
+        rest = "".join(suite.log[ready:])
         assert "lookback up: stopped" in rest
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await suite.stop()

@@ -1,0 +1,205 @@
+"""Real processes for tests and benchmarks: start one (``lookback serve``,
+``lookback up``, any ``python -m`` module), wait until it says it is ready,
+keep its output, stop it; run a ``lookback`` command to completion; wait for
+a server's health; find free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TypedDict, Unpack
+
+from lookback.cli.readiness import wait_health, wait_http_ready
+from lookback.cli.suite import PORT_OFFSETS
+
+__all__ = [
+    "LISTENING",
+    "UP_READY",
+    "RunningProcess",
+    "free_base_port",
+    "free_ports",
+    "python_module",
+    "run_cli",
+    "serve",
+    "start",
+    "up",
+    "wait_health",
+    "wait_http_ready",
+]
+
+LISTENING = r"listening on (\S+)"
+"""What a service (and the echo server, and the OTLP collector) prints once it listens."""
+UP_READY = r"Press Ctrl-C to stop\."
+"""What ``lookback up`` prints once every service is ready (and the demo, if any, has run)."""
+LOOKBACK = (sys.executable, "-m", "lookback.cli.main")
+
+
+class Options(TypedDict, total=False):
+    """:func:`start`'s options, for the functions that call it."""
+
+    timeout: float
+    env: Mapping[str, str] | None
+    capture_stderr: bool
+
+
+class RunningProcess:
+    """A started process: its output so far (``log``, kept while it runs)
+    and the address it announced (``""`` if the ready pattern names none)."""
+
+    def __init__(
+        self,
+        name: str,
+        process: asyncio.subprocess.Process,
+        ready: re.Match[str],
+        log: list[str],
+    ) -> None:
+        self.name = name
+        self.process = process
+        self.address = ready.group(1) if ready.groups() else ""
+        self.log = log
+        self.drain = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:  # keep the pipe from filling up; keep the log
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            self.log.append(line.decode(errors="replace"))
+
+    def output(self) -> str:
+        return "".join(self.log)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` (unless it has exited), wait up to ``timeout`` seconds,
+        then kill it; returns its exit code once its output is read."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        with contextlib.suppress(TimeoutError):  # a grandchild holding the pipe must not hold us
+            await asyncio.wait_for(self.drain, 10)
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+
+async def start(
+    argv: Sequence[str],
+    *,
+    name: str = "",
+    ready: str | re.Pattern[str] = LISTENING,
+    timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
+    capture_stderr: bool = True,
+) -> RunningProcess:
+    """Start ``argv`` and wait (up to ``timeout`` seconds) for a line of its
+    standard output matching ``ready``. ``env`` is added to this process's
+    environment; with ``capture_stderr`` its standard error joins the log,
+    otherwise it is inherited."""
+    name = name or " ".join(argv[:3])
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if capture_stderr else None,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    assert process.stdout is not None
+    pattern = re.compile(ready)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            line = (await asyncio.wait_for(process.stdout.readline(), max(remaining, 0))).decode(
+                errors="replace"
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            tail = "".join(lines[-20:])
+            raise TimeoutError(f"{name} not ready after {timeout:.0f} s:\n{tail}") from None
+        if not line:
+            await process.wait()
+            raise RuntimeError(
+                f"{name} exited ({process.returncode}) before ready:\n{''.join(lines)}"
+            )
+        lines.append(line)
+        if match := pattern.search(line):
+            return RunningProcess(name, process, match, lines)
+
+
+async def python_module(module: str, *args: str, **options: Unpack[Options]) -> RunningProcess:
+    """``python -m MODULE ARGS``, ready once it prints ``listening on ADDRESS``."""
+    return await start([sys.executable, "-m", module, *args], name=module, **options)
+
+
+async def serve(
+    service: str, *args: str, grace_period: float = 2.0, **options: Unpack[Options]
+) -> RunningProcess:
+    """``lookback serve SERVICE --grace-period G ARGS``, ready once listening
+    (``.address``)."""
+    argv = [*LOOKBACK, "serve", service, "--grace-period", str(grace_period), *args]
+    return await start(argv, name=service, **options)
+
+
+async def up(
+    data_dir: Path, *args: str, base_port: int = 0, **options: Unpack[Options]
+) -> RunningProcess:
+    """``lookback up ARGS`` with its data in ``data_dir``, gRPC ports from
+    ``base_port`` (a free block if 0) and the gateway on ``base_port + 100``;
+    ready once the whole suite is (stop it with SIGINT), within three minutes
+    unless ``timeout`` says otherwise."""
+    base = base_port or free_base_port()
+    argv = [*LOOKBACK, "up", "--base-port", str(base), "--http-port", str(base + 100)]
+    options.setdefault("timeout", 180.0)
+    return await start(
+        [*argv, "--data-dir", str(data_dir), *args], name="lookback up", ready=UP_READY, **options
+    )
+
+
+async def run_cli(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``lookback ARGV...`` to completion: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *LOOKBACK,
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _bind(ports: Sequence[int]) -> list[int]:
+    """Bind every port at once on loopback (0: any free one) and release
+    them; the port numbers bound. OSError if one is taken."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in ports]
+        for sock, port in zip(socks, ports, strict=True):
+            sock.bind(("127.0.0.1", port))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different loopback ports free right now."""
+    return _bind([0] * n)
+
+
+def free_base_port(start: int = 23_000) -> int:
+    """A base port for ``lookback up`` whose service ports (base+1..base+5)
+    and gateway port (base+100) are free right now."""
+    for base in range(start, 60_000, 97):
+        try:
+            _bind([*(base + off for off in PORT_OFFSETS.values()), base + 100])
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports")

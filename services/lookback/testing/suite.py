@@ -1,0 +1,97 @@
+"""The whole suite inside this event loop: every service a real gRPC server
+on a free loopback port (embedded SQLite store and queue in ``data_dir``),
+talking to the others only through the generated stubs, and the HTTP
+gateway in front. For tests and the scenario runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookback.core.server import GrpcServer
+from lookback.decider.component import DeciderComponent
+from lookback.decider.config import DeciderConfig
+from lookback.gateway.component import GatewayComponent
+from lookback.gateway.config import GatewayConfig
+from lookback.ingestion.service import IngestionComponent, IngestionConfig
+from lookback.postback.service import PostbackComponent, PostbackConfig
+from lookback.srn_adapter.service import SrnComponent, SrnConfig
+from lookback.touchpoint_store.service import StoreComponent, StoreConfig
+
+
+@dataclass
+class SuiteAddresses:
+    store: str = ""
+    decider: str = ""
+    ingestion: str = ""
+    srn: str = ""
+    postback: str = ""
+    gateway_url: str = ""
+
+
+@dataclass
+class EphemeralSuite:
+    """Every service as a real server on a free loopback port, in this loop."""
+
+    data_dir: Path
+    srn_endpoints: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    decider_overrides: dict[str, object] = field(default_factory=dict)
+    postback_overrides: dict[str, object] = field(default_factory=dict)
+    servers: dict[str, GrpcServer] = field(default_factory=dict)
+    addresses: SuiteAddresses = field(default_factory=SuiteAddresses)
+
+    async def _start(self, name: str, server: GrpcServer) -> str:
+        await server.start()
+        self.servers[name] = server
+        return server.address
+
+    async def start(self) -> SuiteAddresses:
+        a = self.addresses
+        base: dict[str, Any] = {"host": self.host, "port": 0, "grace_period": 1.0}
+        store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
+        a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))
+        srn = SrnConfig(**base, srn_endpoints=self.srn_endpoints)
+        a.srn = await self._start("srn_adapter", GrpcServer(SrnComponent(srn), srn))
+        postback = PostbackConfig(
+            **{
+                **base,
+                "queue_path": str(self.data_dir / "postbacks.sqlite3"),
+                **self.postback_overrides,
+            }
+        )
+        a.postback = await self._start(
+            "postback", GrpcServer(PostbackComponent(postback), postback)
+        )
+        decider = DeciderConfig(
+            **{
+                **base,
+                "store_address": a.store,
+                "srn_address": a.srn,
+                "postback_address": a.postback,
+                **self.decider_overrides,
+            }
+        )
+        a.decider = await self._start("decider", GrpcServer(DeciderComponent(decider), decider))
+        ingestion = IngestionConfig(**base, store_address=a.store, decider_address=a.decider)
+        a.ingestion = await self._start(
+            "ingestion", GrpcServer(IngestionComponent(ingestion), ingestion)
+        )
+        gateway = GatewayConfig(
+            **base,
+            http_host=self.host,
+            http_port=0,
+            store_address=a.store,
+            decider_address=a.decider,
+        )
+        gateway_component = GatewayComponent(gateway)
+        await self._start("gateway", GrpcServer(gateway_component, gateway))
+        a.gateway_url = gateway_component.listening()
+        return a
+
+    async def stop(self) -> None:
+        for name in reversed(list(self.servers)):
+            server = self.servers.pop(name, None)
+            if server is not None:
+                await server.stop(grace=1.0)
