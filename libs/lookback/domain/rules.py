@@ -15,16 +15,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lookback.domain import devices, useragent
+from lookback.domain.matching import Matching, matching_for_install
 from lookback.domain.model import (
     ORGANIC,
-    AttStatus,
     Install,
     Kind,
     Method,
     Micros,
     Open,
     Outcome,
-    Platform,
     PreloadType,
     PriorDecision,
     PriorInstall,
@@ -35,7 +34,6 @@ from lookback.domain.model import (
     Touch,
     TouchType,
 )
-from lookback.domain.settings import RANGES
 
 MAX_CONTRIBUTORS = 3
 
@@ -54,33 +52,6 @@ _METHOD_ORDER = {
     Method.SRN: 3,
     Method.PROBABILISTIC: 4,
 }
-
-MAX_TOUCH_LOOKBACK = RANGES["click_lookback"].high
-"""The longest a touch can ever count (the widest click lookback allowed)."""
-
-
-def _version_at_least(version: str, major: int, minor: int) -> bool:
-    parts = [p for p in version.replace("_", ".").split(".") if p.isdigit()]
-    if not parts:
-        return True  # unknown: assume a current OS and apply its privacy rules
-    got = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-    return got >= (major, minor)
-
-
-@dataclass(frozen=True, slots=True)
-class Privacy:
-    """What the device's privacy state allows."""
-
-    excluded_ids: frozenset[str]
-    probabilistic_allowed: bool
-
-
-def privacy_for(settings: Settings, install_os_version: str, att: AttStatus) -> Privacy:
-    """iOS 14.5 and later: IDFA only with ATT consent; no probabilistic matching."""
-    if settings.platform is Platform.IOS and _version_at_least(install_os_version, 14, 5):
-        excluded = frozenset() if att is AttStatus.AUTHORIZED else frozenset({"idfa"})
-        return Privacy(excluded, probabilistic_allowed=False)
-    return Privacy(frozenset(), probabilistic_allowed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,73 +116,6 @@ def _from_touch(touch: Touch, tier: int, method: Method) -> Candidate:
         ad=touch.ad,
         site_id=touch.site_id,
         is_retargeting=touch.is_retargeting,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Matching:
-    """The install's side of matching, computed once per decision."""
-
-    at: Micros
-    device_keys: frozenset[str]
-    referrer_click_id: str
-    agent: useragent.NormalisedAgent | None
-    """The install's normalised agent; ``None`` when probabilistic matching is off."""
-    ip: str
-
-
-def matching_for_install(install: Install, settings: Settings) -> Matching:
-    privacy = privacy_for(settings, install.os_version, install.att_status)
-    agent = None
-    if privacy.probabilistic_allowed and install.ip:
-        agent = useragent.normalise(install.user_agent, install.os_version)
-    return Matching(
-        at=install.installed_at,
-        device_keys=frozenset(devices.install_device_keys(install.device, privacy.excluded_ids)),
-        referrer_click_id=install.referrer.click_id if install.referrer else "",
-        agent=agent,
-        ip=install.ip.strip().lower(),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """What to read from the store for one decision."""
-
-    touch_keys: list[str]
-    """Keys of candidate touches: device keys, and the IP key only when the
-    install can match probabilistically."""
-    click_ids: list[str]
-    """Touches to fetch by id (the install referrer's, the deep link's)."""
-    device_keys: list[str]
-    """Keys of the device's prior installs."""
-    engaged_after: Micros
-    engaged_before: Micros
-
-
-def install_lookup(install: Install, matching: Matching) -> Lookup:
-    """The store reads an install's decision needs."""
-    touch_keys = sorted(matching.device_keys)
-    device_keys = devices.install_keys(touch_keys)
-    if matching.agent is not None and (ip := useragent.ip_key(install.ip)):
-        touch_keys.append(ip)
-    return Lookup(
-        touch_keys=touch_keys,
-        click_ids=[matching.referrer_click_id] if matching.referrer_click_id else [],
-        device_keys=device_keys,
-        engaged_after=matching.at - MAX_TOUCH_LOOKBACK,
-        engaged_before=matching.at,
-    )
-
-
-def open_lookup(open_: Open) -> Lookup:
-    """The store reads an open's decision needs (its install is read by id)."""
-    return Lookup(
-        touch_keys=sorted(devices.install_device_keys(open_.device)),
-        click_ids=[open_.deep_link_click_id] if open_.deep_link_click_id else [],
-        device_keys=[],
-        engaged_after=open_.opened_at - MAX_TOUCH_LOOKBACK,
-        engaged_before=open_.opened_at,
     )
 
 
@@ -304,9 +208,11 @@ def judge(
     settings: Settings,
     touches: Iterable[Touch],
     claims: Iterable[SrnClaim] = (),
+    matching: Matching | None = None,
 ) -> Judged:
-    """Match every touch and claim, apply the windows and the fraud rules."""
-    m = matching_for_install(install, settings)
+    """Match every touch and claim, apply the windows and the fraud rules
+    (``matching``: the install's, when the caller has it already)."""
+    m = matching or matching_for_install(install, settings)
     candidates: list[Candidate] = []
     seen: set[str] = set()
     known_click_ids: set[str] = set()
@@ -397,9 +303,10 @@ def decide_install(
     touches: Iterable[Touch],
     claims: Iterable[SrnClaim] = (),
     prior: Sequence[PriorInstall] = (),
+    matching: Matching | None = None,
 ) -> Outcome:
     """Decide a first launch: new install, re-attribution or reinstall."""
-    judged = judge(install, settings, touches, claims)
+    judged = judge(install, settings, touches, claims, matching)
     holder = _holding_prior(install, settings, prior)
     if holder is None:
         return waterfall(Kind.INSTALL, judged)

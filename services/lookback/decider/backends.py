@@ -21,7 +21,7 @@ from lookback.core import convert
 from lookback.core.batching import Batcher
 from lookback.core.errors import Code, LookbackError, error_for
 from lookback.decider.engine import ClaimsAnswer, InstallFacts
-from lookback.domain import model, rules
+from lookback.domain import matching, model
 
 log = logging.getLogger("lookback.decider")
 
@@ -37,7 +37,7 @@ def claim(c: srn_pb.SrnClaim) -> model.SrnClaim:
 
 
 def gather_request(
-    app_id: str, install_id: str, lookup: rules.Lookup
+    app_id: str, install_id: str, lookup: matching.Lookup
 ) -> store_pb.GatherInstallFactsRequest:
     return store_pb.GatherInstallFactsRequest(
         app_id=app_id,
@@ -101,11 +101,11 @@ class StoreClient:
         ]
 
     async def gather_install(
-        self, app_id: str, install_id: str, lookup: rules.Lookup
+        self, app_id: str, install_id: str, lookup: matching.Lookup
     ) -> InstallFacts:
         return await self._gathers.submit(gather_request(app_id, install_id, lookup))
 
-    async def find_touches(self, app_id: str, lookup: rules.Lookup) -> Sequence[touch_pb2.Touch]:
+    async def find_touches(self, app_id: str, lookup: matching.Lookup) -> Sequence[touch_pb2.Touch]:
         found = await self.stub.FindTouches(
             store_pb.FindTouchesRequest(
                 app_id=app_id,

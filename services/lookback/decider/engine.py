@@ -34,7 +34,7 @@ from lookback.core import convert
 from lookback.core.clock import Clock, now_micros
 from lookback.decider.apps import AppSettings, CachedApp
 from lookback.decider.cache import LruCache, SingleFlight
-from lookback.domain import rules
+from lookback.domain import matching, rules
 from lookback.domain.model import Kind, PriorInstall, SrnClaim
 from lookback.domain.postbacks import Event, Postback, for_decision, for_event
 
@@ -64,11 +64,11 @@ class Facts(Protocol):
     """Reads the stored facts a decision needs."""
 
     async def gather_install(
-        self, app_id: str, install_id: str, lookup: rules.Lookup
+        self, app_id: str, install_id: str, lookup: matching.Lookup
     ) -> InstallFacts: ...
 
     async def find_touches(
-        self, app_id: str, lookup: rules.Lookup
+        self, app_id: str, lookup: matching.Lookup
     ) -> Sequence[touch_pb2.Touch]: ...
 
     async def install_record(self, app_id: str, install_id: str) -> store_pb.InstallRecord:
@@ -168,8 +168,8 @@ class DecisionEngine:
         started = time.perf_counter_ns()
         app = await self.apps.get(install.app_id)
         facts_install = convert.install(install)
-        matching = rules.matching_for_install(facts_install, app.settings)
-        lookup = rules.install_lookup(facts_install, matching)
+        matched = matching.matching_for_install(facts_install, app.settings)
+        lookup = matching.install_lookup(facts_install, matched)
         gather = self.facts.gather_install(install.app_id, install.install_id, lookup)
         if app.settings.srn_networks:
             facts, answer = await asyncio.gather(
@@ -186,6 +186,7 @@ class DecisionEngine:
             [convert.touch(t) for t in facts.touches],
             answer.claims,
             [prior_install(r) for r in facts.prior],
+            matched,
         )
         decision = convert.decision(
             outcome,
@@ -244,7 +245,7 @@ class DecisionEngine:
         app = await self.apps.get(open_.app_id)
         record = await self.facts.install_record(open_.app_id, open_.install_id)
         facts_open = convert.open_(open_)
-        touches = await self.facts.find_touches(open_.app_id, rules.open_lookup(facts_open))
+        touches = await self.facts.find_touches(open_.app_id, matching.open_lookup(facts_open))
         outcome = rules.decide_open(
             facts_open, app.settings, [convert.touch(t) for t in touches], prior_install(record)
         )

@@ -16,7 +16,7 @@ from lookback.core.errors import Aborted, AlreadyExists, NotFound
 from lookback.decider.apps import AppSettings
 from lookback.decider.cache import LruCache
 from lookback.decider.engine import ClaimsAnswer, DecisionEngine, InstallFacts
-from lookback.domain import devices, rules
+from lookback.domain import devices, matching
 from lookback.domain.model import SrnClaim
 
 
@@ -34,7 +34,7 @@ class MemoryStore:
         keys = devices.touch_match_keys(convert.device(touch.device), touch.ip)
         self.touches.append((touch, frozenset(keys)))
 
-    def _touches(self, app_id: str, lookup: rules.Lookup) -> list[touch_pb2.Touch]:
+    def _touches(self, app_id: str, lookup: matching.Lookup) -> list[touch_pb2.Touch]:
         wanted = set(lookup.touch_keys)
         out = []
         for touch, keys in self.touches:
@@ -48,7 +48,7 @@ class MemoryStore:
         return out
 
     async def gather_install(
-        self, app_id: str, install_id: str, lookup: rules.Lookup
+        self, app_id: str, install_id: str, lookup: matching.Lookup
     ) -> InstallFacts:
         existing = self.records.get((app_id, install_id))
         if existing is not None:
@@ -60,7 +60,7 @@ class MemoryStore:
         )
         return InstallFacts(None, self._touches(app_id, lookup), prior)
 
-    async def find_touches(self, app_id: str, lookup: rules.Lookup) -> Sequence[touch_pb2.Touch]:
+    async def find_touches(self, app_id: str, lookup: matching.Lookup) -> Sequence[touch_pb2.Touch]:
         return self._touches(app_id, lookup)
 
     async def install_record(self, app_id: str, install_id: str) -> store_pb.InstallRecord:
