@@ -197,9 +197,9 @@ async def running_suite(
     """The suite as ``lookback up`` runs it (one process per service) on free
     loopback ports, until the block ends. ``store`` holds the Cassandra
     options (``cassandra``, ``cassandra_keyspace``); without them the store is
-    the embedded SQLite one. The processes' logs (and this process's stderr,
-    meanwhile) go to the suite's log file; ``info_logs`` names the services
-    that log at INFO."""
+    the embedded SQLite one. The processes' output and logs (and this
+    process's stdout and stderr, meanwhile) go to the suite's log file;
+    ``info_logs`` names the services that log at INFO."""
     data = Path(tempfile.mkdtemp(prefix="lookback-bench-"))
     base = free_base_port(first_port)
     ns = argparse.Namespace(
@@ -219,9 +219,12 @@ async def running_suite(
         f"http://127.0.0.1:{base + 100}",
         data / "suite.log",
     )
-    saved_stderr = os.dup(2)
+    sys.stdout.flush()
+    saved = os.dup(1), os.dup(2)
     with suite.log.open("w") as log_file:
-        os.dup2(log_file.fileno(), 2)  # the children inherit stderr: their logs go to the file
+        # The children inherit stdout and stderr: their lines go to the file.
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
         supervisor = Supervisor(children)
         runner = asyncio.create_task(supervisor.run())
         try:
@@ -232,8 +235,10 @@ async def running_suite(
         finally:
             supervisor.stopping.set()
             await runner
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
+            sys.stdout.flush()
+            for fd, copy in enumerate(saved, start=1):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def seed_gaid(prefix: str, i: int) -> str:
