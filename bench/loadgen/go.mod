@@ -1,0 +1,3 @@
+module lookback/bench/loadgen
+
+go 1.22
