@@ -10,6 +10,7 @@ so callers never handle gRPC errors themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -104,3 +105,19 @@ def channel(address: str) -> grpc.aio.Channel:
             ("grpc.keepalive_timeout_ms", 10_000),
         ],
     )
+
+
+def channels(*addresses: str) -> list[grpc.aio.Channel]:
+    """One channel (see :func:`channel`) per address."""
+    return [channel(address) for address in addresses]
+
+
+async def wait_ready(chans: list[grpc.aio.Channel], timeout: float = 30.0) -> None:
+    """Wait until every channel is connected (a component's warm-up)."""
+    for ch in chans:
+        await asyncio.wait_for(ch.channel_ready(), timeout=timeout)
+
+
+async def close(chans: list[grpc.aio.Channel]) -> None:
+    for ch in chans:
+        await ch.close()

@@ -8,7 +8,8 @@ are sent, and a validation costs far less than a hop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lookback.api.types.v1 import install_pb2, touch_pb2
 from lookback.core.clock import now_micros
@@ -59,33 +60,30 @@ def prepare_touches(touches: Sequence[touch_pb2.Touch]) -> None:
         _fill_touch(touch, now)
 
 
+def _prepare(
+    message: Any, check: Callable[[Violations, Any, Micros], None], prefix: str, time_field: str
+) -> None:
+    """Validate ``message`` whole; it happened now unless ``time_field`` says when."""
+    now = now_micros()
+    v = Violations(prefix=prefix)
+    check(v, message, now)
+    v.raise_if_any()
+    if not message.HasField(time_field):
+        getattr(message, time_field).CopyFrom(micros_to_ts(now))
+
+
 def prepare_install(install: install_pb2.Install) -> None:
     """Validate an install report; it happened now unless it says when."""
-    now = now_micros()
-    v = Violations(prefix="install.")
-    check_install(v, install, now)
-    v.raise_if_any()
-    if not install.HasField("installed_at"):
-        install.installed_at.CopyFrom(micros_to_ts(now))
+    _prepare(install, check_install, "install.", "installed_at")
 
 
 def prepare_open(open_: install_pb2.Open) -> None:
     """Validate an open report; it happened now unless it says when."""
-    now = now_micros()
-    v = Violations(prefix="open.")
-    check_open(v, open_, now)
-    v.raise_if_any()
-    if not open_.HasField("opened_at"):
-        open_.opened_at.CopyFrom(micros_to_ts(now))
+    _prepare(open_, check_open, "open.", "opened_at")
 
 
 def prepare_event(event: install_pb2.InAppEvent) -> None:
     """Validate an in-app event; fill its id and time when missing."""
-    now = now_micros()
-    v = Violations(prefix="event.")
-    check_event(v, event, now)
-    v.raise_if_any()
+    _prepare(event, check_event, "event.", "occurred_at")
     if not event.event_id:
         event.event_id = new_id()
-    if not event.HasField("occurred_at"):
-        event.occurred_at.CopyFrom(micros_to_ts(now))

@@ -17,6 +17,9 @@ ORGANIC = "organic"
 REFERRER_CLICK_ID_PARAMS = ("click_id", "clickid", "af_click_id")
 """Query parameters of a Play install referrer that name the click."""
 
+TOUCH_LABELS = ("media_source", "campaign", "adset", "ad", "site_id", "click_id")
+"""What names a touch's partner, campaign and ad (link parameters, postback macros)."""
+
 DEVICE_ID_TYPES = ("gaid", "idfa", "idfv", "oaid", "android_id", "imei", "fire_id")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from lookback.domain.model import ORGANIC, Decision, Kind, Micros, Settings
+from lookback.domain.model import ORGANIC, TOUCH_LABELS, Decision, Kind, Micros, Settings
 
 MACROS = frozenset(
     {
@@ -17,12 +17,7 @@ MACROS = frozenset(
         "install_id",
         "decision_id",
         "kind",
-        "media_source",
-        "campaign",
-        "adset",
-        "ad",
-        "site_id",
-        "click_id",
+        *TOUCH_LABELS,
         "method",
         "touch_type",
         "install_time",

@@ -82,12 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--host", default="127.0.0.1", help="address every service binds")
     p_up.add_argument("--base-port", type=int, default=7400, help="gRPC ports are base+1..base+5")
     p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
-    p_up.add_argument(
-        "--gateway-processes",
-        type=int,
-        default=1,
-        help="gateway processes sharing the HTTP port (SO_REUSEPORT)",
-    )
+    p_up.add_argument("--gateway-processes", type=int, default=1, help="gateways on one port")
     p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
     p_up.add_argument(
         "--cassandra",
@@ -96,12 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="store in this Cassandra instead of the embedded SQLite store",
     )
     p_up.add_argument("--cassandra-keyspace", default="lookback", help="keyspace to use")
-    p_up.add_argument(
-        "--redis",
-        default="",
-        metavar="URL",
-        help="Redis (redis://host:6379/0) for the postback queue and cache coherence",
-    )
+    p_up.add_argument("--redis", default="", metavar="URL", help="Redis: queue, cache coherence")
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
     sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")

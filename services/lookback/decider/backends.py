@@ -58,52 +58,60 @@ def item_error(status: store_pb.ItemStatus) -> LookbackError:
     return error_for(code, status.message)
 
 
+Work = store_pb.GatherInstallFactsRequest | store_pb.CreateInstallRecordRequest
+Done = InstallFacts | tuple[bool, store_pb.InstallRecord]
+
+
 class StoreClient:
     """Facts, records and apps, from the touchpoint store. The gathers and
-    creates of concurrent decisions are batched (``max_in_flight`` batch
-    calls of each kind at once)."""
+    creates of concurrent decisions travel together: one
+    ``ExchangeDecisionWork`` call at a time carries every one waiting."""
 
-    def __init__(self, stub: store_grpc.TouchpointStoreServiceStub, max_in_flight: int = 2) -> None:
+    def __init__(self, stub: store_grpc.TouchpointStoreServiceStub, max_in_flight: int = 1) -> None:
         self.stub = stub
-        self._gathers: Batcher[store_pb.GatherInstallFactsRequest, InstallFacts] = Batcher(
-            self._gather_batch, max_in_flight=max_in_flight
-        )
-        self._creates: Batcher[
-            store_pb.CreateInstallRecordRequest, tuple[bool, store_pb.InstallRecord]
-        ] = Batcher(self._create_batch, max_in_flight=max_in_flight)
+        self._work: Batcher[Work, Done] = Batcher(self._exchange, max_in_flight=max_in_flight)
 
-    async def _gather_batch(
-        self, requests: list[store_pb.GatherInstallFactsRequest]
-    ) -> list[InstallFacts | BaseException]:
-        answer = await self.stub.BatchGatherInstallFacts(
-            store_pb.BatchGatherInstallFactsRequest(requests=requests)
-        )
-        return [
-            item_error(r.status)
-            if r.status.code
-            else InstallFacts(
-                r.facts.existing if r.facts.HasField("existing") else None,
-                r.facts.touches,
-                r.facts.prior,
-            )
-            for r in answer.results
-        ]
+    async def _exchange(self, work: list[Work]) -> list[Done | BaseException]:
+        request = store_pb.ExchangeDecisionWorkRequest()
+        for item in work:
+            if isinstance(item, store_pb.GatherInstallFactsRequest):
+                request.gathers.append(item)
+            else:
+                request.creates.append(item)
+        answer = await self.stub.ExchangeDecisionWork(request)
+        gathers, creates = iter(answer.gathers), iter(answer.creates)
+        out: list[Done | BaseException] = []
+        for item in work:
+            if isinstance(item, store_pb.GatherInstallFactsRequest):
+                g = next(gathers)
+                out.append(
+                    item_error(g.status)
+                    if g.status.code
+                    else InstallFacts(
+                        g.facts.existing if g.facts.HasField("existing") else None,
+                        g.facts.touches,
+                        g.facts.prior,
+                    )
+                )
+            else:
+                c = next(creates)
+                out.append(
+                    item_error(c.status)
+                    if c.status.code
+                    else (c.response.created, c.response.record)
+                )
+        return out
 
-    async def _create_batch(
-        self, requests: list[store_pb.CreateInstallRecordRequest]
-    ) -> list[tuple[bool, store_pb.InstallRecord] | BaseException]:
-        answer = await self.stub.BatchCreateInstallRecords(
-            store_pb.BatchCreateInstallRecordsRequest(requests=requests)
-        )
-        return [
-            item_error(r.status) if r.status.code else (r.response.created, r.response.record)
-            for r in answer.results
-        ]
+    def batching(self) -> str:
+        """How many items the batched calls carried."""
+        return f"{self._work.items} gathers and creates in {self._work.batches} calls"
 
     async def gather_install(
         self, app_id: str, install_id: str, lookup: matching.Lookup
     ) -> InstallFacts:
-        return await self._gathers.submit(gather_request(app_id, install_id, lookup))
+        facts = await self._work.submit(gather_request(app_id, install_id, lookup))
+        assert isinstance(facts, InstallFacts)
+        return facts
 
     async def find_touches(self, app_id: str, lookup: matching.Lookup) -> Sequence[touch_pb2.Touch]:
         found = await self.stub.FindTouches(
@@ -126,7 +134,9 @@ class StoreClient:
     async def create_install(
         self, record: store_pb.InstallRecord
     ) -> tuple[bool, store_pb.InstallRecord]:
-        return await self._creates.submit(store_pb.CreateInstallRecordRequest(record=record))
+        created = await self._work.submit(store_pb.CreateInstallRecordRequest(record=record))
+        assert isinstance(created, tuple)
+        return created
 
     async def record_open(self, open_: install_pb2.Open, decision: decision_pb2.Decision) -> None:
         await self.stub.RecordOpenDecision(

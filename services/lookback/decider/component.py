@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -32,12 +31,11 @@ class DeciderComponent:
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
-        self.channels = [
-            clients.channel(address)
-            for address in (config.store_address, config.srn_address, config.postback_address)
-        ]
+        self.channels = clients.channels(
+            config.store_address, config.srn_address, config.postback_address
+        )
         store_ch, srn_ch, postback_ch = self.channels
-        store = StoreClient(
+        self.store = store = StoreClient(
             clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, config.store_timeout)
         )
         self.apps = AppSettings(
@@ -67,8 +65,7 @@ class DeciderComponent:
         ]
 
     async def start(self) -> None:
-        for ch in self.channels:
-            await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        await clients.wait_ready(self.channels)
         if self.config.redis_url:
             cache = self.apps.cache
             self.invalidation = RedisInvalidation(self.config.redis_url, cache.drop, cache.clear)
@@ -78,8 +75,8 @@ class DeciderComponent:
     async def stop(self) -> None:
         if self.invalidation is not None:
             await self.invalidation.stop()
-        for ch in self.channels:
-            await ch.close()
+        await clients.close(self.channels)
+        log.info("store batching: %s", self.store.batching())
         for name, cache in (("settings", self.apps.cache), ("install", self.engine.install_cache)):
             log.info(
                 "%s cache: %d hits, %d misses, hit ratio %.3f",

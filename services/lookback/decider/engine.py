@@ -35,7 +35,7 @@ from lookback.core.clock import Clock, now_micros
 from lookback.decider.apps import AppSettings, CachedApp
 from lookback.decider.cache import LruCache, SingleFlight
 from lookback.domain import matching, rules
-from lookback.domain.model import Kind, PriorInstall, SrnClaim
+from lookback.domain.model import Kind, Outcome, PriorInstall, SrnClaim
 from lookback.domain.postbacks import Event, Postback, for_decision, for_event
 
 # --- what the engine needs ----------------------------------------------------
@@ -188,15 +188,8 @@ class DecisionEngine:
             [prior_install(r) for r in facts.prior],
             matched,
         )
-        decision = convert.decision(
-            outcome,
-            decision_id=self.new_id(),
-            app_id=install.app_id,
-            install_id=install.install_id,
-            event_time=facts_install.installed_at,
-            decided_at=self.clock(),
-            latency=(time.perf_counter_ns() - started) // 1000,
-            unanswered_srns=tuple(answer.unanswered),
+        decision = self._decision(
+            outcome, install, facts_install.installed_at, started, tuple(answer.unanswered)
         )
         record = store_pb.InstallRecord(
             install=install, match_keys=lookup.device_keys, decision=decision
@@ -217,6 +210,26 @@ class DecisionEngine:
         await self._send_postbacks(decision, app)
         return decision
 
+    def _decision(
+        self,
+        outcome: Outcome,
+        subject: install_pb2.Install | install_pb2.Open,
+        at: int,
+        started_ns: int,
+        unanswered_srns: tuple[str, ...] = (),
+    ) -> decision_pb2.Decision:
+        """The decision message for an outcome about ``subject``, decided now."""
+        return convert.decision(
+            outcome,
+            decision_id=self.new_id(),
+            app_id=subject.app_id,
+            install_id=subject.install_id,
+            event_time=at,
+            decided_at=self.clock(),
+            latency=(time.perf_counter_ns() - started_ns) // 1000,
+            unanswered_srns=unanswered_srns,
+        )
+
     async def _known(
         self, decision: decision_pb2.Decision, app: CachedApp
     ) -> decision_pb2.Decision:
@@ -227,8 +240,8 @@ class DecisionEngine:
         return as_duplicate(decision)
 
     async def _send_postbacks(self, decision: decision_pb2.Decision, app: CachedApp) -> None:
-        if not decision.counted:
-            return
+        if not decision.counted or decision.media_source not in app.settings.postbacks:
+            return  # nothing to send (checked first: this runs for every decision)
         rendered = for_decision(app.settings, convert.recorded_decision(decision))
         await self._enqueue(rendered, decision.app_id, convert.ts_to_micros(decision.decided_at))
 
@@ -249,15 +262,7 @@ class DecisionEngine:
         outcome = rules.decide_open(
             facts_open, app.settings, [convert.touch(t) for t in touches], prior_install(record)
         )
-        decision = convert.decision(
-            outcome,
-            decision_id=self.new_id(),
-            app_id=open_.app_id,
-            install_id=open_.install_id,
-            event_time=facts_open.opened_at,
-            decided_at=self.clock(),
-            latency=(time.perf_counter_ns() - started) // 1000,
-        )
+        decision = self._decision(outcome, open_, facts_open.opened_at, started)
         if outcome.kind is Kind.REENGAGEMENT:
             await self.records.record_open(open_, decision)
             await self._send_postbacks(decision, app)

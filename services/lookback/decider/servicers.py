@@ -35,9 +35,9 @@ class DeciderServicer(pb_grpc.DeciderServiceServicer):
     ) -> pb.DecideOpenResponse:
         started = time.perf_counter()
         intake.prepare_open(request.open)
-        decision = await self.engine.decide_open(request.open)
-        metrics.decided("open", decision, time.perf_counter() - started)
-        return pb.DecideOpenResponse(decision=decision)
+        response = pb.DecideOpenResponse(decision=await self.engine.decide_open(request.open))
+        metrics.decided("open", response.decision, time.perf_counter() - started)
+        return response
 
     async def AttributeEvent(
         self, request: pb.AttributeEventRequest, context: object

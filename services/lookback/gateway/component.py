@@ -3,7 +3,6 @@ when it is warm and stops first on SIGTERM; its gRPC port serves health."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import grpc
@@ -14,6 +13,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import clients
+from lookback.decider.client import DeciderClient
 from lookback.gateway.config import GatewayConfig
 from lookback.gateway.http import Gateway
 from lookback.touchpoint_store.client import TouchWriter
@@ -24,14 +24,11 @@ class GatewayComponent:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.channels = [
-            clients.channel(config.decider_address),
-            clients.channel(config.store_address),
-        ]
+        self.channels = clients.channels(config.decider_address, config.store_address)
         decider_ch, store_ch = self.channels
         self.gateway = Gateway(
-            decider=clients.stub(
-                decider_grpc.DeciderServiceStub, decider_ch, config.decider_timeout
+            decider=DeciderClient(
+                clients.stub(decider_grpc.DeciderServiceStub, decider_ch, config.decider_timeout)
             ),
             apps=clients.stub(apps_grpc.AppSettingsServiceStub, decider_ch),
             touches=TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
@@ -51,8 +48,7 @@ class GatewayComponent:
         return f"http://{self.config.http_host}:{self.http_port}"
 
     async def start(self) -> None:
-        for ch in self.channels:
-            await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        await clients.wait_ready(self.channels)
         self.runner = web.AppRunner(
             self.gateway.app(), access_log=None, shutdown_timeout=self.config.grace_period
         )
@@ -71,5 +67,4 @@ class GatewayComponent:
         self.gateway.draining = True
         if self.runner is not None:
             await self.runner.cleanup()
-        for ch in self.channels:
-            await ch.close()
+        await clients.close(self.channels)

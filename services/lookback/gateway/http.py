@@ -34,12 +34,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
-from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
-from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.core import intake, jsonapi, telemetry
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
+from lookback.decider.client import DeciderClient
 from lookback.gateway.links import touch_from_link
 from lookback.touchpoint_store.client import TouchWriter
 
@@ -129,7 +128,7 @@ class Gateway:
 
     def __init__(
         self,
-        decider: decider_grpc.DeciderServiceStub,
+        decider: DeciderClient,
         apps: apps_grpc.AppSettingsServiceStub,
         touches: TouchWriter,
         health: dict[str, health_pb2_grpc.HealthStub],
@@ -185,23 +184,18 @@ class Gateway:
             install.ip = _client_ip(request)
         if not install.user_agent:
             install.user_agent = request.headers.get("User-Agent", "")
-        intake.prepare_install(install)
-        response = await self.decider.DecideInstall(
-            decider_pb.DecideInstallRequest(install=install)
-        )
-        return web.json_response({"decision": jsonapi.dump(response.decision, defaults=True)})
+        decision = await self.decider.install(install)
+        return web.json_response({"decision": jsonapi.dump(decision, defaults=True)})
 
     async def open(self, request: web.Request) -> web.StreamResponse:
         open_ = jsonapi.parse(install_pb2.Open, await _json_body(request))
-        intake.prepare_open(open_)
-        response = await self.decider.DecideOpen(decider_pb.DecideOpenRequest(open=open_))
-        return web.json_response({"decision": jsonapi.dump(response.decision, defaults=True)})
+        decision = await self.decider.open(open_)
+        return web.json_response({"decision": jsonapi.dump(decision, defaults=True)})
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         event = jsonapi.parse(install_pb2.InAppEvent, await _json_body(request))
-        intake.prepare_event(event)
-        response = await self.decider.AttributeEvent(decider_pb.AttributeEventRequest(event=event))
-        return web.json_response({"attribution": jsonapi.dump(response.attribution, defaults=True)})
+        attribution = await self.decider.event(event)
+        return web.json_response({"attribution": jsonapi.dump(attribution, defaults=True)})
 
     async def create_app(self, request: web.Request) -> web.StreamResponse:
         app = jsonapi.parse(app_pb2.App, await _json_body(request))

@@ -8,17 +8,12 @@ from lookback.api.types.v1 import device_pb2, touch_pb2
 from lookback.core.convert import HASH_ALGORITHM_NUMBER, ID_TYPE_NUMBER
 from lookback.core.errors import FieldViolation, InvalidArgument
 from lookback.domain.durations import parse_duration
-from lookback.domain.model import DEVICE_ID_TYPES
+from lookback.domain.model import DEVICE_ID_TYPES, TOUCH_LABELS
 
 LINK_PARAMS = frozenset(
     {
         "app_id",
-        "media_source",
-        "campaign",
-        "adset",
-        "ad",
-        "site_id",
-        "click_id",
+        *TOUCH_LABELS,
         "ip",
         "user_agent",
         "engaged_at",

@@ -10,18 +10,17 @@ the decider and the store directly.)
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import grpc
 
-from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as pb_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import clients, intake
 from lookback.core.server import ServerConfig
+from lookback.decider.client import DeciderClient
 from lookback.touchpoint_store.client import TouchWriter
 
 
@@ -38,7 +37,7 @@ class IngestionConfig(ServerConfig):
 
 
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, touches: TouchWriter, decider: decider_grpc.DeciderServiceStub) -> None:
+    def __init__(self, touches: TouchWriter, decider: DeciderClient) -> None:
         self.touches = touches
         self.decider = decider
 
@@ -59,27 +58,17 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
     async def ReportInstall(
         self, request: pb.ReportInstallRequest, context: object
     ) -> pb.ReportInstallResponse:
-        intake.prepare_install(request.install)
-        response = await self.decider.DecideInstall(
-            decider_pb.DecideInstallRequest(install=request.install)
-        )
-        return pb.ReportInstallResponse(decision=response.decision)
+        return pb.ReportInstallResponse(decision=await self.decider.install(request.install))
 
     async def ReportOpen(
         self, request: pb.ReportOpenRequest, context: object
     ) -> pb.ReportOpenResponse:
-        intake.prepare_open(request.open)
-        response = await self.decider.DecideOpen(decider_pb.DecideOpenRequest(open=request.open))
-        return pb.ReportOpenResponse(decision=response.decision)
+        return pb.ReportOpenResponse(decision=await self.decider.open(request.open))
 
     async def RecordEvent(
         self, request: pb.RecordEventRequest, context: object
     ) -> pb.RecordEventResponse:
-        intake.prepare_event(request.event)
-        response = await self.decider.AttributeEvent(
-            decider_pb.AttributeEventRequest(event=request.event)
-        )
-        return pb.RecordEventResponse(attribution=response.attribution)
+        return pb.RecordEventResponse(attribution=await self.decider.event(request.event))
 
 
 class IngestionComponent:
@@ -87,18 +76,17 @@ class IngestionComponent:
 
     def __init__(self, config: IngestionConfig) -> None:
         self.config = config
-        self.channels = [
-            clients.channel(config.store_address),
-            clients.channel(config.decider_address),
-        ]
+        self.channels = clients.channels(config.store_address, config.decider_address)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         store_ch, decider_ch = self.channels
         pb_grpc.add_IngestionServiceServicer_to_server(
             IngestionServicer(
                 TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
-                clients.stub(
-                    decider_grpc.DeciderServiceStub, decider_ch, self.config.decider_timeout
+                DeciderClient(
+                    clients.stub(
+                        decider_grpc.DeciderServiceStub, decider_ch, self.config.decider_timeout
+                    )
                 ),
             ),
             server,
@@ -106,9 +94,7 @@ class IngestionComponent:
         return [pb.DESCRIPTOR.services_by_name["IngestionService"].full_name]
 
     async def start(self) -> None:
-        for ch in self.channels:
-            await asyncio.wait_for(ch.channel_ready(), timeout=30)
+        await clients.wait_ready(self.channels)
 
     async def stop(self) -> None:
-        for ch in self.channels:
-            await ch.close()
+        await clients.close(self.channels)

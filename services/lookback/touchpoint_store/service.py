@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import grpc
 
@@ -22,20 +20,11 @@ _FOREVER = 2**62
 
 log = logging.getLogger("lookback.store")
 
-Q = TypeVar("Q")
-A = TypeVar("A")
-
 
 def _before(request: pb.GatherInstallFactsRequest | pb.FindTouchesRequest) -> int:
     if request.HasField("engaged_before"):
         return ts_to_micros(request.engaged_before)
     return _FOREVER
-
-
-async def _each(fn: Callable[[Q], Awaitable[A]], requests: Sequence[Q]) -> list[A | BaseException]:
-    """Every request at once (a backend batches concurrent writes into one
-    commit); a failed item fails alone."""
-    return await asyncio.gather(*(fn(r) for r in requests), return_exceptions=True)
 
 
 def _status(exc: BaseException) -> pb.ItemStatus:
@@ -88,7 +77,9 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         stored = await self.backend.put_touches(request.touches)
         return pb.PutTouchesResponse(stored=stored)
 
-    async def _gather(self, request: pb.GatherInstallFactsRequest) -> pb.GatherInstallFactsResponse:
+    async def GatherInstallFacts(
+        self, request: pb.GatherInstallFactsRequest, context: object = None
+    ) -> pb.GatherInstallFactsResponse:
         facts = await self.backend.gather_install_facts(
             request.app_id,
             request.install_id,
@@ -103,24 +94,6 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
             response.existing.CopyFrom(facts.existing)
         return response
 
-    async def GatherInstallFacts(
-        self, request: pb.GatherInstallFactsRequest, context: object
-    ) -> pb.GatherInstallFactsResponse:
-        return await self._gather(request)
-
-    async def BatchGatherInstallFacts(
-        self, request: pb.BatchGatherInstallFactsRequest, context: object
-    ) -> pb.BatchGatherInstallFactsResponse:
-        outcomes = await _each(self._gather, request.requests)
-        return pb.BatchGatherInstallFactsResponse(
-            results=[
-                pb.GatherInstallFactsResult(status=_status(o))
-                if isinstance(o, BaseException)
-                else pb.GatherInstallFactsResult(facts=o)
-                for o in outcomes
-            ]
-        )
-
     async def FindTouches(
         self, request: pb.FindTouchesRequest, context: object
     ) -> pb.FindTouchesResponse:
@@ -133,8 +106,8 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         )
         return pb.FindTouchesResponse(touches=touches)
 
-    async def _create(
-        self, request: pb.CreateInstallRecordRequest
+    async def CreateInstallRecord(
+        self, request: pb.CreateInstallRecordRequest, context: object = None
     ) -> pb.CreateInstallRecordResponse:
         created, record = await self.backend.create_install_record(request.record)
         if not created and record.decision.decision_id == request.record.decision.decision_id:
@@ -144,23 +117,29 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
             created = True
         return pb.CreateInstallRecordResponse(created=created, record=record)
 
-    async def CreateInstallRecord(
-        self, request: pb.CreateInstallRecordRequest, context: object
-    ) -> pb.CreateInstallRecordResponse:
-        return await self._create(request)
-
-    async def BatchCreateInstallRecords(
-        self, request: pb.BatchCreateInstallRecordsRequest, context: object
-    ) -> pb.BatchCreateInstallRecordsResponse:
-        outcomes = await _each(self._create, request.requests)
-        return pb.BatchCreateInstallRecordsResponse(
-            results=[
-                pb.CreateInstallRecordResult(status=_status(o))
-                if isinstance(o, BaseException)
-                else pb.CreateInstallRecordResult(response=o)
-                for o in outcomes
-            ]
+    async def ExchangeDecisionWork(
+        self, request: pb.ExchangeDecisionWorkRequest, context: object
+    ) -> pb.ExchangeDecisionWorkResponse:
+        # Every item at once: the backend batches the concurrent writes into
+        # one commit; a failed item fails alone.
+        n = len(request.gathers)
+        outcomes = await asyncio.gather(
+            *(self.GatherInstallFacts(r) for r in request.gathers),
+            *(self.CreateInstallRecord(r) for r in request.creates),
+            return_exceptions=True,
         )
+        response = pb.ExchangeDecisionWorkResponse()
+        for o in outcomes[:n]:
+            if isinstance(o, BaseException):
+                response.gathers.add(status=_status(o))
+            else:
+                response.gathers.add(facts=o)  # type: ignore[arg-type]
+        for o in outcomes[n:]:
+            if isinstance(o, BaseException):
+                response.creates.add(status=_status(o))
+            else:
+                response.creates.add(response=o)  # type: ignore[arg-type]
+        return response
 
     async def GetInstallRecord(
         self, request: pb.GetInstallRecordRequest, context: object

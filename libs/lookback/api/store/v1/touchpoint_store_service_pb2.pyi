@@ -699,32 +699,38 @@ class ItemStatus(_message.Message):
 Global___ItemStatus: _TypeAlias = ItemStatus  # noqa: Y015
 
 @_typing.final
-class BatchGatherInstallFactsRequest(_message.Message):
-    """Request for BatchGatherInstallFacts."""
+class ExchangeDecisionWorkRequest(_message.Message):
+    """Request for ExchangeDecisionWork."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    REQUESTS_FIELD_NUMBER: _builtins.int
+    GATHERS_FIELD_NUMBER: _builtins.int
+    CREATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsRequest]:
-        """One request per install."""
+    def gathers(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsRequest]:
+        """Facts to gather, one request per install being decided."""
+
+    @_builtins.property
+    def creates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordRequest]:
+        """Install records to create, one request per install decided."""
 
     def __init__(
         self,
         *,
-        requests: _abc.Iterable[Global___GatherInstallFactsRequest] | None = ...,
+        gathers: _abc.Iterable[Global___GatherInstallFactsRequest] | None = ...,
+        creates: _abc.Iterable[Global___CreateInstallRecordRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creates", b"creates", "gathers", b"gathers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___BatchGatherInstallFactsRequest: _TypeAlias = BatchGatherInstallFactsRequest  # noqa: Y015
+Global___ExchangeDecisionWorkRequest: _TypeAlias = ExchangeDecisionWorkRequest  # noqa: Y015
 
 @_typing.final
 class GatherInstallFactsResult(_message.Message):
-    """One install's answer in a BatchGatherInstallFactsResponse."""
+    """One install's facts in an ExchangeDecisionWorkResponse."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -753,56 +759,8 @@ class GatherInstallFactsResult(_message.Message):
 Global___GatherInstallFactsResult: _TypeAlias = GatherInstallFactsResult  # noqa: Y015
 
 @_typing.final
-class BatchGatherInstallFactsResponse(_message.Message):
-    """Response for BatchGatherInstallFacts."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RESULTS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsResult]:
-        """One result per request, in the order of the requests."""
-
-    def __init__(
-        self,
-        *,
-        results: _abc.Iterable[Global___GatherInstallFactsResult] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___BatchGatherInstallFactsResponse: _TypeAlias = BatchGatherInstallFactsResponse  # noqa: Y015
-
-@_typing.final
-class BatchCreateInstallRecordsRequest(_message.Message):
-    """Request for BatchCreateInstallRecords."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    REQUESTS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordRequest]:
-        """One request per install record."""
-
-    def __init__(
-        self,
-        *,
-        requests: _abc.Iterable[Global___CreateInstallRecordRequest] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___BatchCreateInstallRecordsRequest: _TypeAlias = BatchCreateInstallRecordsRequest  # noqa: Y015
-
-@_typing.final
 class CreateInstallRecordResult(_message.Message):
-    """One record's answer in a BatchCreateInstallRecordsResponse."""
+    """One record's answer in an ExchangeDecisionWorkResponse."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -831,25 +789,31 @@ class CreateInstallRecordResult(_message.Message):
 Global___CreateInstallRecordResult: _TypeAlias = CreateInstallRecordResult  # noqa: Y015
 
 @_typing.final
-class BatchCreateInstallRecordsResponse(_message.Message):
-    """Response for BatchCreateInstallRecords."""
+class ExchangeDecisionWorkResponse(_message.Message):
+    """Response for ExchangeDecisionWork."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    RESULTS_FIELD_NUMBER: _builtins.int
+    GATHERS_FIELD_NUMBER: _builtins.int
+    CREATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordResult]:
-        """One result per request, in the order of the requests."""
+    def gathers(self) -> _containers.RepeatedCompositeFieldContainer[Global___GatherInstallFactsResult]:
+        """One result per gather request, in the order of the requests."""
+
+    @_builtins.property
+    def creates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateInstallRecordResult]:
+        """One result per create request, in the order of the requests."""
 
     def __init__(
         self,
         *,
-        results: _abc.Iterable[Global___CreateInstallRecordResult] | None = ...,
+        gathers: _abc.Iterable[Global___GatherInstallFactsResult] | None = ...,
+        creates: _abc.Iterable[Global___CreateInstallRecordResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creates", b"creates", "gathers", b"gathers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___BatchCreateInstallRecordsResponse: _TypeAlias = BatchCreateInstallRecordsResponse  # noqa: Y015
+Global___ExchangeDecisionWorkResponse: _TypeAlias = ExchangeDecisionWorkResponse  # noqa: Y015

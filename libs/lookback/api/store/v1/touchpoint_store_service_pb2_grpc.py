@@ -48,10 +48,10 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsResponse.FromString,
                 _registered_method=True)
-        self.BatchGatherInstallFacts = channel.unary_unary(
-                '/lookback.store.v1.TouchpointStoreService/BatchGatherInstallFacts',
-                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.SerializeToString,
-                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.FromString,
+        self.ExchangeDecisionWork = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ExchangeDecisionWork',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkResponse.FromString,
                 _registered_method=True)
         self.FindTouches = channel.unary_unary(
                 '/lookback.store.v1.TouchpointStoreService/FindTouches',
@@ -62,11 +62,6 @@ class TouchpointStoreServiceStub:
                 '/lookback.store.v1.TouchpointStoreService/CreateInstallRecord',
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordResponse.FromString,
-                _registered_method=True)
-        self.BatchCreateInstallRecords = channel.unary_unary(
-                '/lookback.store.v1.TouchpointStoreService/BatchCreateInstallRecords',
-                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.SerializeToString,
-                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.FromString,
                 _registered_method=True)
         self.GetInstallRecord = channel.unary_unary(
                 '/lookback.store.v1.TouchpointStoreService/GetInstallRecord',
@@ -123,10 +118,12 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BatchGatherInstallFacts(self, request, context):
-        """Gathers the facts of several installs in one call, one result per
-        request, in order (see GatherInstallFacts): the decider sends the
-        installs it decides at the same time together.
+    def ExchangeDecisionWork(self, request, context):
+        """The store work of the install decisions in flight, in one call: the
+        facts of the installs being decided (see GatherInstallFacts) and the
+        records of those already decided (see CreateInstallRecord), one result
+        per request, in order. The decider sends what its concurrent decisions
+        need together, so each pays a share of one call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,14 +139,6 @@ class TouchpointStoreServiceServicer:
     def CreateInstallRecord(self, request, context):
         """Creates an install record unless one exists for its install id
         (exactly once); returns the stored record either way.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def BatchCreateInstallRecords(self, request, context):
-        """Creates several install records in one call, each exactly once, one
-        result per request, in order (see CreateInstallRecord).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,10 +200,10 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GatherInstallFactsResponse.SerializeToString,
             ),
-            'BatchGatherInstallFacts': grpc.unary_unary_rpc_method_handler(
-                    servicer.BatchGatherInstallFacts,
-                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.FromString,
-                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.SerializeToString,
+            'ExchangeDecisionWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeDecisionWork,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkResponse.SerializeToString,
             ),
             'FindTouches': grpc.unary_unary_rpc_method_handler(
                     servicer.FindTouches,
@@ -225,11 +214,6 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.CreateInstallRecord,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordResponse.SerializeToString,
-            ),
-            'BatchCreateInstallRecords': grpc.unary_unary_rpc_method_handler(
-                    servicer.BatchCreateInstallRecords,
-                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.FromString,
-                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.SerializeToString,
             ),
             'GetInstallRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInstallRecord,
@@ -330,7 +314,7 @@ class TouchpointStoreService:
             _registered_method=True)
 
     @staticmethod
-    def BatchGatherInstallFacts(request,
+    def ExchangeDecisionWork(request,
             target,
             options=(),
             channel_credentials=None,
@@ -343,9 +327,9 @@ class TouchpointStoreService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lookback.store.v1.TouchpointStoreService/BatchGatherInstallFacts',
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsRequest.SerializeToString,
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchGatherInstallFactsResponse.FromString,
+            '/lookback.store.v1.TouchpointStoreService/ExchangeDecisionWork',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ExchangeDecisionWorkResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -400,33 +384,6 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/CreateInstallRecord',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.CreateInstallRecordResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def BatchCreateInstallRecords(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lookback.store.v1.TouchpointStoreService/BatchCreateInstallRecords',
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsRequest.SerializeToString,
-            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.BatchCreateInstallRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

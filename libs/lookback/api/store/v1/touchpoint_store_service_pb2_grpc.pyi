@@ -46,20 +46,18 @@ class TouchpointStoreServiceStub:
     install id's existing record, the candidate touches and the device's
     prior install records.
     """
-    BatchGatherInstallFacts: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchGatherInstallFactsRequest, _touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]
-    """Gathers the facts of several installs in one call, one result per
-    request, in order (see GatherInstallFacts): the decider sends the
-    installs it decides at the same time together.
+    ExchangeDecisionWork: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ExchangeDecisionWorkRequest, _touchpoint_store_service_pb2.ExchangeDecisionWorkResponse]
+    """The store work of the install decisions in flight, in one call: the
+    facts of the installs being decided (see GatherInstallFacts) and the
+    records of those already decided (see CreateInstallRecord), one result
+    per request, in order. The decider sends what its concurrent decisions
+    need together, so each pays a share of one call.
     """
     FindTouches: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindTouchesRequest, _touchpoint_store_service_pb2.FindTouchesResponse]
     """Finds an app's touches matching any key or click id inside a time range."""
     CreateInstallRecord: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.CreateInstallRecordRequest, _touchpoint_store_service_pb2.CreateInstallRecordResponse]
     """Creates an install record unless one exists for its install id
     (exactly once); returns the stored record either way.
-    """
-    BatchCreateInstallRecords: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest, _touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]
-    """Creates several install records in one call, each exactly once, one
-    result per request, in order (see CreateInstallRecord).
     """
     GetInstallRecord: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetInstallRecordRequest, _touchpoint_store_service_pb2.GetInstallRecordResponse]
     """Reads one install record by install id."""
@@ -93,20 +91,18 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     install id's existing record, the candidate touches and the device's
     prior install records.
     """
-    BatchGatherInstallFacts: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchGatherInstallFactsRequest, _touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]  # type: ignore[assignment]
-    """Gathers the facts of several installs in one call, one result per
-    request, in order (see GatherInstallFacts): the decider sends the
-    installs it decides at the same time together.
+    ExchangeDecisionWork: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ExchangeDecisionWorkRequest, _touchpoint_store_service_pb2.ExchangeDecisionWorkResponse]  # type: ignore[assignment]
+    """The store work of the install decisions in flight, in one call: the
+    facts of the installs being decided (see GatherInstallFacts) and the
+    records of those already decided (see CreateInstallRecord), one result
+    per request, in order. The decider sends what its concurrent decisions
+    need together, so each pays a share of one call.
     """
     FindTouches: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.FindTouchesRequest, _touchpoint_store_service_pb2.FindTouchesResponse]  # type: ignore[assignment]
     """Finds an app's touches matching any key or click id inside a time range."""
     CreateInstallRecord: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.CreateInstallRecordRequest, _touchpoint_store_service_pb2.CreateInstallRecordResponse]  # type: ignore[assignment]
     """Creates an install record unless one exists for its install id
     (exactly once); returns the stored record either way.
-    """
-    BatchCreateInstallRecords: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest, _touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]  # type: ignore[assignment]
-    """Creates several install records in one call, each exactly once, one
-    result per request, in order (see CreateInstallRecord).
     """
     GetInstallRecord: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetInstallRecordRequest, _touchpoint_store_service_pb2.GetInstallRecordResponse]  # type: ignore[assignment]
     """Reads one install record by install id."""
@@ -151,14 +147,16 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def BatchGatherInstallFacts(
+    def ExchangeDecisionWork(
         self,
-        request: _touchpoint_store_service_pb2.BatchGatherInstallFactsRequest,
+        request: _touchpoint_store_service_pb2.ExchangeDecisionWorkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_touchpoint_store_service_pb2.BatchGatherInstallFactsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.BatchGatherInstallFactsResponse]]:
-        """Gathers the facts of several installs in one call, one result per
-        request, in order (see GatherInstallFacts): the decider sends the
-        installs it decides at the same time together.
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ExchangeDecisionWorkResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ExchangeDecisionWorkResponse]]:
+        """The store work of the install decisions in flight, in one call: the
+        facts of the installs being decided (see GatherInstallFacts) and the
+        records of those already decided (see CreateInstallRecord), one result
+        per request, in order. The decider sends what its concurrent decisions
+        need together, so each pays a share of one call.
         """
 
     @_abc_1.abstractmethod
@@ -177,16 +175,6 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_touchpoint_store_service_pb2.CreateInstallRecordResponse, _abc.Awaitable[_touchpoint_store_service_pb2.CreateInstallRecordResponse]]:
         """Creates an install record unless one exists for its install id
         (exactly once); returns the stored record either way.
-        """
-
-    @_abc_1.abstractmethod
-    def BatchCreateInstallRecords(
-        self,
-        request: _touchpoint_store_service_pb2.BatchCreateInstallRecordsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.BatchCreateInstallRecordsResponse]]:
-        """Creates several install records in one call, each exactly once, one
-        result per request, in order (see CreateInstallRecord).
         """
 
     @_abc_1.abstractmethod
