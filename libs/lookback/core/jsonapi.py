@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from lookback.core import fastjson
 from lookback.core.convert import enum_prefix
 from lookback.core.errors import FieldViolation, InvalidArgument
 from lookback.domain.durations import SECOND, format_duration, parse_duration
@@ -77,6 +78,11 @@ def parse(cls: type[M], data: Any, prefix: str = "") -> M:
         )
     message = cls()
     try:
+        fastjson.fill(message, data)
+        return message
+    except fastjson.Unsupported:
+        message = cls()  # the general path, which names what is wrong
+    try:
         json_format.ParseDict(_to_proto_json(message.DESCRIPTOR, data, prefix), message)
     except json_format.ParseError as exc:
         text = str(exc)
@@ -121,6 +127,10 @@ def _from_proto_json(desc: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 def dump(message: Message, defaults: bool = False) -> dict[str, Any]:
     """Friendly JSON for ``message``; ``defaults`` also writes unset scalars."""
+    try:
+        return fastjson.dump(message, defaults)
+    except fastjson.Unsupported:
+        pass
     data = json_format.MessageToDict(
         message,
         preserving_proto_field_name=True,
