@@ -248,11 +248,14 @@ def report(
     return "\n".join(lines)
 
 
-async def run(duration: float, warmup: float, cassandra: str) -> str:
-    store = {"cassandra": cassandra, "cassandra_keyspace": "lookback_bench_clicks"}
+async def run(duration: float, warmup: float, cassandra: str, gateways: int = 1) -> str:
+    options: dict[str, object] = {"gateway_processes": gateways}
+    if cassandra:
+        options |= {"cassandra": cassandra, "cassandra_keyspace": "lookback_bench_clicks"}
     backend = "Cassandra" if cassandra else "embedded SQLite"
+    backend += f", {gateways} gateway process{'es' if gateways > 1 else ''}"
     load_average = os.getloadavg()
-    async with running_suite(35_000, store if cassandra else None, timeout=120) as suite:
+    async with running_suite(35_000, options, timeout=120) as suite:
         runs, echoes, http_echoes = await measure(suite, backend, duration, warmup)
     return report(backend, runs, echoes, http_echoes, duration, warmup, load_average)
 
@@ -306,6 +309,9 @@ def main() -> int:
         "--cassandra", action="store_true", help="the store on Cassandra (scripts/cassandra.sh)"
     )
     parser.add_argument("--cassandra-address", default="", help="HOST:PORT of a running Cassandra")
+    parser.add_argument(
+        "--gateway-processes", type=int, default=1, help="gateway processes sharing the port"
+    )
     parser.add_argument("--out", help="also write the report (markdown) to this file")
     parser.add_argument("--serve-http-echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -314,9 +320,11 @@ def main() -> int:
         return 0
     if args.cassandra and not args.cassandra_address:
         with own_cassandra() as address:
-            text = asyncio.run(run(args.duration, args.warmup, address))
+            text = asyncio.run(run(args.duration, args.warmup, address, args.gateway_processes))
     else:
-        text = asyncio.run(run(args.duration, args.warmup, args.cassandra_address))
+        text = asyncio.run(
+            run(args.duration, args.warmup, args.cassandra_address, args.gateway_processes)
+        )
     if args.out:
         Path(args.out).write_text(f"{text}\n")
     print(text)

@@ -170,7 +170,7 @@ class Suite:
 @contextlib.asynccontextmanager
 async def running_suite(
     first_port: int,
-    store: dict[str, str] | None = None,
+    store: dict[str, object] | None = None,
     info_logs: tuple[str, ...] = (),
     timeout: float = 60.0,
 ) -> AsyncIterator[Suite]:

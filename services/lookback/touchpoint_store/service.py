@@ -10,6 +10,7 @@ import grpc
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
+from lookback.api.types.v1 import app_pb2
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound
 from lookback.core.server import ServerConfig
@@ -25,6 +26,20 @@ def _before(request: pb.GatherInstallFactsRequest | pb.FindTouchesRequest) -> in
     if request.HasField("engaged_before"):
         return ts_to_micros(request.engaged_before)
     return _FOREVER
+
+
+def _known_install(
+    record: pb.InstallRecord | None, app_id: str, install_id: str
+) -> pb.InstallRecord:
+    if record is None:
+        raise NotFound(f"no install {install_id!r} for app {app_id!r}")
+    return record
+
+
+def _known_app(app: app_pb2.App | None, app_id: str) -> app_pb2.App:
+    if app is None:
+        raise NotFound(f"app {app_id!r} is not registered")
+    return app
 
 
 def _status(exc: BaseException) -> pb.ItemStatus:
@@ -145,19 +160,17 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.GetInstallRecordRequest, context: object
     ) -> pb.GetInstallRecordResponse:
         record = await self.backend.get_install_record(request.app_id, request.install_id)
-        if record is None:
-            raise NotFound(f"no install {request.install_id!r} for app {request.app_id!r}")
-        return pb.GetInstallRecordResponse(record=record)
+        return pb.GetInstallRecordResponse(
+            record=_known_install(record, request.app_id, request.install_id)
+        )
 
     async def RecordOpenDecision(
         self, request: pb.RecordOpenDecisionRequest, context: object
     ) -> pb.RecordOpenDecisionResponse:
         record = await self.backend.record_open_decision(request.open, request.decision)
-        if record is None:
-            raise NotFound(
-                f"no install {request.open.install_id!r} for app {request.open.app_id!r}"
-            )
-        return pb.RecordOpenDecisionResponse(record=record)
+        return pb.RecordOpenDecisionResponse(
+            record=_known_install(record, request.open.app_id, request.open.install_id)
+        )
 
     async def PutEvent(self, request: pb.PutEventRequest, context: object) -> pb.PutEventResponse:
         created, attribution = await self.backend.put_event(request.event, request.attribution)
@@ -171,17 +184,15 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         return pb.CreateAppResponse(app=request.app)
 
     async def GetApp(self, request: pb.GetAppRequest, context: object) -> pb.GetAppResponse:
-        app = await self.backend.get_app(request.app_id)
-        if app is None:
-            raise NotFound(f"app {request.app_id!r} is not registered")
-        return pb.GetAppResponse(app=app)
+        return pb.GetAppResponse(
+            app=_known_app(await self.backend.get_app(request.app_id), request.app_id)
+        )
 
     async def ReplaceApp(
         self, request: pb.ReplaceAppRequest, context: object
     ) -> pb.ReplaceAppResponse:
         if not await self.backend.replace_app(request.app, request.expected_version):
-            if await self.backend.get_app(request.app.app_id) is None:
-                raise NotFound(f"app {request.app.app_id!r} is not registered")
+            _known_app(await self.backend.get_app(request.app.app_id), request.app.app_id)
             raise Aborted(
                 f"app {request.app.app_id!r} changed since version {request.expected_version}"
             )
