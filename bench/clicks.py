@@ -253,11 +253,11 @@ async def run(duration: float, warmup: float, cassandra: str, gateways: int = 1)
     if cassandra:
         options |= {"cassandra": cassandra, "cassandra_keyspace": "lookback_bench_clicks"}
     backend = "Cassandra" if cassandra else "embedded SQLite"
-    backend += f", {gateways} gateway process{'es' if gateways > 1 else ''}"
     load_average = os.getloadavg()
     async with running_suite(35_000, options, timeout=120) as suite:
         runs, echoes, http_echoes = await measure(suite, backend, duration, warmup)
-    return report(backend, runs, echoes, http_echoes, duration, warmup, load_average)
+    text = report(backend, runs, echoes, http_echoes, duration, warmup, load_average)
+    return text + f"\n\nGateway processes sharing the HTTP port: {gateways}."
 
 
 @contextmanager
