@@ -11,12 +11,13 @@ reads served from a second connection.
   Reads are short, indexed look-ups served from SQLite's page cache, so they
   run inline on the caller's thread rather than paying a thread hand-off each.
 - **The write-ahead log stays bounded.** A checkpointer thread copies the
-  log into the database every second (PASSIVE: it never blocks the writer
-  or a reader). Under sustained writes that alone never empties the log
-  (new frames arrive while it copies), so once the log file passes
-  ``wal_limit`` the writer itself, between two commits, runs a TRUNCATE
-  checkpoint: it holds the write lock already (no busy wait on other
-  writers), waits only for the short reads in progress, and leaves an empty
+  log into the database every second, and at once when the log passes half
+  of ``wal_limit`` (PASSIVE: it never blocks the writer or a reader). Under
+  sustained writes that alone never empties the log (new frames arrive
+  while it copies), so once the log file passes ``wal_limit`` the writer
+  itself, between two commits, runs a TRUNCATE checkpoint: it holds the
+  write lock already (no busy wait on other writers), has little left to
+  copy, waits only for the short reads in progress, and leaves an empty
   log. ``journal_size_limit`` trims the file whenever the log restarts.
 - **Migrations** are numbered scripts; each is applied once, whole, and
   recorded in ``schema_version``.
@@ -92,17 +93,23 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
+        self._stopping = False
+        self._checkpoint_now = threading.Event()
         # One checkpoint at a time: SQLite refuses a second one outright
         # (SQLITE_BUSY, no busy handler), so the writer would miss its turn.
         self._checkpoint_lock = threading.Lock()
 
     def _checkpoints(self) -> None:
-        """Copy the write-ahead log into the database every second, on a
-        connection of its own; PASSIVE never blocks the writer or a reader."""
+        """Copy the write-ahead log into the database every second, or when
+        the writer asks, on a connection of its own; PASSIVE never blocks
+        the writer or a reader."""
         db = self._connection()
         try:
-            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+            while True:
+                self._checkpoint_now.wait(CHECKPOINT_INTERVAL)
+                self._checkpoint_now.clear()
+                if self._stopping:
+                    break
                 try:
                     with self._checkpoint_lock:
                         db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -125,7 +132,7 @@ class SqliteDatabase:
         reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         reader.execute("PRAGMA query_only=1")
         self._reader = reader
-        self._stop_checkpoints.clear()
+        self._stopping = False
         self._checkpointer = threading.Thread(
             target=self._checkpoints, name=f"{self.name}-checkpoints", daemon=True
         )
@@ -133,7 +140,8 @@ class SqliteDatabase:
 
     async def close(self) -> None:
         if self._checkpointer is not None:
-            self._stop_checkpoints.set()
+            self._stopping = True
+            self._checkpoint_now.set()
             await asyncio.to_thread(self._checkpointer.join)
             self._checkpointer = None
         if self._thread is not None:
@@ -185,6 +193,8 @@ class SqliteDatabase:
         except FileNotFoundError:
             return truncate_at
         if size <= truncate_at:
+            if size > truncate_at // 2:  # copy it over now, so the truncation has less to do
+                self._checkpoint_now.set()
             return truncate_at
         busy = 1
         try:
