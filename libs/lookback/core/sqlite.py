@@ -95,6 +95,7 @@ class SqliteDatabase:
         self._checkpointer: threading.Thread | None = None
         self._stopping = False
         self._checkpoint_now = threading.Event()
+        self._wal_size = 0  # the log file's size after the last commit (writer thread)
         # One checkpoint at a time: SQLite refuses a second one outright
         # (SQLITE_BUSY, no busy handler), so the writer would miss its turn.
         self._checkpoint_lock = threading.Lock()
@@ -192,8 +193,12 @@ class SqliteDatabase:
             size = self.wal_path.stat().st_size
         except FileNotFoundError:
             return truncate_at
+        grew, self._wal_size = size > self._wal_size, size
         if size <= truncate_at:
-            if size > truncate_at // 2:  # copy it over now, so the truncation has less to do
+            # A log growing past half its limit is copied over at once, so the
+            # truncation has little to do. (A log that restarted is rewritten
+            # from its start: the file does not grow, and its size says nothing.)
+            if grew and size > truncate_at // 2:
                 self._checkpoint_now.set()
             return truncate_at
         busy = 1
@@ -208,6 +213,7 @@ class SqliteDatabase:
         finally:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if not busy:
+            self._wal_size = 0
             return self.wal_limit
         log.warning(
             "%s: write-ahead log at %d MiB not emptied: a read kept it", self.name, size >> 20
