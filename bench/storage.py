@@ -54,6 +54,27 @@ def gaid(prefix: str, i: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}"))
 
 
+def clicks(
+    app_id: str, prefix: str, start: int, n: int, engaged: int
+) -> ingestion_pb.RecordTouchesRequest:
+    """Clicks ``prefix-start`` to ``prefix-(start+n-1)``, each on a device of
+    its own (:func:`gaid`), engaged at ``engaged`` (seconds since the epoch)."""
+    touches = []
+    for i in range(start, start + n):
+        t = touch_pb2.Touch(
+            app_id=app_id,
+            type=touch_pb2.TOUCH_TYPE_CLICK,
+            media_source="networka",
+            campaign="bench",
+            click_id=f"{prefix}-{i}",
+            ip="203.0.113.9",
+        )
+        t.device.gaid = gaid(prefix, i)
+        t.engaged_at.FromSeconds(engaged)
+        touches.append(t)
+    return ingestion_pb.RecordTouchesRequest(touches=touches)
+
+
 async def fixed_rate(name: str, call: object, rate: float, duration: float) -> Result:
     """Start one call every 1/rate seconds, whatever the answers take."""
     latencies: list[float] = []
@@ -103,20 +124,7 @@ async def measure(label: str, store_args: dict[str, str], duration: float) -> li
             clicked = int(time.time()) - 3600
 
             def batch(prefix: str, start: int) -> ingestion_pb.RecordTouchesRequest:
-                touches = []
-                for i in range(start, start + BATCH):
-                    t = touch_pb2.Touch(
-                        app_id=app_id,
-                        type=touch_pb2.TOUCH_TYPE_CLICK,
-                        media_source="networka",
-                        campaign="bench",
-                        click_id=f"{prefix}-{i}",
-                        ip="203.0.113.9",
-                    )
-                    t.device.gaid = gaid(prefix, i)
-                    t.engaged_at.FromSeconds(clicked)
-                    touches.append(t)
-                return ingestion_pb.RecordTouchesRequest(touches=touches)
+                return clicks(app_id, prefix, start, BATCH, clicked)
 
             decided = f"d{uuid.uuid4().hex[:6]}"
             rate, total = 200, int(200 * duration) + 10

@@ -10,6 +10,15 @@ reads served from a second connection.
   never waits for the writer, and sees every write whose call has returned.
   Reads are short, indexed look-ups served from SQLite's page cache, so they
   run inline on the caller's thread rather than paying a thread hand-off each.
+- **The write-ahead log stays bounded.** A checkpointer thread copies the
+  log into the database every second, and at once when the log passes half
+  of ``wal_limit`` (PASSIVE: it never blocks the writer or a reader). Under
+  sustained writes that alone never empties the log (new frames arrive
+  while it copies), so once the log file passes ``wal_limit`` the writer
+  itself, between two commits, runs a TRUNCATE checkpoint: it holds the
+  write lock already (no busy wait on other writers), has little left to
+  copy, waits only for the short reads in progress, and leaves an empty
+  log. ``journal_size_limit`` trims the file whenever the log restarts.
 - **Migrations** are numbered scripts; each is applied once, whole, and
   recorded in ``schema_version``.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -25,12 +35,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lookback.core.tasks import cancel_and_wait
-
 T = TypeVar("T")
 
 MAX_BATCH = 256
 CHECKPOINT_INTERVAL = 1.0
+WAL_LIMIT = 64 * 1024 * 1024
+"""Bytes of write-ahead log past which the writer empties it (TRUNCATE)."""
+BUSY_TIMEOUT_MS = 5000
+TRUNCATE_WAIT_MS = 200
+
+log = logging.getLogger("lookback.sqlite")
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
@@ -64,25 +78,44 @@ class SqliteDatabase:
     """A SQLite file with a group-committing writer thread and a read connection."""
 
     def __init__(
-        self, path: str | Path, migrations: Mapping[int, str], name: str = "sqlite"
+        self,
+        path: str | Path,
+        migrations: Mapping[int, str],
+        name: str = "sqlite",
+        wal_limit: int = WAL_LIMIT,
     ) -> None:
         self.path = Path(path)
         self.migrations = migrations
         self.name = name
+        self.wal_limit = wal_limit
+        self.wal_path = Path(f"{self.path}-wal")
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
-        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = False
+        self._checkpoint_now = threading.Event()
+        self._wal_size = 0  # the log file's size after the last commit (writer thread)
+        # One checkpoint at a time: SQLite refuses a second one outright
+        # (SQLITE_BUSY, no busy handler), so the writer would miss its turn.
+        self._checkpoint_lock = threading.Lock()
 
-    async def _checkpoints(self) -> None:
-        """Copy the write-ahead log into the database every second, on a
-        connection and thread of its own; PASSIVE never blocks the writer."""
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=5000")
+    def _checkpoints(self) -> None:
+        """Copy the write-ahead log into the database every second, or when
+        the writer asks, on a connection of its own; PASSIVE never blocks
+        the writer or a reader."""
+        db = self._connection()
         try:
             while True:
-                await asyncio.sleep(CHECKPOINT_INTERVAL)
-                await asyncio.to_thread(db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                self._checkpoint_now.wait(CHECKPOINT_INTERVAL)
+                self._checkpoint_now.clear()
+                if self._stopping:
+                    break
+                try:
+                    with self._checkpoint_lock:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("%s: checkpoint failed: %s", self.name, exc)
         finally:
             db.close()
 
@@ -100,11 +133,17 @@ class SqliteDatabase:
         reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         reader.execute("PRAGMA query_only=1")
         self._reader = reader
-        self._checkpointer = asyncio.create_task(self._checkpoints())
+        self._stopping = False
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name=f"{self.name}-checkpoints", daemon=True
+        )
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._checkpointer is not None:
-            await cancel_and_wait(self._checkpointer)
+            self._stopping = True
+            self._checkpoint_now.set()
+            await asyncio.to_thread(self._checkpointer.join)
             self._checkpointer = None
         if self._thread is not None:
             self._queue.put(None)
@@ -129,16 +168,57 @@ class SqliteDatabase:
         self._queue.put((fn, args, future, loop))
         return await future
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connection(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints run off the write path (see _checkpoints), so a commit
-        # never stalls behind copying the log into the database.
+        db.execute(f"PRAGMA journal_size_limit={int(self.wal_limit)}")
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = self._connection()
+        db.execute("PRAGMA journal_mode=WAL")
+        # No checkpoint on commit: the checkpointer copies the log off the
+        # write path, and the writer empties it only past wal_limit.
         db.execute("PRAGMA wal_autocheckpoint=0")
         migrate(db, self.migrations)
         return db
+
+    def _bound_wal(self, db: sqlite3.Connection, truncate_at: int) -> int:
+        """Between two commits: empty the log if it is past ``truncate_at``
+        bytes. Returns the size at which to try next: ``wal_limit``, or, if a
+        read held on to the log, ``wal_limit`` more than now (a read that
+        stays open cannot stall every commit)."""
+        try:
+            size = self.wal_path.stat().st_size
+        except FileNotFoundError:
+            return truncate_at
+        grew, self._wal_size = size > self._wal_size, size
+        if size <= truncate_at:
+            # A log growing past half its limit is copied over at once, so the
+            # truncation has little to do. (A log that restarted is rewritten
+            # from its start: the file does not grow, and its size says nothing.)
+            if grew and size > truncate_at // 2:
+                self._checkpoint_now.set()
+            return truncate_at
+        busy = 1
+        try:
+            # Reads in progress are short: wait for them briefly, not for the
+            # busy_timeout a write lock would get.
+            db.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+            with self._checkpoint_lock:
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpoint failed: %s", self.name, exc)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not busy:
+            self._wal_size = 0
+            return self.wal_limit
+        log.warning(
+            "%s: write-ahead log at %d MiB not emptied: a read kept it", self.name, size >> 20
+        )
+        return size + self.wal_limit
 
     def _writer(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -147,6 +227,7 @@ class SqliteDatabase:
             loop.call_soon_threadsafe(_resolve, ready, None, exc)
             return
         loop.call_soon_threadsafe(_resolve, ready, None, None)
+        truncate_at = self.wal_limit
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -163,6 +244,7 @@ class SqliteDatabase:
                     break
                 batch.append(item)
             self._commit(db, batch)
+            truncate_at = self._bound_wal(db, truncate_at)
         db.close()
 
     @staticmethod

@@ -7,18 +7,15 @@ so and never claimed again.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.types.v1 import postback_pb2
-
-T = TypeVar("T")
+from lookback.core.sqlite import SqliteDatabase
 
 PURGE_INTERVAL = 60.0
 """Seconds between purges of delivered jobs past their retention (SQLite)."""
@@ -74,162 +71,149 @@ class PostbackQueue(Protocol):
         ...
 
 
+_MIGRATIONS = {
+    # Exactly the schema of the queue before migrations (IF NOT EXISTS): a
+    # queue file from then gets version 1 recorded and keeps its jobs.
+    1: """
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY, body BLOB NOT NULL, state INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        delivered_at REAL, created_at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_at);
+    """,
+}
+
+Db = sqlite3.Connection
+
+
+def _get(db: Db, job_id: str) -> JobState | None:
+    row = db.execute(
+        "SELECT body, state, attempts, last_error, delivered_at, created_at FROM jobs"
+        " WHERE job_id=?",
+        (job_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return JobState(postback_pb2.PostbackJob.FromString(row[0]), *row[1:])
+
+
+def _enqueue(db: Db, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
+    return sum(
+        db.execute(
+            "INSERT OR IGNORE INTO jobs (job_id, body, state, next_at, created_at)"
+            " VALUES (?,?,?,?,?)",
+            (job.job_id, job.SerializeToString(), PENDING, now, now),
+        ).rowcount
+        for job in jobs
+    )
+
+
+def _claim(
+    db: Db, limit: int, now: float, lease: float, purge_before: float | None
+) -> list[JobState]:
+    if purge_before is not None:  # forget delivered jobs past their retention
+        db.execute("DELETE FROM jobs WHERE state=? AND delivered_at<?", (DELIVERED, purge_before))
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT job_id FROM jobs WHERE state=? AND next_at<=? AND lease_until<=?"
+            " ORDER BY next_at LIMIT ?",
+            (PENDING, now, now, limit),
+        ).fetchall()
+    ]
+    db.executemany(
+        "UPDATE jobs SET lease_until=?, attempts=attempts+1 WHERE job_id=?",
+        [(now + lease, i) for i in ids],
+    )
+    return [s for s in (_get(db, i) for i in ids) if s is not None]
+
+
+def _update(db: Db, sql: str, args: tuple[Any, ...]) -> None:
+    db.execute(sql, args)
+
+
+def _replay(db: Db, job_id: str, now: float) -> JobState | None:
+    db.execute(
+        "UPDATE jobs SET state=?, attempts=0, last_error='', next_at=?, lease_until=0"
+        " WHERE job_id=? AND state=?",
+        (PENDING, now, job_id, DEAD),
+    )
+    return _get(db, job_id)
+
+
 class SqliteQueue:
-    """:class:`PostbackQueue` on SQLite (WAL, ``synchronous=FULL``), one thread."""
+    """:class:`PostbackQueue` on SQLite (see :mod:`lookback.core.sqlite`):
+    writes group-committed (``synchronous=FULL``, on disk when they return),
+    reads on a connection of their own."""
 
     def __init__(self, path: str | Path, retention: float = 7 * 86400.0) -> None:
         self.path = Path(path)
         self.retention = retention
         self._next_purge = 0.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-queue")
-        self._db: sqlite3.Connection | None = None
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "queue not open"
-        return self._db
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS jobs (
-                job_id TEXT PRIMARY KEY, body BLOB NOT NULL, state INTEGER NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
-                lease_until REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
-                delivered_at REAL, created_at REAL NOT NULL);
-            CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_at);
-            """
-        )
-        self._db = db
+        self.db = SqliteDatabase(path, _MIGRATIONS, name="postback-queue")
+        self._open = False
 
     async def open(self) -> None:
-        await self._run(self._open)
+        await self.db.open()
+        self._open = True
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self.db.close)
-            self._db = None
-        self._executor.shutdown(wait=True)
-
-    def _enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            new = 0
-            for job in jobs:
-                new += self.db.execute(
-                    "INSERT OR IGNORE INTO jobs (job_id, body, state, next_at, created_at)"
-                    " VALUES (?,?,?,?,?)",
-                    (job.job_id, job.SerializeToString(), PENDING, now, now),
-                ).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return new
+        self._open = False
+        await self.db.close()
 
     async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
-        return await self._run(self._enqueue, list(jobs), now)
-
-    def _claim(self, limit: int, now: float, lease: float) -> list[JobState]:
-        if now >= self._next_purge:  # forget delivered jobs past their retention
-            self._next_purge = now + min(PURGE_INTERVAL, self.retention)
-            self.db.execute(
-                "DELETE FROM jobs WHERE state=? AND delivered_at<?",
-                (DELIVERED, now - self.retention),
-            )
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = self.db.execute(
-                "SELECT job_id FROM jobs WHERE state=? AND next_at<=? AND lease_until<=?"
-                " ORDER BY next_at LIMIT ?",
-                (PENDING, now, now, limit),
-            ).fetchall()
-            ids = [r[0] for r in rows]
-            self.db.executemany(
-                "UPDATE jobs SET lease_until=?, attempts=attempts+1 WHERE job_id=?",
-                [(now + lease, i) for i in ids],
-            )
-            states = [self._get(i) for i in ids]
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return [s for s in states if s is not None]
+        return await self.db.write(_enqueue, list(jobs), now)
 
     async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
-        return await self._run(self._claim, limit, now, lease)
-
-    def _update(self, sql: str, args: tuple[Any, ...]) -> None:
-        self.db.execute(sql, args)
+        purge_before = None
+        if now >= self._next_purge:
+            self._next_purge = now + min(PURGE_INTERVAL, self.retention)
+            purge_before = now - self.retention
+        return await self.db.write(_claim, limit, now, lease, purge_before)
 
     async def delivered(self, job_id: str, now: float) -> None:
-        await self._run(
-            self._update,
+        await self.db.write(
+            _update,
             "UPDATE jobs SET state=?, delivered_at=?, lease_until=0, last_error='' WHERE job_id=?",
             (DELIVERED, now, job_id),
         )
 
     async def retry(self, job_id: str, at: float, error: str) -> None:
-        await self._run(
-            self._update,
+        await self.db.write(
+            _update,
             "UPDATE jobs SET next_at=?, lease_until=0, last_error=? WHERE job_id=? AND state=?",
             (at, error, job_id, PENDING),
         )
 
     async def dead(self, job_id: str, error: str) -> None:
-        await self._run(
-            self._update,
+        await self.db.write(
+            _update,
             "UPDATE jobs SET state=?, lease_until=0, last_error=? WHERE job_id=? AND state=?",
             (DEAD, error, job_id, PENDING),
         )
 
-    def _get(self, job_id: str) -> JobState | None:
-        row = self.db.execute(
-            "SELECT body, state, attempts, last_error, delivered_at, created_at FROM jobs"
-            " WHERE job_id=?",
-            (job_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return JobState(postback_pb2.PostbackJob.FromString(row[0]), *row[1:])
-
     async def get(self, job_id: str) -> JobState | None:
-        return await self._run(self._get, job_id)
+        return self.db.read(_get, job_id)
 
     async def healthy(self) -> bool:
-        return self._db is not None
-
-    def _depth(self) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (PENDING,)).fetchone()
-        return int(row[0])
+        return self._open
 
     async def depth(self) -> int:
-        return await self._run(self._depth)
-
-    def _list_dead(self, limit: int) -> list[JobState]:
-        rows = self.db.execute(
-            "SELECT job_id FROM jobs WHERE state=? ORDER BY created_at, job_id LIMIT ?",
-            (DEAD, limit),
-        ).fetchall()
-        return [s for s in (self._get(r[0]) for r in rows) if s is not None]
+        row = self.db.read(
+            lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (PENDING,)).fetchone()
+        )
+        return int(row[0])
 
     async def list_dead(self, limit: int) -> list[JobState]:
-        return await self._run(self._list_dead, limit)
+        def dead(db: Db) -> list[JobState]:
+            rows = db.execute(
+                "SELECT job_id FROM jobs WHERE state=? ORDER BY created_at, job_id LIMIT ?",
+                (DEAD, limit),
+            ).fetchall()
+            return [s for s in (_get(db, r[0]) for r in rows) if s is not None]
 
-    def _replay(self, job_id: str, now: float) -> JobState | None:
-        self.db.execute(
-            "UPDATE jobs SET state=?, attempts=0, last_error='', next_at=?, lease_until=0"
-            " WHERE job_id=? AND state=?",
-            (PENDING, now, job_id, DEAD),
-        )
-        return self._get(job_id)
+        return self.db.read(dead)
 
     async def replay(self, job_id: str, now: float) -> JobState | None:
-        return await self._run(self._replay, job_id, now)
+        return await self.db.write(_replay, job_id, now)
