@@ -47,15 +47,10 @@ from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2
-from lookback.cli.suite import (
-    PORT_OFFSETS,
-    Supervisor,
-    child_commands,
-    free_base_port,
-    wait_serving,
-)
+from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
 from lookback.core.clock import now_micros
 from lookback.core.sqlite import WAL_LIMIT
+from lookback.testing.processes import free_base_port, wait_health
 
 GOAL = 256 * 1000 * 1000
 """The log must never pass this many bytes (256 MB)."""
@@ -147,7 +142,7 @@ async def run(clicks: int, batch: int, in_flight: int, data: Path) -> Run:
     errors: Counter[str] = Counter()
     try:
         for name in ("touchpoint_store", "decider", "ingestion"):
-            await wait_serving(addr[name], timeout=120)
+            await wait_health(addr[name], timeout=120)
         async with (
             grpc.aio.insecure_channel(addr["decider"]) as decider_ch,
             grpc.aio.insecure_channel(addr["ingestion"]) as ingestion_ch,
