@@ -58,6 +58,11 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
+def _resolve_all(done: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, result, error in done:
+        _resolve(future, result, error)
+
+
 def migrate(db: sqlite3.Connection, migrations: Mapping[int, str]) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     current = db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
@@ -266,6 +271,10 @@ class SqliteDatabase:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             outcomes = [(None, exc)] * len(batch)
+        # One wake-up per event loop for the whole batch, not one per write.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
         for (_, _, future, loop), (result, error) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, result, error))
+        for loop, done in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-                loop.call_soon_threadsafe(_resolve, future, result, error)
+                loop.call_soon_threadsafe(_resolve_all, done)
