@@ -136,12 +136,19 @@ def check_touch(v: Violations, t: touch_pb2.Touch, now: Micros) -> None:
         v.add("user_agent", "must be at most 2000 characters")
 
 
+def _check_report(
+    v: Violations, report: install_pb2.Install | install_pb2.Open, time_field: str, now: Micros
+) -> None:
+    """What an install and an open report both carry: ids, time, device, IP."""
+    _check_id(v, report.app_id, "app_id")
+    _check_id(v, report.install_id, "install_id")
+    check_time(v, getattr(report, time_field), time_field, now)
+    check_device(v, report.device, "device")
+    check_ip(v, report.ip, "ip")
+
+
 def check_install(v: Violations, i: install_pb2.Install, now: Micros) -> None:
-    _check_id(v, i.app_id, "app_id")
-    _check_id(v, i.install_id, "install_id")
-    check_time(v, i.installed_at, "installed_at", now)
-    check_device(v, i.device, "device")
-    check_ip(v, i.ip, "ip")
+    _check_report(v, i, "installed_at", now)
     if i.att_status not in install_pb2.AttStatus.values():
         v.add("att_status", "is not a known ATT status")
     if i.HasField("install_referrer"):
@@ -169,11 +176,7 @@ def check_install(v: Violations, i: install_pb2.Install, now: Micros) -> None:
 
 
 def check_open(v: Violations, o: install_pb2.Open, now: Micros) -> None:
-    _check_id(v, o.app_id, "app_id")
-    _check_id(v, o.install_id, "install_id")
-    check_time(v, o.opened_at, "opened_at", now)
-    check_device(v, o.device, "device")
-    check_ip(v, o.ip, "ip")
+    _check_report(v, o, "opened_at", now)
     _check_id(v, o.deep_link_click_id, "deep_link_click_id", required=False)
 
 
