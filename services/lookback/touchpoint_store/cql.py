@@ -139,10 +139,12 @@ class LoopConnection(Connection):  # type: ignore[misc]
             self._wait_writable()
 
     def _wait_writable(self) -> None:
+        # The driver's own reactors refuse new requests (ConnectionBusy) while
+        # the socket's buffer is full; here they wait in the queue instead
+        # (the driver bounds the requests in flight on a connection).
         if not self._writing:
             assert self.loop is not None
             self._writing = True
-            self._socket_writable = False
             self.loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
@@ -162,7 +164,6 @@ class LoopConnection(Connection):  # type: ignore[misc]
         assert self.loop is not None
         self.loop.remove_writer(self._fd)
         self._writing = False
-        self._socket_writable = True
 
     # --- reading ---------------------------------------------------------
 
