@@ -100,6 +100,21 @@ async def test_touches_found_by_key_and_by_click_id(backend: StoreBackend, app: 
     assert await backend.find_touches(app + "-other", ["gaid:x"], ["c1"], 0, NOW) == []
 
 
+async def test_touches_found_by_several_keys_and_click_ids_at_once(
+    backend: StoreBackend, app: str
+) -> None:
+    by_sha1, by_md5, by_ip, elsewhere = (touch(app, c, NOW - HOUR) for c in ("s", "m", "p", "e"))
+    by_sha1.match_keys[:] = ["sha1:gaid:1"]
+    by_md5.match_keys[:] = ["md5:gaid:1"]
+    by_ip.match_keys[:] = ["ip:1.2.3.4"]
+    elsewhere.match_keys[:] = ["sha1:gaid:2"]
+    await backend.put_touches([by_sha1, by_md5, by_ip, elsewhere])
+    found = await backend.find_touches(
+        app, ["sha1:gaid:1", "md5:gaid:1", "ip:1.2.3.4", "ip:9.9.9.9"], ["e", "x"], NOW - DAY, NOW
+    )
+    assert sorted(t.click_id for t in found) == ["e", "m", "p", "s"]
+
+
 async def test_a_stored_click_id_keeps_its_first_version(backend: StoreBackend, app: str) -> None:
     await backend.put_touches([touch(app, "c1", NOW - HOUR, received=NOW - 10)])
     await backend.put_touches([touch(app, "c1", NOW - 2 * HOUR, received=NOW)])
@@ -179,14 +194,48 @@ async def test_gather_returns_existing_or_candidates_and_prior(
     facts = await backend.gather_install_facts(
         app, "old", ["gaid:x"], [], NOW - DAY, NOW, ["gaid:x"]
     )
-    assert facts.existing is not None and facts.existing.decision.decision_id == "d-old"
+    assert "old" not in [r.install.install_id for r in facts.prior]
+    if facts.existing is not None:  # SQLite reads it; Cassandra leaves it to the create
+        assert facts.existing.decision.decision_id == "d-old"
 
 
-async def test_prior_installs_newest_first(backend: StoreBackend, app: str) -> None:
+async def test_a_duplicate_install_gets_the_original_decision(
+    backend: StoreBackend, app: str
+) -> None:
+    """What the decider does with the facts: an install id decided before
+    answers its first decision, whether the backend reported it as
+    ``existing`` or the create (Cassandra: the lightweight transaction's
+    not-applied row) did."""
+    await backend.put_touches([touch(app, "c1", NOW - HOUR)])
+    assert (await backend.create_install_record(record(app, "i1", NOW)))[0]
+
+    facts = await backend.gather_install_facts(app, "i1", ["gaid:x"], [], NOW - DAY, NOW, [])
+    if facts.existing is not None:
+        original = facts.existing
+    else:
+        again = record(app, "i1", NOW + SECOND)
+        again.decision.decision_id = "d-again"
+        created, original = await backend.create_install_record(again)
+        assert not created
+    assert original.decision.decision_id == "d-i1"
+    assert original.install.installed_at == micros_to_ts(NOW)
+    stored = await backend.get_install_record(app, "i1")
+    assert stored is not None and stored.decision.decision_id == "d-i1"
+    # The device index names the original decision, not the duplicate's.
+    facts = await backend.gather_install_facts(app, "i2", [], [], 0, NOW, ["gaid:x"])
+    assert {r.decision.decision_id for r in facts.prior} == {"d-i1"}
+
+
+async def test_prior_installs_newest_first_from_every_key(backend: StoreBackend, app: str) -> None:
     for n, age in enumerate((30, 10, 20)):
         await backend.create_install_record(record(app, f"i{n}", NOW - age * DAY))
-    found = await backend.find_install_records(app, ["gaid:x"])
-    assert [r.install.install_id for r in found] == ["i1", "i2", "i0"]
+    other = record(app, "i3", NOW - 5 * DAY)
+    other.match_keys[:] = ["gaid:y", "idfv:y"]
+    await backend.create_install_record(other)
+    facts = await backend.gather_install_facts(
+        app, "new", [], [], 0, NOW, ["gaid:x", "gaid:y", "idfv:y", "gaid:none"]
+    )
+    assert [r.install.install_id for r in facts.prior] == ["i3", "i1", "i2", "i0"]
 
 
 async def test_open_decisions_and_events(backend: StoreBackend, app: str) -> None:

@@ -1,4 +1,4 @@
-"""The store's contract. Every backend (SQLite here, Cassandra later) keeps it.
+"""The store's contract, kept by both backends (embedded SQLite, Cassandra).
 
 Records are protobuf messages stored whole, indexed by the match keys the
 caller derived. Every write is durable before the call returns.
@@ -14,7 +14,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.domain.durations import DAY, HOUR, MONTH
 
-# Retention from each record's own time (ATTRIBUTION_RULES.md, section 4):
+# Retention from each record's own time (docs/attribution-rules.md, "Retention"):
 # the longest window a record could ever count in, whatever the settings,
 # plus a day's margin for reports that arrive late (an offline device sends
 # its first launch when it comes back; a replayed timeline arrives at once).
@@ -33,6 +33,16 @@ def touch_retention(touch: touch_pb2.Touch) -> int:
 
 @dataclass(frozen=True)
 class InstallFacts:
+    """What a decision needs, gathered in one call.
+
+    ``existing`` is the install id's stored record when the backend read it
+    (then ``touches`` and ``prior`` are empty). A backend may leave it None
+    for an install that exists (Cassandra does, one read less): the decision
+    is then made again and :meth:`StoreBackend.create_install_record` answers
+    not-created with the stored record, which is what the caller answers.
+    ``prior`` never holds the install itself.
+    """
+
     existing: store_pb.InstallRecord | None
     touches: list[touch_pb2.Touch]
     prior: list[store_pb.InstallRecord]
@@ -73,10 +83,6 @@ class StoreBackend(Protocol):
     async def get_install_record(
         self, app_id: str, install_id: str
     ) -> store_pb.InstallRecord | None: ...
-
-    async def find_install_records(
-        self, app_id: str, keys: Sequence[str]
-    ) -> list[store_pb.InstallRecord]: ...
 
     async def record_open_decision(
         self, open_: install_pb2.Open, decision: decision_pb2.Decision

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,6 @@ from cassandra.cluster import (
     Cluster,
     ExecutionProfile,
     NoHostAvailable,
-    ResponseFuture,
     Session,
 )
 from cassandra.policies import (
@@ -58,13 +56,12 @@ from lookback.touchpoint_store.backend import (
     InstallFacts,
     touch_retention,
 )
+from lookback.touchpoint_store.cql import LoopConnection, rows_of
 
 log = logging.getLogger("lookback.store.cassandra")
 
 PRIOR_INSTALLS_LIMIT = 20
 """Newest prior installs read per device key."""
-GIL_SWITCH_INTERVAL = 0.0005
-"""Seconds (see :meth:`CassandraBackend.open`)."""
 BATCH_BYTES = 40_000
 """Unlogged batches stay under Cassandra's default 50 KiB batch failure size."""
 
@@ -82,26 +79,6 @@ class CassandraSettings:
     migrate: bool = True
 
 
-def _aio(future: ResponseFuture) -> asyncio.Future[list[dict[str, Any]]]:
-    """The driver's future as an asyncio future (rows of the first page)."""
-    loop = asyncio.get_running_loop()
-    result: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if result.cancelled():
-            return
-        if error is not None:
-            result.set_exception(error)
-        else:
-            result.set_result(value)
-
-    future.add_callbacks(
-        lambda rows: loop.call_soon_threadsafe(settle, list(rows or []), None),
-        lambda exc: loop.call_soon_threadsafe(settle, None, exc),
-    )
-    return result
-
-
 def _ttl(expires_at_us: int, now_us: int) -> int:
     """Seconds to keep a record that expires at ``expires_at_us``; 0 if already expired."""
     return max(0, (expires_at_us - now_us) // 1_000_000)
@@ -116,6 +93,7 @@ class CassandraBackend:
         self.cluster: Cluster | None = None
         self.session: Session | None = None
         self.q: dict[str, PreparedStatement] = {}
+        self.connection_class: type[LoopConnection] = LoopConnection
 
     # --- connection --------------------------------------------------------
 
@@ -131,7 +109,10 @@ class CassandraBackend:
         cluster = Cluster(
             contact_points=list(s.hosts),
             port=s.port,
-            protocol_version=5,
+            # v4, not v5: v5 frames every message in checksummed segments,
+            # which this driver computes in Python (a CRC24 loop per segment).
+            protocol_version=4,
+            connection_class=self.connection_class,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             reconnection_policy=ConstantReconnectionPolicy(delay=1.0, max_attempts=None),
             connect_timeout=s.connect_timeout,
@@ -154,10 +135,8 @@ class CassandraBackend:
 
     async def open(self) -> None:
         """Connect, migrate and prepare; retries until Cassandra answers."""
-        # The driver's I/O thread and the event loop hand every answer to
-        # each other; with the default 5 ms GIL switch interval each hand-off
-        # can wait that long. A short interval keeps a decision's reads quick.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        # The driver's sockets are served by this event loop (see cql.py).
+        self.connection_class = LoopConnection.bound_to(asyncio.get_running_loop())
         delay = 0.5
         while True:
             try:
@@ -197,7 +176,8 @@ class CassandraBackend:
         if self.session is None:
             raise Unavailable("Cassandra session is not open")
         try:
-            return await _aio(self.session.execute_async(statement, params))
+            future = self.session.execute_async(statement, params)
+            return await rows_of(future, self.connection_class)
         except (RequestExecutionException, NoHostAvailable, DriverException, OSError) as exc:
             raise Unavailable(f"Cassandra: {type(exc).__name__}: {exc}") from exc
 
@@ -237,25 +217,21 @@ class CassandraBackend:
         await asyncio.gather(*(self._execute(b) for b in batches))
         return stored
 
-    async def _touches_by_key(self, app_id: str, key: str, after: int, before: int) -> list[bytes]:
-        rows = await self._run("touches_by_key", (app_id, key, after // 1000, before // 1000))
-        return [r["body"] for r in rows]
-
-    async def _touch_by_id(self, app_id: str, click_id: str) -> list[bytes]:
-        rows = await self._run("touch_by_id", (app_id, click_id))
-        return [r["body"] for r in rows]
-
     async def find_touches(
         self, app_id: str, keys: Sequence[str], click_ids: Sequence[str], after: int, before: int
     ) -> list[touch_pb2.Touch]:
-        bodies = await asyncio.gather(
-            *(self._touches_by_key(app_id, k, after, before) for k in keys),
-            *(self._touch_by_id(app_id, c) for c in click_ids),
-        )
+        """One read for every key and one for every click id, at once."""
+        reads = []
+        if keys:
+            reads.append(
+                self._run("touches_by_keys", (app_id, list(keys), after // 1000, before // 1000))
+            )
+        if click_ids:
+            reads.append(self._run("touches_by_ids", (app_id, list(click_ids))))
         seen: dict[str, touch_pb2.Touch] = {}
-        for group in bodies:
-            for body in group:
-                touch = touch_pb2.Touch.FromString(body)
+        for rows in await asyncio.gather(*reads):
+            for row in rows:
+                touch = touch_pb2.Touch.FromString(row["body"])
                 known = seen.get(touch.click_id)
                 # A click id written twice with different times has a key row
                 # for each: the first received is the one that stands.
@@ -282,19 +258,19 @@ class CassandraBackend:
         rows = await self._run("install_by_id", (app_id, install_id))
         return self._record(rows[0] if rows else None)
 
-    async def find_install_records(
+    async def _prior_installs(
         self, app_id: str, keys: Sequence[str]
     ) -> list[store_pb.InstallRecord]:
-        """Prior installs, from the device index alone (it carries each record
-        as created; re-engagements are read with the install by id)."""
-        groups = await asyncio.gather(
-            *(self._run("installs_by_key", (app_id, k, PRIOR_INSTALLS_LIMIT)) for k in keys)
-        )
+        """Prior installs, newest first, in one read of the device index (it
+        carries each record as created; re-engagements are read with the
+        install by id)."""
+        if not keys:
+            return []
+        rows = await self._run("installs_by_keys", (app_id, list(keys), PRIOR_INSTALLS_LIMIT))
         found: dict[str, store_pb.InstallRecord] = {}
-        for rows in groups:
-            for row in rows:
-                if row["install_id"] not in found and row.get("body") is not None:
-                    found[row["install_id"]] = store_pb.InstallRecord.FromString(row["body"])
+        for row in rows:
+            if row["install_id"] not in found and row.get("body") is not None:
+                found[row["install_id"]] = store_pb.InstallRecord.FromString(row["body"])
         return sorted(
             found.values(),
             key=lambda r: (-ts_to_micros(r.install.installed_at), r.install.install_id),
@@ -310,15 +286,14 @@ class CassandraBackend:
         before: int,
         device_keys: Sequence[str],
     ) -> InstallFacts:
-        # Everything at once: the existing record, the touches and the prior
-        # installs are independent partitions.
-        existing, touches, prior = await asyncio.gather(
-            self.get_install_record(app_id, install_id),
+        """The touches and the prior installs, read at once. The install's own
+        record is not read: ``existing`` stays None, and a duplicate comes back
+        from :meth:`create_install_record`, whose lightweight transaction reads
+        the install row anyway (one partition read less per decision)."""
+        touches, prior = await asyncio.gather(
             self.find_touches(app_id, touch_keys, click_ids, after, before),
-            self.find_install_records(app_id, device_keys),
+            self._prior_installs(app_id, device_keys),
         )
-        if existing is not None:
-            return InstallFacts(existing, [], [])
         return InstallFacts(None, touches, [p for p in prior if p.install.install_id != install_id])
 
     async def create_install_record(
@@ -335,22 +310,29 @@ class CassandraBackend:
         at = installed // 1000
         keys = sorted(set(record.match_keys))
 
-        def index(body: bytes) -> list[Any]:
-            return [
-                self._run("put_install_key", (i.app_id, k, at, i.install_id, body, ttl))
-                for k in keys
-            ]
+        async def index(body: bytes) -> None:
+            """The device index rows, in one request."""
+            if not keys:
+                return
+            rows = [(i.app_id, k, at, i.install_id, body, ttl) for k in keys]
+            if len(rows) == 1:
+                await self._run("put_install_key", rows[0])
+                return
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for params in rows:
+                batch.add(self.q["put_install_key"], params)
+            await self._execute(batch)
 
         body = record.SerializeToString()
-        rows, *_ = await asyncio.gather(
-            self._run("create_install", (i.app_id, i.install_id, at, body, ttl)), *index(body)
+        rows, _ = await asyncio.gather(
+            self._run("create_install", (i.app_id, i.install_id, at, body, ttl)), index(body)
         )
         if rows and not rows[0].get("[applied]", True):
             existing = self._record(rows[0])
             if existing is None:  # the row was there but had no body yet
                 existing = await self.get_install_record(i.app_id, i.install_id)
             assert existing is not None
-            await asyncio.gather(*index(existing.SerializeToString()))
+            await index(existing.SerializeToString())
             return False, existing
         return True, record
 

@@ -78,12 +78,14 @@ STATEMENTS: dict[str, str] = {
     " USING TTL ? AND TIMESTAMP ?",
     "put_touch_key": "INSERT INTO touches_by_key (app_id, key, engaged_at, click_id, body)"
     " VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?",
-    "touches_by_key": "SELECT body FROM touches_by_key WHERE app_id = ? AND key = ?"
+    # Reads by key name every key at once (``IN``): one request however
+    # many partitions (the SHA-1 and MD5 forms of each identifier, the IP).
+    "touches_by_keys": "SELECT body FROM touches_by_key WHERE app_id = ? AND key IN ?"
     " AND engaged_at >= ? AND engaged_at <= ?",
-    "touch_by_id": "SELECT body FROM touches WHERE app_id = ? AND click_id = ?",
+    "touches_by_ids": "SELECT body FROM touches WHERE app_id = ? AND click_id IN ?",
     "install_by_id": "SELECT body, reengagement FROM installs WHERE app_id = ? AND install_id = ?",
-    "installs_by_key": "SELECT install_id, body FROM installs_by_device"
-    " WHERE app_id = ? AND key = ? LIMIT ?",
+    "installs_by_keys": "SELECT install_id, body FROM installs_by_device"
+    " WHERE app_id = ? AND key IN ? PER PARTITION LIMIT ?",
     "create_install": "INSERT INTO installs (app_id, install_id, installed_at, body)"
     " VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
     "put_install_key": "INSERT INTO installs_by_device"

@@ -26,7 +26,6 @@ from lookback.touchpoint_store.backend import (
     touch_retention,
 )
 
-SCHEMA_VERSION = 1
 _MIGRATIONS = {
     1: """
     CREATE TABLE touches (
@@ -257,11 +256,6 @@ class SqliteBackend:
         self, app_id: str, install_id: str
     ) -> store_pb.InstallRecord | None:
         return self.db.read(self._get_install, app_id, install_id)
-
-    async def find_install_records(
-        self, app_id: str, keys: Sequence[str]
-    ) -> list[store_pb.InstallRecord]:
-        return self.db.read(self._find_installs, app_id, keys)
 
     def _record_open(
         self, db: Db, open_: install_pb2.Open, decision: decision_pb2.Decision
