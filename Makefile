@@ -48,9 +48,14 @@ unit: setup
 scenarios: setup
 	$(BIN)/lookback scenario run tests/scenarios $(wildcard ../shared/scenarios)
 
-## The decision benchmark; writes docs/benchmarks/decisions.md.
+## Every benchmark in one sitting (docs/performance.md quotes this run); writes docs/benchmarks/.
+## About 15 minutes; run it on a quiet machine (no other tests or benchmarks).
 bench: setup
 	$(BIN)/python -m bench.decisions --duration 10 --out docs/benchmarks/decisions.md --json docs/benchmarks/decisions.json
+	$(BIN)/python -m bench.clicks --duration 10 --gateway-processes 2 --out docs/benchmarks/clicks.md
+	$(BIN)/python -m bench.clicks --duration 10 --gateway-processes 2 --cassandra --out docs/benchmarks/clicks-cassandra.md
+	$(BIN)/python -m bench.storage --out docs/benchmarks/storage.md
+	$(BIN)/python -m bench.wal --clicks 1000000 --out docs/benchmarks/wal.md
 
 ## Regenerate the Python code from protos/.
 protos: setup
