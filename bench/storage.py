@@ -398,7 +398,7 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=4000, help="closed-loop decisions")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop installs/s")
     parser.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds not measured")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds not measured")
     parser.add_argument("--deadline", type=float, default=1.0, help="seconds per decision")
     parser.add_argument("--out", help="also write the report (markdown) here")
     args = parser.parse_args()

@@ -1,17 +1,18 @@
 """The production backend: Apache Cassandra 5.0, through cassandra-driver.
 
-Schema by query (``schema.py``): every read the decider makes is one
-partition look-up, and the reads for one install run concurrently. Installs,
-events and apps are created with lightweight transactions (``IF NOT
-EXISTS``, serial consistency LOCAL_SERIAL), so an install id is recorded
-exactly once however many replicas race. Retention is a TTL on every write,
-computed from the record's own time.
+Schema by query (``schema.py``). A decision costs two reads, run at once
+(touches by every key in one ``IN``, prior installs by every device key in
+one ``IN``), and two writes, run at once (the install, the device index).
+Installs, events and apps are created with lightweight transactions (``IF
+NOT EXISTS``, serial consistency LOCAL_SERIAL), so an install id is recorded
+exactly once however many replicas race; the install's own row is not read
+first, the transaction reads it. Retention is a TTL on every write, computed
+from the record's own time.
 
-The driver has no awaitable API: every ``execute_async`` future is bridged
-into asyncio with ``add_callbacks`` and ``call_soon_threadsafe``; nothing
-blocking ever runs on the event loop (connecting and preparing run in a
-thread at start-up). Driver failures become :class:`Unavailable`, so the
-store answers ``UNAVAILABLE`` and never ``OK`` for a write it could not make.
+The driver's sockets are served by the event loop (:mod:`.cql`); nothing
+blocking ever runs on it (connecting and preparing run in a thread at
+start-up). Driver failures become :class:`Unavailable`, so the store answers
+``UNAVAILABLE`` and never ``OK`` for a write it could not make.
 """
 
 from __future__ import annotations
@@ -56,12 +57,15 @@ from lookback.touchpoint_store.backend import (
     InstallFacts,
     touch_retention,
 )
-from lookback.touchpoint_store.cql import LoopConnection, rows_of
+from lookback.touchpoint_store.cql import Coalescer, LoopConnection, rows_of
 
 log = logging.getLogger("lookback.store.cassandra")
 
 PRIOR_INSTALLS_LIMIT = 20
 """Newest prior installs read per device key."""
+INDEX_ROWS_PER_REQUEST = 10
+"""Device index rows written together at most (Cassandra warns about unlogged
+batches over more partitions than 10 by default)."""
 BATCH_BYTES = 40_000
 """Unlogged batches stay under Cassandra's default 50 KiB batch failure size."""
 
@@ -94,6 +98,8 @@ class CassandraBackend:
         self.session: Session | None = None
         self.q: dict[str, PreparedStatement] = {}
         self.connection_class: type[LoopConnection] = LoopConnection
+        # Device index rows of concurrent decisions share requests.
+        self._index = Coalescer(self._put_index_rows, INDEX_ROWS_PER_REQUEST)
 
     # --- connection --------------------------------------------------------
 
@@ -296,6 +302,15 @@ class CassandraBackend:
         )
         return InstallFacts(None, touches, [p for p in prior if p.install.install_id != install_id])
 
+    async def _put_index_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) == 1:
+            await self._run("put_install_key", rows[0])
+            return
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for params in rows:
+            batch.add(self.q["put_install_key"], params)
+        await self._execute(batch)
+
     async def create_install_record(
         self, record: store_pb.InstallRecord
     ) -> tuple[bool, store_pb.InstallRecord]:
@@ -311,17 +326,8 @@ class CassandraBackend:
         keys = sorted(set(record.match_keys))
 
         async def index(body: bytes) -> None:
-            """The device index rows, in one request."""
-            if not keys:
-                return
-            rows = [(i.app_id, k, at, i.install_id, body, ttl) for k in keys]
-            if len(rows) == 1:
-                await self._run("put_install_key", rows[0])
-                return
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for params in rows:
-                batch.add(self.q["put_install_key"], params)
-            await self._execute(batch)
+            if keys:
+                await self._index.write([(i.app_id, k, at, i.install_id, body, ttl) for k in keys])
 
         body = record.SerializeToString()
         rows, _ = await asyncio.gather(

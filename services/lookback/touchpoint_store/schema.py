@@ -12,7 +12,8 @@
 Keys are the opaque match keys of :mod:`lookback.domain.devices`: ``gaid:<raw>``,
 ``sha1:gaid:<hex>``, ``md5:gaid:<hex>``, ``ip:<address>`` (the probabilistic
 fingerprint's partition; the user agents are compared by the rules).
-``touches_by_key`` carries the touch itself, so a look-up is one read.
+``touches_by_key`` carries the touch itself and ``installs_by_device`` the
+install record, so a look-up is one read; the reads name every key at once.
 
 Retention is a TTL on every write (see ``backend.py``); the tables also have
 ``default_time_to_live`` as a backstop. Each migration is a list of
