@@ -276,13 +276,15 @@ class Coalescer:
         self._maybe_send()
 
     async def _write(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
+        error: Exception | None = None
         try:
             await self._send([row for rows, _ in group for row in rows])
         except Exception as exc:
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(exc)
-        else:
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+            error = exc
+        for _, done in group:
+            if done.done():  # its caller gave up waiting
+                continue
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
