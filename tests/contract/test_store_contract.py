@@ -14,7 +14,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts
 from lookback.domain.durations import DAY, HOUR, SECOND
-from lookback.touchpoint_store.backend import StoreBackend
+from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
 from tests.backends import CassandraNode
@@ -186,13 +186,13 @@ async def test_gather_returns_existing_or_candidates_and_prior(
     await backend.create_install_record(record(app, "old", NOW - 10 * DAY))
     await backend.put_touches([touch(app, "c1", NOW - HOUR)])
     facts = await backend.gather_install_facts(
-        app, "new", ["gaid:x"], [], NOW - DAY, NOW, ["gaid:x"]
+        InstallQuery(app, "new", ["gaid:x"], [], NOW - DAY, NOW, ["gaid:x"])
     )
     assert facts.existing is None
     assert [t.click_id for t in facts.touches] == ["c1"]
     assert [r.install.install_id for r in facts.prior] == ["old"]
     facts = await backend.gather_install_facts(
-        app, "old", ["gaid:x"], [], NOW - DAY, NOW, ["gaid:x"]
+        InstallQuery(app, "old", ["gaid:x"], [], NOW - DAY, NOW, ["gaid:x"])
     )
     assert "old" not in [r.install.install_id for r in facts.prior]
     if facts.existing is not None:  # SQLite reads it; Cassandra leaves it to the create
@@ -209,7 +209,9 @@ async def test_a_duplicate_install_gets_the_original_decision(
     await backend.put_touches([touch(app, "c1", NOW - HOUR)])
     assert (await backend.create_install_record(record(app, "i1", NOW)))[0]
 
-    facts = await backend.gather_install_facts(app, "i1", ["gaid:x"], [], NOW - DAY, NOW, [])
+    facts = await backend.gather_install_facts(
+        InstallQuery(app, "i1", ["gaid:x"], [], NOW - DAY, NOW, [])
+    )
     if facts.existing is not None:
         original = facts.existing
     else:
@@ -222,7 +224,7 @@ async def test_a_duplicate_install_gets_the_original_decision(
     stored = await backend.get_install_record(app, "i1")
     assert stored is not None and stored.decision.decision_id == "d-i1"
     # The device index names the original decision, not the duplicate's.
-    facts = await backend.gather_install_facts(app, "i2", [], [], 0, NOW, ["gaid:x"])
+    facts = await backend.gather_install_facts(InstallQuery(app, "i2", [], [], 0, NOW, ["gaid:x"]))
     assert {r.decision.decision_id for r in facts.prior} == {"d-i1"}
 
 
@@ -233,7 +235,7 @@ async def test_prior_installs_newest_first_from_every_key(backend: StoreBackend,
     other.match_keys[:] = ["gaid:y", "idfv:y"]
     await backend.create_install_record(other)
     facts = await backend.gather_install_facts(
-        app, "new", [], [], 0, NOW, ["gaid:x", "gaid:y", "idfv:y", "gaid:none"]
+        InstallQuery(app, "new", [], [], 0, NOW, ["gaid:x", "gaid:y", "idfv:y", "gaid:none"])
     )
     assert [r.install.install_id for r in facts.prior] == ["i3", "i1", "i2", "i0"]
 

@@ -36,7 +36,6 @@ from lookback.testing.processes import (
 from lookback.testing.receiver import PostbackSink
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.client import index_touch
-from lookback.touchpoint_store.cql import Coalescer
 from tests import REPO
 from tests.backends import CassandraNode
 
@@ -255,37 +254,6 @@ async def test_a_burst_beyond_the_socket_buffers_is_written_and_read_whole(
         assert all({t.click_id for t in f} == expected for f in found)
     finally:
         await backend.close()
-
-
-async def test_rows_that_arrive_together_share_a_request() -> None:
-    """The device index coalescer: alone a write goes at once; writes that
-    arrive while one is in flight go together when it is done, or at once
-    when ``limit`` rows wait; a failed request fails exactly its callers."""
-    sent: list[list[str]] = []
-    release = asyncio.Event()
-
-    async def send(rows: list[str]) -> None:
-        sent.append(rows)
-        await release.wait()
-        if "bad" in rows:
-            raise RuntimeError("refused")
-
-    async def turns(n: int) -> None:  # let tasks take their steps (no time passes)
-        for _ in range(n):
-            await asyncio.sleep(0)
-
-    coalescer = Coalescer(send, limit=3)
-    writes = [asyncio.create_task(coalescer.write(["a"]))]
-    await turns(3)
-    assert sent == [["a"]]
-    writes += [asyncio.create_task(coalescer.write(r)) for r in (["b"], ["bad"], ["c", "d"])]
-    await turns(3)
-    assert sent == [["a"], ["b", "bad"]]  # 3 rows waiting would not fit: 2 go at once
-    release.set()
-    results = await asyncio.gather(*writes, return_exceptions=True)
-    assert sent == [["a"], ["b", "bad"], ["c", "d"]]
-    assert results[0] is None and results[3] is None
-    assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
 
 
 async def test_scenarios_pass_on_a_cassandra_backed_suite(

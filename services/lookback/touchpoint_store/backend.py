@@ -32,6 +32,23 @@ def touch_retention(touch: touch_pb2.Touch) -> int:
 
 
 @dataclass(frozen=True)
+class InstallQuery:
+    """What one install decision reads."""
+
+    app_id: str
+    install_id: str
+    touch_keys: Sequence[str]
+    """Keys of candidate touches (device keys, and the IP key if any)."""
+    click_ids: Sequence[str]
+    """Touches to fetch by id whatever their time (the referrer's)."""
+    after: int
+    before: int
+    """Only touches engaged in [after, before] (microseconds) by key."""
+    device_keys: Sequence[str]
+    """Keys of the device's prior installs."""
+
+
+@dataclass(frozen=True)
 class InstallFacts:
     """What a decision needs, gathered in one call.
 
@@ -65,16 +82,11 @@ class StoreBackend(Protocol):
         self, app_id: str, keys: Sequence[str], click_ids: Sequence[str], after: int, before: int
     ) -> list[touch_pb2.Touch]: ...
 
-    async def gather_install_facts(
-        self,
-        app_id: str,
-        install_id: str,
-        touch_keys: Sequence[str],
-        click_ids: Sequence[str],
-        after: int,
-        before: int,
-        device_keys: Sequence[str],
-    ) -> InstallFacts: ...
+    async def gather_install_facts(self, q: InstallQuery) -> InstallFacts:
+        """The install id's record if it was decided before; else the
+        candidate touches and the device's prior installs, newest first
+        (a backend may leave ``existing`` to its create-if-absent)."""
+        ...
 
     async def create_install_record(
         self, record: store_pb.InstallRecord

@@ -47,6 +47,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_f
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.core.batching import Batcher
 from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Unavailable
@@ -55,9 +56,10 @@ from lookback.touchpoint_store.backend import (
     EVENT_RETENTION,
     INSTALL_RETENTION,
     InstallFacts,
+    InstallQuery,
     touch_retention,
 )
-from lookback.touchpoint_store.cql import Coalescer, LoopConnection, rows_of
+from lookback.touchpoint_store.cql import LoopConnection, rows_of
 
 log = logging.getLogger("lookback.store.cassandra")
 
@@ -99,7 +101,10 @@ class CassandraBackend:
         self.q: dict[str, PreparedStatement] = {}
         self.connection_class: type[LoopConnection] = LoopConnection
         # Device index rows of concurrent decisions share requests.
-        self._index = Coalescer(self._put_index_rows, INDEX_ROWS_PER_REQUEST)
+        # Index rows of concurrent decisions share requests (alone a row goes at once).
+        self._index: Batcher[tuple[Any, ...], None] = Batcher(
+            self._put_index_rows, max_batch=INDEX_ROWS_PER_REQUEST, max_in_flight=4
+        )
 
     # --- connection --------------------------------------------------------
 
@@ -282,34 +287,28 @@ class CassandraBackend:
             key=lambda r: (-ts_to_micros(r.install.installed_at), r.install.install_id),
         )
 
-    async def gather_install_facts(
-        self,
-        app_id: str,
-        install_id: str,
-        touch_keys: Sequence[str],
-        click_ids: Sequence[str],
-        after: int,
-        before: int,
-        device_keys: Sequence[str],
-    ) -> InstallFacts:
+    async def gather_install_facts(self, q: InstallQuery) -> InstallFacts:
         """The touches and the prior installs, read at once. The install's own
         record is not read: ``existing`` stays None, and a duplicate comes back
         from :meth:`create_install_record`, whose lightweight transaction reads
         the install row anyway (one partition read less per decision)."""
         touches, prior = await asyncio.gather(
-            self.find_touches(app_id, touch_keys, click_ids, after, before),
-            self._prior_installs(app_id, device_keys),
+            self.find_touches(q.app_id, q.touch_keys, q.click_ids, q.after, q.before),
+            self._prior_installs(q.app_id, q.device_keys),
         )
-        return InstallFacts(None, touches, [p for p in prior if p.install.install_id != install_id])
+        return InstallFacts(
+            None, touches, [p for p in prior if p.install.install_id != q.install_id]
+        )
 
-    async def _put_index_rows(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _put_index_rows(self, rows: list[tuple[Any, ...]]) -> list[None]:
         if len(rows) == 1:
             await self._run("put_install_key", rows[0])
-            return
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for params in rows:
-            batch.add(self.q["put_install_key"], params)
-        await self._execute(batch)
+        else:
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for params in rows:
+                batch.add(self.q["put_install_key"], params)
+            await self._execute(batch)
+        return [None] * len(rows)
 
     async def create_install_record(
         self, record: store_pb.InstallRecord
@@ -327,7 +326,9 @@ class CassandraBackend:
 
         async def index(body: bytes) -> None:
             if keys:
-                await self._index.write([(i.app_id, k, at, i.install_id, body, ttl) for k in keys])
+                await asyncio.gather(
+                    *(self._index.submit((i.app_id, k, at, i.install_id, body, ttl)) for k in keys)
+                )
 
         body = record.SerializeToString()
         rows, _ = await asyncio.gather(

@@ -22,7 +22,7 @@ import errno
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from cassandra.cluster import ResponseFuture
@@ -232,59 +232,3 @@ def rows_of(future: ResponseFuture, via: type[LoopConnection]) -> asyncio.Future
         lambda exc: via.call(lambda: failed(exc)),
     )
     return result
-
-
-class Coalescer:
-    """Rows written together when they arrive together.
-
-    A write goes at once when none is in flight; rows that arrive while one
-    is in flight wait for it and then go together, at most ``limit`` rows
-    to a request; ``limit`` rows waiting go at once. Alone (light load)
-    nothing waits; under load many callers' rows share one request. Each
-    caller's :meth:`write` returns when its rows are written, or raises what
-    their request raised.
-    """
-
-    def __init__(self, send: Callable[[list[Any]], Awaitable[object]], limit: int) -> None:
-        self._send = send
-        self._limit = limit
-        self._pending: deque[tuple[list[Any], asyncio.Future[None]]] = deque()
-        self._waiting = 0  # rows in _pending
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    async def write(self, rows: list[Any]) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, done))
-        self._waiting += len(rows)
-        self._maybe_send()
-        await done  # cancelled: the rows are still written, nobody is told
-
-    def _maybe_send(self) -> None:
-        while self._pending and (not self._in_flight or self._waiting >= self._limit):
-            group = [self._pending.popleft()]
-            count = len(group[0][0])
-            while self._pending and count + len(self._pending[0][0]) <= self._limit:
-                group.append(self._pending.popleft())
-                count += len(group[-1][0])
-            self._waiting -= count
-            task = asyncio.create_task(self._write(group))
-            self._in_flight.add(task)
-            task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._maybe_send()
-
-    async def _write(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
-        error: Exception | None = None
-        try:
-            await self._send([row for rows, _ in group for row in rows])
-        except Exception as exc:
-            error = exc
-        for _, done in group:
-            if done.done():  # its caller gave up waiting
-                continue
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)

@@ -14,7 +14,7 @@ from lookback.api.types.v1 import app_pb2
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound
 from lookback.core.server import ServerConfig
-from lookback.touchpoint_store.backend import StoreBackend
+from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
 
 _FOREVER = 2**62
@@ -96,13 +96,15 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.GatherInstallFactsRequest, context: object = None
     ) -> pb.GatherInstallFactsResponse:
         facts = await self.backend.gather_install_facts(
-            request.app_id,
-            request.install_id,
-            request.touch_keys,
-            request.click_ids,
-            ts_to_micros(request.engaged_after),
-            _before(request),
-            request.device_keys,
+            InstallQuery(
+                request.app_id,
+                request.install_id,
+                request.touch_keys,
+                request.click_ids,
+                ts_to_micros(request.engaged_after),
+                _before(request),
+                request.device_keys,
+            )
         )
         response = pb.GatherInstallFactsResponse(touches=facts.touches, prior=facts.prior)
         if facts.existing is not None:

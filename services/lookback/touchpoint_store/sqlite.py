@@ -23,6 +23,7 @@ from lookback.touchpoint_store.backend import (
     EVENT_RETENTION,
     INSTALL_RETENTION,
     InstallFacts,
+    InstallQuery,
     touch_retention,
 )
 
@@ -193,39 +194,18 @@ class SqliteBackend:
         ).fetchall()
         return [store_pb.InstallRecord.FromString(r[0]) for r in rows]
 
-    def _gather(
-        self,
-        db: Db,
-        app_id: str,
-        install_id: str,
-        touch_keys: Sequence[str],
-        click_ids: Sequence[str],
-        after: int,
-        before: int,
-        device_keys: Sequence[str],
-    ) -> InstallFacts:
-        existing = self._get_install(db, app_id, install_id)
+    def _gather(self, db: Db, q: InstallQuery) -> InstallFacts:
+        existing = self._get_install(db, q.app_id, q.install_id)
         if existing is not None:
             return InstallFacts(existing, [], [])
         return InstallFacts(
             None,
-            self._find_touches(db, app_id, touch_keys, click_ids, after, before),
-            self._find_installs(db, app_id, device_keys),
+            self._find_touches(db, q.app_id, q.touch_keys, q.click_ids, q.after, q.before),
+            self._find_installs(db, q.app_id, q.device_keys),
         )
 
-    async def gather_install_facts(
-        self,
-        app_id: str,
-        install_id: str,
-        touch_keys: Sequence[str],
-        click_ids: Sequence[str],
-        after: int,
-        before: int,
-        device_keys: Sequence[str],
-    ) -> InstallFacts:
-        return self.db.read(
-            self._gather, app_id, install_id, touch_keys, click_ids, after, before, device_keys
-        )
+    async def gather_install_facts(self, q: InstallQuery) -> InstallFacts:
+        return self.db.read(self._gather, q)
 
     def _create_install(
         self, db: Db, record: store_pb.InstallRecord
