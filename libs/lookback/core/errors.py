@@ -49,6 +49,11 @@ class LookbackError(Exception):
 
     code: Code = Code.INTERNAL
 
+    def __init_subclass__(cls, code: Code | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -59,10 +64,8 @@ class LookbackError(Exception):
         return self.code.name
 
 
-class InvalidArgument(LookbackError):
+class InvalidArgument(LookbackError, code=Code.INVALID_ARGUMENT):
     """The request is malformed; ``violations`` names each bad field."""
-
-    code = Code.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation], message: str = "") -> None:
         self.violations = violations
@@ -70,45 +73,28 @@ class InvalidArgument(LookbackError):
         super().__init__(message or f"invalid request: {fields}")
 
 
-class NotFound(LookbackError):
+class NotFound(LookbackError, code=Code.NOT_FOUND):
     """The named resource does not exist."""
 
-    code = Code.NOT_FOUND
 
-
-class AlreadyExists(LookbackError):
+class AlreadyExists(LookbackError, code=Code.ALREADY_EXISTS):
     """The resource to create exists already."""
 
-    code = Code.ALREADY_EXISTS
 
-
-class FailedPrecondition(LookbackError):
+class FailedPrecondition(LookbackError, code=Code.FAILED_PRECONDITION):
     """The system is not in a state in which the request can run."""
 
-    code = Code.FAILED_PRECONDITION
 
-
-class Aborted(LookbackError):
+class Aborted(LookbackError, code=Code.ABORTED):
     """A concurrency conflict (e.g. a version mismatch); retry after re-reading."""
 
-    code = Code.ABORTED
 
-
-class Unavailable(LookbackError):
+class Unavailable(LookbackError, code=Code.UNAVAILABLE):
     """A backend is down; the request was not carried out and may be retried."""
-
-    code = Code.UNAVAILABLE
-
-
-class DeadlineExceeded(LookbackError):
-    """A call to another service did not answer in time."""
-
-    code = Code.DEADLINE_EXCEEDED
 
 
 _BY_CODE: dict[Code, type[LookbackError]] = {
-    cls.code: cls
-    for cls in (NotFound, AlreadyExists, FailedPrecondition, Aborted, Unavailable, DeadlineExceeded)
+    cls.code: cls for cls in (NotFound, AlreadyExists, FailedPrecondition, Aborted, Unavailable)
 }
 
 

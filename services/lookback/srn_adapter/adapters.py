@@ -29,16 +29,21 @@ class SrnError(Exception):
     """The network did not give a usable answer."""
 
 
+@dataclass(frozen=True)
+class SrnQuery:
+    """Did this network engage this device before this install?"""
+
+    app_id: str
+    device: device_pb2.DeviceIdentifiers
+    installed_at: datetime
+
+
 class SrnAdapter(Protocol):
     network: str
 
-    async def query(
-        self,
-        app_id: str,
-        device: device_pb2.DeviceIdentifiers,
-        installed_at: datetime,
-        timeout: float,
-    ) -> list[pb.SrnClaim]: ...
+    async def query(self, q: SrnQuery, timeout: float) -> list[pb.SrnClaim]:
+        """The network's claims; raises :class:`SrnError` without a usable answer."""
+        ...
 
 
 def iso(dt: datetime) -> str:
@@ -83,15 +88,9 @@ class HttpSrnAdapter:
         self.base_url = base_url.rstrip("/")
         self.session = session
 
-    async def query(
-        self,
-        app_id: str,
-        device: device_pb2.DeviceIdentifiers,
-        installed_at: datetime,
-        timeout: float,
-    ) -> list[pb.SrnClaim]:
-        params = {"network": self.network, "app_id": app_id, "installed_at": iso(installed_at)}
-        params.update({t: getattr(device, t) for t in DEVICE_ID_TYPES if getattr(device, t)})
+    async def query(self, q: SrnQuery, timeout: float) -> list[pb.SrnClaim]:
+        params = {"network": self.network, "app_id": q.app_id, "installed_at": iso(q.installed_at)}
+        params.update({t: getattr(q.device, t) for t in DEVICE_ID_TYPES if getattr(q.device, t)})
         try:
             async with self.session.get(
                 f"{self.base_url}/v1/claims",

@@ -17,7 +17,13 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core import telemetry
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.server import ServerConfig
-from lookback.srn_adapter.adapters import CircuitBreaker, HttpSrnAdapter, SrnAdapter, SrnError
+from lookback.srn_adapter.adapters import (
+    CircuitBreaker,
+    HttpSrnAdapter,
+    SrnAdapter,
+    SrnError,
+    SrnQuery,
+)
 
 log = logging.getLogger("lookback.srn")
 
@@ -89,7 +95,7 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
                 _timeouts.add(1, network)
                 _queries.add(1, {**network, "outcome": "timeout"})
                 raise SrnError(f"{adapter.network}: no time left")
-            query = adapter.query(request.app_id, request.device, installed, remaining)
+            query = adapter.query(SrnQuery(request.app_id, request.device, installed), remaining)
             try:
                 if telemetry.enabled():
                     with telemetry.http_client_span(
