@@ -374,10 +374,15 @@ def decide_open(
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
+    """Who an in-app event is attributed to."""
+
     media_source: str
+    """The media source of the install's latest counted decision."""
     campaign: str
     decision_id: str
+    """That decision's id."""
     reengagement_media_source: str = ""
+    """Inside a re-engagement window: the re-engagement's media source."""
 
 
 def attribute_event(occurred_at: Micros, settings: Settings, record: PriorInstall) -> EventOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -15,11 +16,11 @@ from lookback.decider.apps import AppSettings
 from lookback.decider.engine import DecisionEngine
 
 
+@dataclass
 class DeciderServicer(pb_grpc.DeciderServiceServicer):
     """Every request is validated here too (a caller may skip ingestion)."""
 
-    def __init__(self, engine: DecisionEngine) -> None:
-        self.engine = engine
+    engine: DecisionEngine
 
     async def DecideInstall(
         self, request: pb.DecideInstallRequest, context: object
@@ -48,9 +49,11 @@ class DeciderServicer(pb_grpc.DeciderServiceServicer):
         )
 
 
+@dataclass
 class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
-    def __init__(self, apps: AppSettings) -> None:
-        self.apps = apps
+    """Apps are created, read (cached) and updated by :class:`AppSettings`."""
+
+    apps: AppSettings
 
     async def CreateApp(
         self, request: apps_pb.CreateAppRequest, context: object

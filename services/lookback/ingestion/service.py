@@ -36,10 +36,12 @@ class IngestionConfig(ServerConfig):
     """Deadline of a decision call, in seconds."""
 
 
+@dataclass
 class IngestionServicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, touches: TouchWriter, decider: DeciderClient) -> None:
-        self.touches = touches
-        self.decider = decider
+    """Validated in process, then stored (touches) or decided."""
+
+    touches: TouchWriter
+    decider: DeciderClient
 
     async def RecordTouch(
         self, request: pb.RecordTouchRequest, context: object

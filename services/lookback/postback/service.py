@@ -264,10 +264,12 @@ class Dispatcher:
         return await asyncio.wait_for(final(), timeout)
 
 
+@dataclass
 class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
-    def __init__(self, queue: PostbackQueue, dispatcher: Dispatcher) -> None:
-        self.queue = queue
-        self.dispatcher = dispatcher
+    """Jobs in, dead letters out; delivery is the dispatcher's."""
+
+    queue: PostbackQueue
+    dispatcher: Dispatcher
 
     async def EnqueuePostbacks(
         self, request: pb.EnqueuePostbacksRequest, context: object

@@ -80,11 +80,11 @@ class StoreConfig(ServerConfig):
     the backend does not answer, and SERVING again when it does)."""
 
 
+@dataclass
 class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     """Every RPC is one backend call; the backend guarantees durability."""
 
-    def __init__(self, backend: StoreBackend) -> None:
-        self.backend = backend
+    backend: StoreBackend
 
     async def PutTouches(
         self, request: pb.PutTouchesRequest, context: object

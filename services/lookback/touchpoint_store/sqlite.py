@@ -27,22 +27,24 @@ from lookback.touchpoint_store.backend import (
     touch_retention,
 )
 
+
+def _indexed(table: str, keys: str, id_column: str, time_column: str) -> str:
+    """A table of records stored whole, and the table of the match keys they
+    are found by (touches and installs are both stored this way)."""
+    return f"""
+    CREATE TABLE {table} (
+        app_id TEXT NOT NULL, {id_column} TEXT NOT NULL, {time_column} INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (app_id, {id_column}));
+    CREATE TABLE {keys} (
+        app_id TEXT NOT NULL, key TEXT NOT NULL, {time_column} INTEGER NOT NULL,
+        {id_column} TEXT NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (app_id, key, {time_column}, {id_column}));"""
+
+
 _MIGRATIONS = {
-    1: """
-    CREATE TABLE touches (
-        app_id TEXT NOT NULL, click_id TEXT NOT NULL, engaged_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (app_id, click_id));
-    CREATE TABLE touch_keys (
-        app_id TEXT NOT NULL, key TEXT NOT NULL, engaged_at INTEGER NOT NULL,
-        click_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
-        PRIMARY KEY (app_id, key, engaged_at, click_id));
-    CREATE TABLE installs (
-        app_id TEXT NOT NULL, install_id TEXT NOT NULL, installed_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (app_id, install_id));
-    CREATE TABLE install_keys (
-        app_id TEXT NOT NULL, key TEXT NOT NULL, installed_at INTEGER NOT NULL,
-        install_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
-        PRIMARY KEY (app_id, key, installed_at, install_id));
+    1: f"""
+    {_indexed("touches", "touch_keys", "click_id", "engaged_at")}
+    {_indexed("installs", "install_keys", "install_id", "installed_at")}
     CREATE TABLE events (
         app_id TEXT NOT NULL, event_id TEXT NOT NULL, expires_at INTEGER NOT NULL,
         body BLOB NOT NULL, attribution BLOB NOT NULL, PRIMARY KEY (app_id, event_id));
