@@ -2,14 +2,15 @@
 store, measured in the same run.
 
     python -m bench.storage [--cassandra HOST:PORT [--cassandra-pid PID]]
-                            [--backends sqlite,cassandra] [--decisions 4000]
-                            [--rate 100] [--duration 20] [--warmup 20]
-                            [--out docs/benchmarks/storage.md]
+                            [--backends sqlite,cassandra] [--paxos v1|v2]
+                            [--decisions 4000] [--rate 100] [--duration 20]
+                            [--warmup 60] [--out docs/benchmarks/storage.md]
 
 Without ``--cassandra`` a node is started with scripts/cassandra.sh (and
-wiped afterwards). For each backend the suite runs as ``lookback up`` runs it
-(one process per service); every install decided is new (its own install id
-and device) with a click to find, so each decision does the whole job. After
+wiped afterwards), with Paxos v2 unless ``--paxos v1``. For each backend
+the suite runs as ``lookback up`` runs it (one process per service); every
+install decided is new (its own install id and device) with a click to
+find, so each decision does the whole job. After
 ``--warmup`` seconds of unmeasured decisions (the JIT of a node in service is
 warm), four things are measured:
 
@@ -368,7 +369,7 @@ async def run(backends: list[str], cassandra: str, cassandra_pid: int | None, op
     return report(results, opts, cassandra_pid is not None)
 
 
-def start_cassandra(directory: Path) -> tuple[str, int]:
+def start_cassandra(directory: Path, paxos: str) -> tuple[str, int]:
     """A node of our own (scripts/cassandra.sh): its address and pid."""
     started = subprocess.run(
         [
@@ -380,6 +381,8 @@ def start_cassandra(directory: Path) -> tuple[str, int]:
             "19042",
             "--storage-port",
             "17000",
+            "--paxos",
+            paxos,
         ],
         capture_output=True,
         text=True,
@@ -395,6 +398,9 @@ def main() -> int:
     parser.add_argument("--cassandra", default="", help="HOST:PORT of a running Cassandra")
     parser.add_argument("--cassandra-pid", type=int, help="its pid, to measure its CPU")
     parser.add_argument("--backends", default="sqlite,cassandra")
+    parser.add_argument(
+        "--paxos", choices=("v1", "v2"), default="v2", help="paxos_variant of the node started"
+    )
     parser.add_argument("--decisions", type=int, default=4000, help="closed-loop decisions")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop installs/s")
     parser.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
@@ -408,7 +414,7 @@ def main() -> int:
     cassandra, pid = args.cassandra, args.cassandra_pid
     if not cassandra and "cassandra" in backends:
         ours = Path(tempfile.mkdtemp(prefix="lookback-bench-cassandra-"))
-        cassandra, pid = start_cassandra(ours)
+        cassandra, pid = start_cassandra(ours, args.paxos)
     try:
         text = asyncio.run(run(backends, cassandra, pid, opts))
     finally:
