@@ -85,7 +85,10 @@ def install_lookup(install: Install, matching: Matching) -> Lookup:
     """The store reads an install's decision needs."""
     touch_keys = sorted(matching.device_keys)
     device_keys = devices.install_keys(touch_keys)
-    if matching.agent is not None and (ip := useragent.ip_key(install.ip)):
+    agent = matching.agent
+    # The IP key only when a touch could match: an agent without OS and OS
+    # version matches nothing (useragent.agents_match), so it costs a read for nothing.
+    if agent is not None and agent.os and agent.os_version and (ip := useragent.ip_key(install.ip)):
         touch_keys.append(ip)
     return Lookup(
         touch_keys=touch_keys,
