@@ -19,10 +19,12 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
 from lookback.core.server import GrpcServer
+from lookback.postback.component import PostbackComponent
+from lookback.postback.config import PostbackConfig
+from lookback.postback.dispatcher import Dispatcher, signature
 from lookback.postback.policy import RetryPolicy, judge
 from lookback.postback.queue import PostbackQueue, SqliteQueue
 from lookback.postback.redis_queue import RedisQueue
-from lookback.postback.service import Dispatcher, PostbackComponent, PostbackConfig, signature
 from lookback.testing.receiver import PostbackSink
 
 

@@ -325,13 +325,13 @@ def written_paths(service: str, config: Any) -> list[str]:
     files, when the service's own factory picks the SQLite backend (it does
     when no Cassandra, or no Redis, is configured). Nothing is opened here."""
     if service == "touchpoint_store":
-        from lookback.touchpoint_store.service import make_backend
+        from lookback.touchpoint_store.component import make_backend
         from lookback.touchpoint_store.sqlite import SqliteBackend
 
         return [config.sqlite_path] if isinstance(make_backend(config), SqliteBackend) else []
     if service == "postback":
+        from lookback.postback.component import make_queue
         from lookback.postback.queue import SqliteQueue
-        from lookback.postback.service import make_queue
 
         return [config.queue_path] if isinstance(make_queue(config), SqliteQueue) else []
     return []

@@ -20,8 +20,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from lookback.cli.main import SERVICE_NAMES, _specs
-from lookback.postback.service import PostbackConfig
-from lookback.touchpoint_store.service import StoreConfig
+from lookback.postback.config import PostbackConfig
+from lookback.touchpoint_store.config import StoreConfig
 from tests import REPO
 from tests.integration.k8s_manifests import (
     PATH_FIELDS,

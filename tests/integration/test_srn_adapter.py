@@ -15,7 +15,8 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core.convert import micros_to_dur
 from lookback.core.server import GrpcServer
-from lookback.srn_adapter.service import SrnComponent, SrnConfig
+from lookback.srn_adapter.component import SrnComponent
+from lookback.srn_adapter.config import SrnConfig
 from lookback.testing.srn import FakeSrn
 
 

@@ -12,7 +12,8 @@ import pytest
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.core.server import GrpcServer
-from lookback.touchpoint_store.service import StoreComponent, StoreConfig
+from lookback.touchpoint_store.component import StoreComponent
+from lookback.touchpoint_store.config import StoreConfig
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from lookback.core import config
 from lookback.decider.config import DeciderConfig
-from lookback.srn_adapter.service import SrnConfig
+from lookback.srn_adapter.config import SrnConfig
 
 
 def test_flags_beat_environment_beat_defaults() -> None:

@@ -20,7 +20,8 @@ from lookback.core.telemetry import configure_logging
 async def _migrate(config: object) -> int:
     from lookback.touchpoint_store import schema
     from lookback.touchpoint_store.cassandra import CassandraBackend
-    from lookback.touchpoint_store.service import StoreConfig, make_backend
+    from lookback.touchpoint_store.component import make_backend
+    from lookback.touchpoint_store.config import StoreConfig
 
     assert isinstance(config, StoreConfig)
     backend = make_backend(config)
@@ -40,7 +41,7 @@ async def _migrate(config: object) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    from lookback.touchpoint_store.service import StoreConfig
+    from lookback.touchpoint_store.config import StoreConfig
 
     if "--help" in argv or "-h" in argv:
         print(f"{__doc__}\n{cfg.describe(StoreConfig)}")

@@ -14,10 +14,14 @@ from lookback.decider.component import DeciderComponent
 from lookback.decider.config import DeciderConfig
 from lookback.gateway.component import GatewayComponent
 from lookback.gateway.config import GatewayConfig
-from lookback.ingestion.service import IngestionComponent, IngestionConfig
-from lookback.postback.service import PostbackComponent, PostbackConfig
-from lookback.srn_adapter.service import SrnComponent, SrnConfig
-from lookback.touchpoint_store.service import StoreComponent, StoreConfig
+from lookback.ingestion.component import IngestionComponent
+from lookback.ingestion.config import IngestionConfig
+from lookback.postback.component import PostbackComponent
+from lookback.postback.config import PostbackConfig
+from lookback.srn_adapter.component import SrnComponent
+from lookback.srn_adapter.config import SrnConfig
+from lookback.touchpoint_store.component import StoreComponent
+from lookback.touchpoint_store.config import StoreConfig
 
 
 @dataclass

@@ -12,28 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
-from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as pb_grpc
-from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.core import clients, intake
-from lookback.core.server import ServerConfig
+from lookback.core import intake
 from lookback.decider.client import DeciderClient
 from lookback.touchpoint_store.client import TouchWriter
-
-
-@dataclass(frozen=True)
-class IngestionConfig(ServerConfig):
-    """Settings of the ingestion service."""
-
-    store_address: str = "127.0.0.1:7401"
-    """The touchpoint store."""
-    decider_address: str = "127.0.0.1:7402"
-    """The decider."""
-    decider_timeout: float = 5.0
-    """Deadline of a decision call, in seconds."""
 
 
 @dataclass
@@ -71,32 +54,3 @@ class IngestionServicer(pb_grpc.IngestionServiceServicer):
         self, request: pb.RecordEventRequest, context: object
     ) -> pb.RecordEventResponse:
         return pb.RecordEventResponse(attribution=await self.decider.event(request.event))
-
-
-class IngestionComponent:
-    name = "ingestion"
-
-    def __init__(self, config: IngestionConfig) -> None:
-        self.config = config
-        self.channels = clients.channels(config.store_address, config.decider_address)
-
-    def register(self, server: grpc.aio.Server) -> list[str]:
-        store_ch, decider_ch = self.channels
-        pb_grpc.add_IngestionServiceServicer_to_server(
-            IngestionServicer(
-                TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
-                DeciderClient(
-                    clients.stub(
-                        decider_grpc.DeciderServiceStub, decider_ch, self.config.decider_timeout
-                    )
-                ),
-            ),
-            server,
-        )
-        return [pb.DESCRIPTOR.services_by_name["IngestionService"].full_name]
-
-    async def start(self) -> None:
-        await clients.wait_ready(self.channels)
-
-    async def stop(self) -> None:
-        await clients.close(self.channels)

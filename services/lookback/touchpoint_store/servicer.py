@@ -6,16 +6,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import grpc
-
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import app_pb2
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound
-from lookback.core.server import ServerConfig
 from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
-from lookback.touchpoint_store.sqlite import SqliteBackend
 
 _FOREVER = 2**62
 
@@ -47,37 +43,6 @@ def _status(exc: BaseException) -> pb.ItemStatus:
         return pb.ItemStatus(code=int(exc.code), message=exc.message)
     log.error("batch item failed: %s", exc, exc_info=exc)
     return pb.ItemStatus(code=int(Code.INTERNAL), message="internal error")
-
-
-@dataclass(frozen=True)
-class StoreConfig(ServerConfig):
-    """Settings of the touchpoint store."""
-
-    sqlite_path: str = ".lookback/data/store.sqlite3"
-    """SQLite database file of the embedded backend (used when no Cassandra is configured)."""
-    cassandra_hosts: str = ""
-    """Cassandra contact points, ``host[,host...]``; empty for the embedded SQLite store."""
-    cassandra_port: int = 9042
-    """Cassandra's CQL port."""
-    cassandra_keyspace: str = "lookback"
-    """Keyspace, created on first start."""
-    cassandra_replication: str = "SimpleStrategy:1"
-    """Replication of a new keyspace: ``SimpleStrategy:1`` locally,
-    ``NetworkTopologyStrategy:dc1=3,dc2=3`` in production."""
-    cassandra_local_dc: str = "datacenter1"
-    """The local data centre (token-aware, DC-aware routing; LOCAL_* consistency)."""
-    cassandra_consistency: str = "ONE"
-    """Read and write consistency: ``ONE`` locally, ``LOCAL_QUORUM`` in production.
-    Lightweight transactions always use LOCAL_SERIAL."""
-    cassandra_request_timeout: float = 2.0
-    """Seconds one Cassandra request may take."""
-    cassandra_migrate: bool = True
-    """Apply schema migrations at start-up. Set false where ``lookback migrate``
-    runs first (a Kubernetes Job before a rollout); the store then refuses to
-    start on a schema older than it needs."""
-    health_interval: float = 1.0
-    """Seconds between backend health checks (health turns NOT_SERVING while
-    the backend does not answer, and SERVING again when it does)."""
 
 
 @dataclass
@@ -199,48 +164,3 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
                 f"app {request.app.app_id!r} changed since version {request.expected_version}"
             )
         return pb.ReplaceAppResponse(app=request.app)
-
-
-class StoreComponent:
-    """The store as a servable component."""
-
-    name = "touchpoint_store"
-
-    def __init__(self, config: StoreConfig, backend: StoreBackend | None = None) -> None:
-        self.config = config
-        self.backend: StoreBackend = backend or make_backend(config)
-        self.health_interval = config.health_interval
-
-    def register(self, server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_TouchpointStoreServiceServicer_to_server(TouchpointStore(self.backend), server)
-        return [pb.DESCRIPTOR.services_by_name["TouchpointStoreService"].full_name]
-
-    async def start(self) -> None:
-        await self.backend.open()
-
-    async def stop(self) -> None:
-        await self.backend.close()
-
-    async def healthy(self) -> bool:
-        """Whether the backend answers (polled by the server bootstrap)."""
-        return await self.backend.healthy()
-
-
-def make_backend(config: StoreConfig) -> StoreBackend:
-    """Cassandra when contact points are configured, else embedded SQLite."""
-    if not config.cassandra_hosts:
-        return SqliteBackend(config.sqlite_path)
-    from lookback.touchpoint_store.cassandra import CassandraBackend, CassandraSettings
-
-    return CassandraBackend(
-        CassandraSettings(
-            hosts=tuple(h.strip() for h in config.cassandra_hosts.split(",") if h.strip()),
-            port=config.cassandra_port,
-            keyspace=config.cassandra_keyspace,
-            replication=config.cassandra_replication,
-            local_dc=config.cassandra_local_dc,
-            consistency=config.cassandra_consistency,
-            request_timeout=config.cassandra_request_timeout,
-            migrate=config.cassandra_migrate,
-        )
-    )

@@ -6,54 +6,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import aiohttp
-import grpc
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core import telemetry
 from lookback.core.convert import dur_to_micros, ts_to_micros
-from lookback.core.server import ServerConfig
+from lookback.srn_adapter import metrics
 from lookback.srn_adapter.adapters import (
     CircuitBreaker,
-    HttpSrnAdapter,
     SrnAdapter,
     SrnError,
     SrnQuery,
 )
+from lookback.srn_adapter.config import SrnConfig
 
 log = logging.getLogger("lookback.srn")
-
-
-@dataclass(frozen=True)
-class SrnConfig(ServerConfig):
-    """Settings of the SRN adapter."""
-
-    srn_endpoints: dict[str, str] = field(default_factory=dict)
-    """Base URL per network, e.g. ``srn_social=http://127.0.0.1:9000``; the
-    network ``*`` gives the URL of every network not named."""
-    default_budget_ms: int = 100
-    """Budget of a query that names none."""
-    max_concurrency: int = 256
-    """Network calls in flight at once, across all queries."""
-    breaker_threshold: int = 5
-    """Consecutive failures that open a network's circuit breaker."""
-    breaker_cooldown: float = 5.0
-    """Seconds an open breaker waits before letting a call through again."""
-
-
-_meter = telemetry.meter("lookback.srn_adapter")
-_timeouts = _meter.create_counter(
-    "lookback.srn.timeouts", description="SRN queries that ran out of time, per network."
-)
-_queries = _meter.create_counter(
-    "lookback.srn.queries",
-    description="SRN queries by network and outcome (claimed, no_claim, timeout, error, "
-    "circuit_open).",
-)
 
 
 class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
@@ -86,14 +54,14 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
         )
         network = {"network": adapter.network}
         if not breaker.allow():
-            _queries.add(1, {**network, "outcome": "circuit_open"})
+            metrics.queries.add(1, {**network, "outcome": "circuit_open"})
             raise SrnError(f"{adapter.network}: circuit open")
         installed = datetime.fromtimestamp(ts_to_micros(request.installed_at) / 1e6, UTC)
         async with self.limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _timeouts.add(1, network)
-                _queries.add(1, {**network, "outcome": "timeout"})
+                metrics.timeouts.add(1, network)
+                metrics.queries.add(1, {**network, "outcome": "timeout"})
                 raise SrnError(f"{adapter.network}: no time left")
             query = adapter.query(SrnQuery(request.app_id, request.device, installed), remaining)
             try:
@@ -109,11 +77,11 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
                 breaker.record(False)
                 timed_out = isinstance(exc, TimeoutError)
                 if timed_out:
-                    _timeouts.add(1, network)
-                _queries.add(1, {**network, "outcome": "timeout" if timed_out else "error"})
+                    metrics.timeouts.add(1, network)
+                metrics.queries.add(1, {**network, "outcome": "timeout" if timed_out else "error"})
                 raise SrnError(str(exc) or f"{adapter.network}: timed out") from exc
         breaker.record(True)
-        _queries.add(1, {**network, "outcome": "claimed" if claims else "no_claim"})
+        metrics.queries.add(1, {**network, "outcome": "claimed" if claims else "no_claim"})
         return claims
 
     async def QueryClaims(
@@ -138,32 +106,3 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
             else:
                 response.claims.extend(result)
         return response
-
-
-class SrnComponent:
-    name = "srn_adapter"
-
-    def __init__(self, config: SrnConfig) -> None:
-        self.config = config
-        self.session: aiohttp.ClientSession | None = None
-        self.adapters: dict[str, SrnAdapter] = {}
-
-    def register(self, server: grpc.aio.Server) -> list[str]:
-        self.servicer = SrnAdapterServicer(self.config, self.adapters, self._make_adapter)
-        pb_grpc.add_SrnAdapterServiceServicer_to_server(self.servicer, server)
-        return [pb.DESCRIPTOR.services_by_name["SrnAdapterService"].full_name]
-
-    def _make_adapter(self, network: str, url: str) -> SrnAdapter:
-        assert self.session is not None, "not started"
-        return HttpSrnAdapter(network, url, self.session)
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(connector=connector)
-        for network, url in self.config.srn_endpoints.items():
-            if network != "*":
-                self.adapters[network] = HttpSrnAdapter(network, url, self.session)
-
-    async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()

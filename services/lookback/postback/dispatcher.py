@@ -1,4 +1,5 @@
-"""The postback dispatcher: a gRPC front to the queue, and delivery workers."""
+"""Delivery: due jobs claimed and sent over HTTP, at least once, with
+retries, signing and dead letters."""
 
 from __future__ import annotations
 
@@ -9,64 +10,26 @@ import hmac
 import logging
 import random
 import time
-import weakref
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import aiohttp
-import grpc
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span
 
-from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
-from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
 from lookback.core import telemetry
-from lookback.core.errors import FailedPrecondition, NotFound, Violations
-from lookback.core.server import ServerConfig
 from lookback.core.tasks import cancel_and_wait
+from lookback.postback import metrics
+from lookback.postback.config import PostbackConfig
 from lookback.postback.policy import (
     RESPONSE_EXCERPT,
     RetryPolicy,
     judge,
     retry_after_seconds,
 )
-from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue, SqliteQueue
+from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue
 
 log = logging.getLogger("lookback.postback")
 
 USER_AGENT = "Lookback-Postback/0.1"
-
-
-@dataclass(frozen=True)
-class PostbackConfig(ServerConfig):
-    """Settings of the postback dispatcher."""
-
-    queue_path: str = ".lookback/data/postbacks.sqlite3"
-    """SQLite file of the embedded queue."""
-    workers: int = 32
-    """Deliveries in flight at once."""
-    request_timeout: float = 5.0
-    """Seconds one delivery attempt may take."""
-    lease_seconds: float = 30.0
-    """How long a claimed job is reserved before another worker may take it."""
-    poll_interval: float = 0.2
-    """Seconds between polls for due jobs when idle."""
-    max_attempts: int = 8
-    """Attempts before a job goes to the dead letters."""
-    max_age: float = 86400.0
-    """Seconds after which a failing job is not retried any more."""
-    base_delay: float = 0.5
-    """First retry backoff in seconds (doubled per attempt, with jitter)."""
-    signing_secrets: dict[str, str] = field(default_factory=dict)
-    """HMAC-SHA256 keys by secret name (``name=key,...``), usually from a Secret."""
-    delivered_retention: float = 7 * 86400.0
-    """Seconds a delivered job is kept (for status queries, and so that the same
-    job id enqueued again within this time is not sent again)."""
-    redis_url: str = ""
-    """Redis for the queue (``redis://host:6379/0``); empty for the embedded SQLite queue."""
-    health_interval: float = 1.0
-    """Seconds between queue health checks."""
 
 
 def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str:
@@ -77,25 +40,6 @@ def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str
 
 DEPTH_INTERVAL = 5.0
 """Seconds between measurements of the queue depth (a gauge)."""
-
-_meter = telemetry.meter("lookback.postback")
-_outcomes = _meter.create_counter(
-    "lookback.postback.outcomes",
-    description="Delivery attempts by partner and outcome (delivered, retry, dead).",
-)
-_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-
-
-def _depths(options: CallbackOptions) -> Iterable[Observation]:
-    for dispatcher in list(_dispatchers):
-        yield Observation(dispatcher.depth)
-
-
-_meter.create_observable_gauge(
-    "lookback.postback.queue.depth",
-    callbacks=[_depths],
-    description="Postback jobs not yet delivered or dead.",
-)
 
 
 class Dispatcher:
@@ -117,7 +61,7 @@ class Dispatcher:
         self._gauge: asyncio.Task[None] | None = None
         self.depth = 0
         """Jobs waiting (due, in flight or delayed), as last measured."""
-        _dispatchers.add(self)
+        metrics.watch(self)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -231,7 +175,7 @@ class Dispatcher:
             response=body,
             rng=self.rng,
         )
-        _outcomes.add(1, {"partner": job.partner, "outcome": verdict.outcome})
+        metrics.outcomes.add(1, {"partner": job.partner, "outcome": verdict.outcome})
         if span is not None:
             span.set_attribute("lookback.postback.outcome", verdict.outcome)
             if verdict.outcome != "delivered":
@@ -262,111 +206,3 @@ class Dispatcher:
                     await self._outcomes.wait()
 
         return await asyncio.wait_for(final(), timeout)
-
-
-@dataclass
-class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
-    """Jobs in, dead letters out; delivery is the dispatcher's."""
-
-    queue: PostbackQueue
-    dispatcher: Dispatcher
-
-    async def EnqueuePostbacks(
-        self, request: pb.EnqueuePostbacksRequest, context: object
-    ) -> pb.EnqueuePostbacksResponse:
-        v = Violations()
-        for i, job in enumerate(request.jobs):
-            v.require(job.job_id, f"jobs[{i}].job_id")
-            if not job.url.startswith(("http://", "https://")):
-                v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
-        v.raise_if_any()
-        if telemetry.enabled():  # delivery attempts join the trace that queued them
-            traceparent = telemetry.current_traceparent()
-            for job in request.jobs:
-                if not job.traceparent:
-                    job.traceparent = traceparent
-        new = await self.queue.enqueue(request.jobs, time.time())
-        self.dispatcher.wakeup.set()
-        return pb.EnqueuePostbacksResponse(enqueued=new)
-
-    async def GetPostbackJob(
-        self, request: pb.GetPostbackJobRequest, context: object
-    ) -> pb.GetPostbackJobResponse:
-        state = await self.queue.get(request.job_id)
-        if state is None:
-            raise NotFound(f"no postback job {request.job_id!r}")
-        response = pb.GetPostbackJobResponse(
-            job=state.job,
-            state=state.state,  # type: ignore[arg-type]
-            attempts=state.attempts,
-            last_error=state.last_error,
-        )
-        if state.delivered_at is not None:
-            response.delivered_at.FromNanoseconds(int(state.delivered_at * 1e9))
-        return response
-
-    async def ListDeadLetters(
-        self, request: pb.ListDeadLettersRequest, context: object
-    ) -> pb.ListDeadLettersResponse:
-        if not 0 <= request.page_size <= 1000:
-            v = Violations()
-            v.add("page_size", "must be 0 to 1000")
-            v.raise_if_any()
-        dead = await self.queue.list_dead(request.page_size or 100)
-        return pb.ListDeadLettersResponse(dead_letters=[job_status(s) for s in dead])
-
-    async def ReplayDeadLetter(
-        self, request: pb.ReplayDeadLetterRequest, context: object
-    ) -> pb.ReplayDeadLetterResponse:
-        state = await self.queue.replay(request.job_id, time.time())
-        if state is None:
-            raise NotFound(f"no postback job {request.job_id!r}")
-        if state.state != pb.DELIVERY_STATE_PENDING:
-            raise FailedPrecondition(f"job {request.job_id!r} is not a dead letter")
-        self.dispatcher.wakeup.set()
-        return pb.ReplayDeadLetterResponse(status=job_status(state))
-
-
-def job_status(state: JobState) -> pb.JobStatus:
-    return pb.JobStatus(
-        job=state.job,
-        state=state.state,  # type: ignore[arg-type]
-        attempts=state.attempts,
-        last_error=state.last_error,
-    )
-
-
-class PostbackComponent:
-    name = "postback"
-
-    def __init__(self, config: PostbackConfig, queue: PostbackQueue | None = None) -> None:
-        self.config = config
-        self.queue: PostbackQueue = queue or make_queue(config)
-        self.dispatcher = Dispatcher(config, self.queue)
-        self.health_interval = config.health_interval
-
-    async def healthy(self) -> bool:
-        return await self.queue.healthy()
-
-    def register(self, server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_PostbackDispatcherServiceServicer_to_server(
-            PostbackDispatcherServicer(self.queue, self.dispatcher), server
-        )
-        return [pb.DESCRIPTOR.services_by_name["PostbackDispatcherService"].full_name]
-
-    async def start(self) -> None:
-        await self.queue.open()
-        await self.dispatcher.start()
-
-    async def stop(self) -> None:
-        await self.dispatcher.stop()
-        await self.queue.close()
-
-
-def make_queue(config: PostbackConfig) -> PostbackQueue:
-    """Redis Streams when a Redis URL is configured, else embedded SQLite."""
-    if config.redis_url:
-        from lookback.postback.redis_queue import RedisQueue
-
-        return RedisQueue(config.redis_url, retention=config.delivered_retention)
-    return SqliteQueue(config.queue_path, retention=config.delivered_retention)

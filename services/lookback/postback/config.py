@@ -1,0 +1,38 @@
+"""Settings of the postback dispatcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lookback.core.server import ServerConfig
+
+
+@dataclass(frozen=True)
+class PostbackConfig(ServerConfig):
+    """Settings of the postback dispatcher."""
+
+    queue_path: str = ".lookback/data/postbacks.sqlite3"
+    """SQLite file of the embedded queue."""
+    workers: int = 32
+    """Deliveries in flight at once."""
+    request_timeout: float = 5.0
+    """Seconds one delivery attempt may take."""
+    lease_seconds: float = 30.0
+    """How long a claimed job is reserved before another worker may take it."""
+    poll_interval: float = 0.2
+    """Seconds between polls for due jobs when idle."""
+    max_attempts: int = 8
+    """Attempts before a job goes to the dead letters."""
+    max_age: float = 86400.0
+    """Seconds after which a failing job is not retried any more."""
+    base_delay: float = 0.5
+    """First retry backoff in seconds (doubled per attempt, with jitter)."""
+    signing_secrets: dict[str, str] = field(default_factory=dict)
+    """HMAC-SHA256 keys by secret name (``name=key,...``), usually from a Secret."""
+    delivered_retention: float = 7 * 86400.0
+    """Seconds a delivered job is kept (for status queries, and so that the same
+    job id enqueued again within this time is not sent again)."""
+    redis_url: str = ""
+    """Redis for the queue (``redis://host:6379/0``); empty for the embedded SQLite queue."""
+    health_interval: float = 1.0
+    """Seconds between queue health checks."""
