@@ -180,6 +180,27 @@ def bench_ip(i: int) -> str:
     return f"198.{18 + (i >> 16) % 2}.{(i >> 8) % 256}.{i % 256}"
 
 
+def click_batch(
+    app_id: str, prefix: str, indexes: Iterable[int], engaged: int
+) -> ingestion_pb.RecordTouchesRequest:
+    """Clicks ``prefix-i`` for each index, each on a device (:func:`gaid`) and an
+    address (:func:`bench_ip`) of its own, engaged at ``engaged`` (seconds)."""
+    touches = []
+    for i in indexes:
+        t = touch_pb2.Touch(
+            app_id=app_id,
+            type=touch_pb2.TOUCH_TYPE_CLICK,
+            media_source="networka",
+            campaign="bench",
+            click_id=f"{prefix}-{i}",
+            ip=bench_ip(i),
+        )
+        t.device.gaid = gaid(prefix, i)
+        t.engaged_at.FromSeconds(engaged)
+        touches.append(t)
+    return ingestion_pb.RecordTouchesRequest(touches=touches)
+
+
 def gaid(prefix: str, i: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}/{i}"))
 
@@ -237,20 +258,7 @@ async def measure(
             clicked = int(time.time()) - 3600
 
             def batch(prefix: str, indexes: Iterable[int]) -> ingestion_pb.RecordTouchesRequest:
-                touches = []
-                for i in indexes:
-                    t = touch_pb2.Touch(
-                        app_id=app_id,
-                        type=touch_pb2.TOUCH_TYPE_CLICK,
-                        media_source="networka",
-                        campaign="bench",
-                        click_id=f"{prefix}-{i}",
-                        ip=bench_ip(i),
-                    )
-                    t.device.gaid = gaid(prefix, i)
-                    t.engaged_at.FromSeconds(clicked)
-                    touches.append(t)
-                return ingestion_pb.RecordTouchesRequest(touches=touches)
+                return click_batch(app_id, prefix, indexes, clicked)
 
             async def seed(prefix: str, n: int) -> None:
                 for start in range(0, n, BATCH):

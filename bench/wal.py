@@ -39,14 +39,13 @@ from pathlib import Path
 import grpc
 
 from bench.decisions import Result, load
-from bench.storage import gaid
+from bench.storage import click_batch, gaid
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
-from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
-from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, install_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
 from lookback.core.clock import now_micros
 from lookback.core.sqlite import WAL_LIMIT
@@ -61,27 +60,6 @@ SAMPLE_INTERVAL = 0.1
 
 def mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
-
-
-def click_batch(
-    app_id: str, prefix: str, start: int, n: int, engaged: int
-) -> ingestion_pb.RecordTouchesRequest:
-    """Clicks ``prefix-start`` to ``prefix-(start+n-1)``, each on a device of
-    its own (:func:`gaid`), engaged at ``engaged`` (seconds since the epoch)."""
-    touches = []
-    for i in range(start, start + n):
-        t = touch_pb2.Touch(
-            app_id=app_id,
-            type=touch_pb2.TOUCH_TYPE_CLICK,
-            media_source="networka",
-            campaign="bench",
-            click_id=f"{prefix}-{i}",
-            ip="203.0.113.9",
-        )
-        t.device.gaid = gaid(prefix, i)
-        t.engaged_at.FromSeconds(engaged)
-        touches.append(t)
-    return ingestion_pb.RecordTouchesRequest(touches=touches)
 
 
 async def fixed_rate(name: str, call: object, rate: float, duration: float) -> Result:
@@ -196,7 +174,7 @@ async def run(clicks: int, batch: int, in_flight: int, data: Path) -> Run:
 
             async def record(prefix: str, start: int, n: int) -> None:
                 await ingestion.RecordTouches(
-                    click_batch(app_id, prefix, start, n, engaged), timeout=120
+                    click_batch(app_id, prefix, range(start, start + n), engaged), timeout=120
                 )
 
             installs = itertools.count()
