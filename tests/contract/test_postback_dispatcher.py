@@ -242,3 +242,32 @@ async def test_delivered_jobs_are_forgotten_after_their_retention(
         await asyncio.sleep(0.05)
     dead = await dispatcher.queue.get("r2")
     assert dead is not None and dead.state == pb.DELIVERY_STATE_DEAD
+
+
+async def test_a_job_the_http_client_refuses_ends_dead_and_is_not_sent(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    """A job that cannot be sent at all (here a job id with CR/LF, which
+    the HTTP client refuses as a header; such jobs can only reach the queue
+    around the RPC's validation) is judged like any failed attempt: retried,
+    then dead-lettered, not claimed again and again."""
+    poison = "poison\r\nX-Injected: 1"
+    await send(dispatcher, job(poison, f"{receiver.url}/p"))
+    state = await dispatcher.wait_final(poison, timeout=20)
+    assert state.state == pb.DELIVERY_STATE_DEAD
+    assert state.attempts == 3  # max_attempts, then dead: no loop
+    assert receiver.for_partner("p") == []
+
+
+async def test_enqueue_refuses_job_ids_that_cannot_be_sent(
+    rpc: pb_grpc.PostbackDispatcherServiceStub,
+) -> None:
+    bad = [job("a\r\nb", "https://p.example/x"), job("with space", "https://p.example/x")]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await rpc.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=bad))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "jobs[0].job_id" in (refused.value.details() or "")
+    for j in bad:  # nothing of the batch was queued
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await rpc.GetPostbackJob(pb.GetPostbackJobRequest(job_id=j.job_id))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -161,7 +161,11 @@ class Dispatcher:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
                 raw = await response.content.read(RESPONSE_EXCERPT * 4)
                 body = raw.decode(errors="replace").strip()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except Exception as exc:
+            # Network errors, timeouts, and what the HTTP client refuses to
+            # send (a malformed URL or header) alike: the attempt is judged
+            # (a retry, or a dead letter once out of attempts), never lost
+            # in a loop of leases running out.
             error = f"{type(exc).__name__}: {exc}"
         if span is not None:
             span.set_attribute("http.response.status_code", status or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,9 @@ from lookback.core import telemetry
 from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import JobState, PostbackQueue
+
+JOB_ID = re.compile(r"^[!-~]{1,600}$")
+"""A job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 
 
 @dataclass
@@ -25,7 +29,8 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
     ) -> pb.EnqueuePostbacksResponse:
         v = Violations()
         for i, job in enumerate(request.jobs):
-            v.require(job.job_id, f"jobs[{i}].job_id")
+            if not JOB_ID.match(job.job_id):
+                v.add(f"jobs[{i}].job_id", "must be 1 to 600 printable ASCII characters, no spaces")
             if not job.url.startswith(("http://", "https://")):
                 v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
         v.raise_if_any()
