@@ -179,3 +179,42 @@ async def test_http_body_that_is_not_json(suite: SuiteAddresses) -> None:
     )
     assert status == 400
     assert "body" in _fields(body)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b'{"app_id": "\\ud800", "install_id": "i-surrogate"}', "app_id"),
+        (b'{"app_id": "a", "install_id": "i", "device": {"gaid": "\\udc00"}}', "device.gaid"),
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+    ],
+)
+async def test_http_body_that_is_not_valid_unicode_or_too_deep(
+    suite: SuiteAddresses, data: bytes, field: str
+) -> None:
+    status, body = await _http(
+        suite, "POST", "/v1/installs", data=data, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400, body
+    assert field in _fields(body)
+
+
+async def test_http_link_with_a_redirect_it_cannot_follow_stores_nothing(
+    suite: SuiteAddresses, app_id: str
+) -> None:
+    click_id = f"c-redirect-{time.time_ns()}"
+    link = {
+        "app_id": app_id,
+        "media_source": "networka",
+        "click_id": click_id,
+        "gaid": new_gaid(),
+        "redirect": "http://x:99999/",
+    }
+    status, body = await _http(suite, "GET", "/v1/click", params=link, allow_redirects=False)
+    assert status == 400
+    assert "redirect" in _fields(body)
+    async with grpc.aio.insecure_channel(suite.store) as channel:
+        found = await store_grpc.TouchpointStoreServiceStub(channel).FindTouches(
+            store_pb.FindTouchesRequest(app_id=app_id, click_ids=[click_id])
+        )
+    assert list(found.touches) == []

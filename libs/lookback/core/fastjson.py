@@ -110,7 +110,7 @@ def fill(msg: Message, data: dict[str, Any]) -> None:
     """Set ``msg``'s fields from friendly JSON, or raise :class:`Unsupported`."""
     fields: dict[str, Field] = msg.DESCRIPTOR.fields_by_name  # type: ignore[assignment]
     for key, value in data.items():
-        f = fields.get(key)
+        f = fields.get(key) if key.isascii() else None  # field names are ASCII
         if f is None or value is None:
             raise Unsupported(key)
         target = getattr(msg, key)

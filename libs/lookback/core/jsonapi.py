@@ -70,6 +70,34 @@ def _to_proto_json(desc: Any, data: dict[str, Any], prefix: str) -> dict[str, An
     return out
 
 
+def _surrogate_path(data: Any, path: str) -> str | None:
+    """The path of the first string (key or value) that is not valid Unicode."""
+    if isinstance(data, str):
+        try:
+            data.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    items: list[tuple[str, Any]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if _surrogate_path(key, "") is not None:
+                return path.rstrip(".") or "body"
+            items.append((f"{path}{key}", value))
+    elif isinstance(data, list):
+        items = [(f"{path.rstrip('.')}[{i}]", v) for i, v in enumerate(data)]
+    for sub, value in items:
+        found = _surrogate_path(value, sub + "." if isinstance(value, dict) else sub)
+        if found is not None:
+            return found.rstrip(".")
+    return None
+
+
+def _not_unicode(data: Any, prefix: str) -> InvalidArgument:
+    path = _surrogate_path(data, prefix) or prefix.rstrip(".") or "body"
+    return InvalidArgument([FieldViolation(path, "is not valid Unicode (a lone surrogate)")])
+
+
 def parse(cls: type[M], data: Any, prefix: str = "") -> M:
     """Build ``cls`` from friendly JSON; errors name the field (``prefix`` first)."""
     if not isinstance(data, dict):
@@ -82,8 +110,14 @@ def parse(cls: type[M], data: Any, prefix: str = "") -> M:
         return message
     except fastjson.Unsupported:
         message = cls()  # the general path, which names what is wrong
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(data, prefix) from exc
+    if _surrogate_path(data, prefix) is not None:
+        raise _not_unicode(data, prefix)
     try:
         json_format.ParseDict(_to_proto_json(message.DESCRIPTOR, data, prefix), message)
+    except UnicodeEncodeError as exc:
+        raise _not_unicode(data, prefix) from exc
     except json_format.ParseError as exc:
         text = str(exc)
         names = _FIELD_ERR.findall(text)

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from yarl import URL
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -114,6 +115,19 @@ async def _json_body(request: web.Request) -> Any:
         return await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+    except RecursionError as exc:
+        raise InvalidArgument([FieldViolation("body", "is nested too deeply")]) from exc
+
+
+def _check_redirect(url: str) -> None:
+    """A redirect must be an absolute http(s) URL the answer can carry."""
+    try:
+        parsed = URL(url)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.host) and parsed.port is not None
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise InvalidArgument([FieldViolation("redirect", "must be an absolute http(s) URL")])
 
 
 def _client_ip(request: web.Request) -> str:
@@ -161,8 +175,11 @@ class Gateway:
             q, touch_type, _client_ip(request), request.headers.get("User-Agent", "")
         )
         intake.prepare_touch(touch)
+        redirect = q.get("redirect", "")
+        if redirect:
+            _check_redirect(redirect)  # before storing: a refused link stores nothing
         await self.touches.put(touch)
-        if redirect := q.get("redirect", ""):
+        if redirect:
             raise web.HTTPFound(redirect)
         return web.json_response({"click_id": touch.click_id})
 
