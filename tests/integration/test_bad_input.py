@@ -218,3 +218,37 @@ async def test_http_link_with_a_redirect_it_cannot_follow_stores_nothing(
             store_pb.FindTouchesRequest(app_id=app_id, click_ids=[click_id])
         )
     assert list(found.touches) == []
+
+
+async def test_a_huge_touch_batch_is_refused_by_its_size_alone(
+    app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
+) -> None:
+    touches = [
+        touch_pb2.Touch(app_id=app_id, media_source="BAD SOURCE", type=touch_pb2.TOUCH_TYPE_CLICK)
+        for _ in range(20_000)
+    ]
+    await expect_invalid(
+        ingestion.RecordTouches(ingestion_pb.RecordTouchesRequest(touches=touches)), "touches"
+    )
+
+
+async def test_install_user_agent_and_os_version_have_limits(
+    app_id: str, ingestion: ingestion_grpc.IngestionServiceStub
+) -> None:
+    install = install_pb2.Install(app_id=app_id, install_id="i-long", user_agent="x" * 2001)
+    await expect_invalid_install(ingestion, install, "install.user_agent")
+    install = install_pb2.Install(app_id=app_id, install_id="i-long", os_version="1" * 51)
+    await expect_invalid_install(ingestion, install, "install.os_version")
+
+
+async def test_http_refusals_of_the_server_itself_are_json(suite: SuiteAddresses) -> None:
+    status, body = await _http(suite, "GET", "/v1/no-such-route")
+    assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    status, body = await _http(
+        suite,
+        "POST",
+        "/v1/installs",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 413 and "body" in _fields(body)

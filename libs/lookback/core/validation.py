@@ -31,6 +31,8 @@ _REVENUE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
 # Earliest and latest times accepted (2000-01-01 and now + this skew).
 _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
+MAX_USER_AGENT = 2000
+MAX_OS_VERSION = 50
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -132,8 +134,8 @@ def check_touch(v: Violations, t: touch_pb2.Touch, now: Micros) -> None:
     for name in ("campaign", "adset", "ad", "site_id"):
         if len(getattr(t, name)) > 500:
             v.add(name, "must be at most 500 characters")
-    if len(t.user_agent) > 2000:
-        v.add("user_agent", "must be at most 2000 characters")
+    if len(t.user_agent) > MAX_USER_AGENT:
+        v.add("user_agent", f"must be at most {MAX_USER_AGENT} characters")
 
 
 def _check_report(
@@ -149,6 +151,10 @@ def _check_report(
 
 def check_install(v: Violations, i: install_pb2.Install, now: Micros) -> None:
     _check_report(v, i, "installed_at", now)
+    if len(i.user_agent) > MAX_USER_AGENT:
+        v.add("user_agent", f"must be at most {MAX_USER_AGENT} characters")
+    if len(i.os_version) > MAX_OS_VERSION:
+        v.add("os_version", f"must be at most {MAX_OS_VERSION} characters")
     if i.att_status not in install_pb2.AttStatus.values():
         v.add("att_status", "is not a known ATT status")
     if i.HasField("install_referrer"):

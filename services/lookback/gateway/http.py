@@ -77,6 +77,22 @@ async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (no such route, wrong method, body too large)
+    in the JSON error shape every other answer has."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT"}.get(
+            exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
+        )
+        violations = [FieldViolation("body", exc.reason)] if exc.status == 413 else []
+        return error_response(exc.status, code, exc.reason, violations)
+
+
 def error_response(
     status: int, code: str, message: str, violations: Sequence[FieldViolation] = ()
 ) -> web.Response:
@@ -154,7 +170,7 @@ class Gateway:
         self.draining = False
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced])
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced, _json_errors])
         r = app.router
         r.add_get("/v1/click", _guard("touch.", self.click))
         r.add_get("/v1/impression", _guard("touch.", self.impression))
