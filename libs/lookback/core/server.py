@@ -60,6 +60,27 @@ class ServerConfig:
     max_connection_age: float = 120.0
     """Seconds after which a client's connection is closed gracefully, so that
     clients re-resolve the address and spread over new replicas; 0: never."""
+    admin_keys: str = ""
+    """Admin keys, comma separated (usually from a Secret). Only their SHA-256
+    is kept after start; the first is also the key this service presents to
+    the services it calls."""
+    admin_keys_file: str = ""
+    """A file with more admin keys, one per line (``#`` starts a comment)."""
+    require_keys: bool = True
+    """Check every caller's key. Turn off only to measure the cost of the
+    checks (the benchmarks); never in production."""
+    outbound_allow_cidrs: str = ""
+    """Address ranges (comma separated CIDRs) outbound requests (postbacks,
+    SRN queries) may reach although they are not public, e.g. ``127.0.0.0/8``
+    for a local receiver in tests and the demo; empty: public addresses only."""
+    tls_cert: str = ""
+    """PEM certificate (chain) this service presents, as a server and to the
+    services it calls; empty: plain text."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    tls_ca: str = ""
+    """PEM CA bundle: servers require client certificates signed by it (mutual
+    TLS), clients verify the services they call against it."""
 
 
 LIVENESS = "liveness"

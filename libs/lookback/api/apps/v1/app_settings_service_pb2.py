@@ -23,29 +23,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lookback.api.types.v1 import app_pb2 as lookback_dot_types_dot_v1_dot_app__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+lookback/apps/v1/app_settings_service.proto\x12\x10lookback.apps.v1\x1a google/protobuf/field_mask.proto\x1a\x1blookback/types/v1/app.proto\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x82\x01\n\x10UpdateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"8\n\x11UpdateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App2\x8d\x02\n\x12\x41ppSettingsService\x12T\n\tCreateApp\x12\".lookback.apps.v1.CreateAppRequest\x1a#.lookback.apps.v1.CreateAppResponse\x12K\n\x06GetApp\x12\x1f.lookback.apps.v1.GetAppRequest\x1a .lookback.apps.v1.GetAppResponse\x12T\n\tUpdateApp\x12\".lookback.apps.v1.UpdateAppRequest\x1a#.lookback.apps.v1.UpdateAppResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+lookback/apps/v1/app_settings_service.proto\x12\x10lookback.apps.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blookback/types/v1/app.proto\"#\n\x07\x41ppKeys\x12\x0b\n\x03sdk\x18\x01 \x01(\t\x12\x0b\n\x03s2s\x18\x02 \x01(\t\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"a\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12\'\n\x04keys\x18\x02 \x01(\x0b\x32\x19.lookback.apps.v1.AppKeys\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x82\x01\n\x10UpdateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"8\n\x11UpdateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x82\x01\n\x13RotateAppKeyRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x05scope\x18\x02 \x01(\x0e\x32\x1b.lookback.types.v1.KeyScope\x12/\n\x0cgrace_period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x87\x01\n\x14RotateAppKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x03\x61pp\x18\x02 \x01(\x0b\x32\x16.lookback.types.v1.App\x12=\n\x19previous_keys_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xec\x02\n\x12\x41ppSettingsService\x12T\n\tCreateApp\x12\".lookback.apps.v1.CreateAppRequest\x1a#.lookback.apps.v1.CreateAppResponse\x12K\n\x06GetApp\x12\x1f.lookback.apps.v1.GetAppRequest\x1a .lookback.apps.v1.GetAppResponse\x12T\n\tUpdateApp\x12\".lookback.apps.v1.UpdateAppRequest\x1a#.lookback.apps.v1.UpdateAppResponse\x12]\n\x0cRotateAppKey\x12%.lookback.apps.v1.RotateAppKeyRequest\x1a&.lookback.apps.v1.RotateAppKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.apps.v1.app_settings_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEAPPREQUEST']._serialized_start=128
-  _globals['_CREATEAPPREQUEST']._serialized_end=183
-  _globals['_CREATEAPPRESPONSE']._serialized_start=185
-  _globals['_CREATEAPPRESPONSE']._serialized_end=241
-  _globals['_GETAPPREQUEST']._serialized_start=243
-  _globals['_GETAPPREQUEST']._serialized_end=274
-  _globals['_GETAPPRESPONSE']._serialized_start=276
-  _globals['_GETAPPRESPONSE']._serialized_end=329
-  _globals['_UPDATEAPPREQUEST']._serialized_start=332
-  _globals['_UPDATEAPPREQUEST']._serialized_end=462
-  _globals['_UPDATEAPPRESPONSE']._serialized_start=464
-  _globals['_UPDATEAPPRESPONSE']._serialized_end=520
-  _globals['_APPSETTINGSSERVICE']._serialized_start=523
-  _globals['_APPSETTINGSSERVICE']._serialized_end=792
+  _globals['_APPKEYS']._serialized_start=193
+  _globals['_APPKEYS']._serialized_end=228
+  _globals['_CREATEAPPREQUEST']._serialized_start=230
+  _globals['_CREATEAPPREQUEST']._serialized_end=285
+  _globals['_CREATEAPPRESPONSE']._serialized_start=287
+  _globals['_CREATEAPPRESPONSE']._serialized_end=384
+  _globals['_GETAPPREQUEST']._serialized_start=386
+  _globals['_GETAPPREQUEST']._serialized_end=417
+  _globals['_GETAPPRESPONSE']._serialized_start=419
+  _globals['_GETAPPRESPONSE']._serialized_end=472
+  _globals['_UPDATEAPPREQUEST']._serialized_start=475
+  _globals['_UPDATEAPPREQUEST']._serialized_end=605
+  _globals['_UPDATEAPPRESPONSE']._serialized_start=607
+  _globals['_UPDATEAPPRESPONSE']._serialized_end=663
+  _globals['_ROTATEAPPKEYREQUEST']._serialized_start=666
+  _globals['_ROTATEAPPKEYREQUEST']._serialized_end=796
+  _globals['_ROTATEAPPKEYRESPONSE']._serialized_start=799
+  _globals['_ROTATEAPPKEYRESPONSE']._serialized_end=934
+  _globals['_APPSETTINGSSERVICE']._serialized_start=937
+  _globals['_APPSETTINGSSERVICE']._serialized_end=1301
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,10 @@ isort:skip_file
 Creating, reading and updating apps and their attribution settings."""
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lookback.api.types.v1 import app_pb2 as _app_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +20,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class AppKeys(_message.Message):
+    """An app's keys in clear: answered once, when they are issued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SDK_FIELD_NUMBER: _builtins.int
+    S2S_FIELD_NUMBER: _builtins.int
+    sdk: _builtins.str
+    """The `sdk` key (installs, opens, events)."""
+    s2s: _builtins.str
+    """The `s2s` key (also touch batches and reading outcomes)."""
+    def __init__(
+        self,
+        *,
+        sdk: _builtins.str = ...,
+        s2s: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["s2s", b"s2s", "sdk", b"sdk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppKeys: _TypeAlias = AppKeys  # noqa: Y015
 
 @_typing.final
 class CreateAppRequest(_message.Message):
@@ -50,18 +78,24 @@ class CreateAppResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def app(self) -> _app_pb2.App:
         """The stored app, version 1."""
+
+    @_builtins.property
+    def keys(self) -> Global___AppKeys:
+        """The app's first keys, in clear; they are never answered again."""
 
     def __init__(
         self,
         *,
         app: _app_pb2.App | None = ...,
+        keys: Global___AppKeys | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "keys", b"keys"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "keys", b"keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,3 +208,71 @@ class UpdateAppResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateAppResponse: _TypeAlias = UpdateAppResponse  # noqa: Y015
+
+@_typing.final
+class RotateAppKeyRequest(_message.Message):
+    """Request for RotateAppKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    GRACE_PERIOD_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app's id."""
+    scope: _app_pb2.KeyScope.ValueType
+    """The scope of the key to issue."""
+    @_builtins.property
+    def grace_period(self) -> _duration_pb2.Duration:
+        """How long the previous keys of this scope keep working; unset: 24 hours,
+        zero: they stop at once.
+        """
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        scope: _app_pb2.KeyScope.ValueType = ...,
+        grace_period: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grace_period", b"grace_period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "grace_period", b"grace_period", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateAppKeyRequest: _TypeAlias = RotateAppKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateAppKeyResponse(_message.Message):
+    """Response for RotateAppKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    APP_FIELD_NUMBER: _builtins.int
+    PREVIOUS_KEYS_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The new key, in clear; it is never answered again."""
+    @_builtins.property
+    def app(self) -> _app_pb2.App:
+        """The app after the rotation (its keys hashed)."""
+
+    @_builtins.property
+    def previous_keys_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the previous keys of this scope stop working."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        app: _app_pb2.App | None = ...,
+        previous_keys_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "previous_keys_expire_time", b"previous_keys_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "key", b"key", "previous_keys_expire_time", b"previous_keys_expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateAppKeyResponse: _TypeAlias = RotateAppKeyResponse  # noqa: Y015

@@ -52,6 +52,11 @@ class AppSettingsServiceStub:
                 request_serializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppRequest.SerializeToString,
                 response_deserializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppResponse.FromString,
                 _registered_method=True)
+        self.RotateAppKey = channel.unary_unary(
+                '/lookback.apps.v1.AppSettingsService/RotateAppKey',
+                request_serializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyRequest.SerializeToString,
+                response_deserializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AppSettingsServiceServicer:
@@ -80,6 +85,14 @@ class AppSettingsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateAppKey(self, request, context):
+        """Issues a new key of one scope; the app's previous keys of that scope
+        keep working for a grace period, then never again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppSettingsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +110,11 @@ def add_AppSettingsServiceServicer_to_server(servicer, server):
                     servicer.UpdateApp,
                     request_deserializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppRequest.FromString,
                     response_serializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppResponse.SerializeToString,
+            ),
+            'RotateAppKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateAppKey,
+                    request_deserializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyRequest.FromString,
+                    response_serializer=lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +200,33 @@ class AppSettingsService:
             '/lookback.apps.v1.AppSettingsService/UpdateApp',
             lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppRequest.SerializeToString,
             lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.UpdateAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateAppKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.apps.v1.AppSettingsService/RotateAppKey',
+            lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyRequest.SerializeToString,
+            lookback_dot_apps_dot_v1_dot_app__settings__service__pb2.RotateAppKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

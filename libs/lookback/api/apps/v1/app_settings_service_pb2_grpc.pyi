@@ -42,6 +42,10 @@ class AppSettingsServiceStub:
     """Reads an app. Fails with NOT_FOUND if it does not exist."""
     UpdateApp: _grpc.UnaryUnaryMultiCallable[_app_settings_service_pb2.UpdateAppRequest, _app_settings_service_pb2.UpdateAppResponse]
     """Updates an app's settings (and platform) under a field mask."""
+    RotateAppKey: _grpc.UnaryUnaryMultiCallable[_app_settings_service_pb2.RotateAppKeyRequest, _app_settings_service_pb2.RotateAppKeyResponse]
+    """Issues a new key of one scope; the app's previous keys of that scope
+    keep working for a grace period, then never again.
+    """
 
 @_typing.type_check_only
 class AppSettingsServiceAsyncStub(AppSettingsServiceStub):
@@ -56,6 +60,10 @@ class AppSettingsServiceAsyncStub(AppSettingsServiceStub):
     """Reads an app. Fails with NOT_FOUND if it does not exist."""
     UpdateApp: _aio.UnaryUnaryMultiCallable[_app_settings_service_pb2.UpdateAppRequest, _app_settings_service_pb2.UpdateAppResponse]  # type: ignore[assignment]
     """Updates an app's settings (and platform) under a field mask."""
+    RotateAppKey: _aio.UnaryUnaryMultiCallable[_app_settings_service_pb2.RotateAppKeyRequest, _app_settings_service_pb2.RotateAppKeyResponse]  # type: ignore[assignment]
+    """Issues a new key of one scope; the app's previous keys of that scope
+    keep working for a grace period, then never again.
+    """
 
 class AppSettingsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages apps and their settings. Served by the decider, so a change is
@@ -85,5 +93,15 @@ class AppSettingsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_app_settings_service_pb2.UpdateAppResponse, _abc.Awaitable[_app_settings_service_pb2.UpdateAppResponse]]:
         """Updates an app's settings (and platform) under a field mask."""
+
+    @_abc_1.abstractmethod
+    def RotateAppKey(
+        self,
+        request: _app_settings_service_pb2.RotateAppKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_app_settings_service_pb2.RotateAppKeyResponse, _abc.Awaitable[_app_settings_service_pb2.RotateAppKeyResponse]]:
+        """Issues a new key of one scope; the app's previous keys of that scope
+        keep working for a grace period, then never again.
+        """
 
 def add_AppSettingsServiceServicer_to_server(servicer: AppSettingsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

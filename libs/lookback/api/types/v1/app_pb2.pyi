@@ -51,6 +51,34 @@ PLATFORM_OTHER: Platform.ValueType  # 3
 """Anything else (CTV, PC, console)."""
 Global___Platform: _TypeAlias = Platform  # noqa: Y015
 
+class _KeyScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_SCOPE_UNSPECIFIED: _KeyScope.ValueType  # 0
+    """Not set; never valid on the wire."""
+    KEY_SCOPE_SDK: _KeyScope.ValueType  # 1
+    """Shipped inside the app: installs, opens and in-app events of its app."""
+    KEY_SCOPE_S2S: _KeyScope.ValueType  # 2
+    """Held by the app's own backend: everything `sdk` may, plus touch batches,
+    server-to-server events and reading the app's own outcomes.
+    """
+
+class KeyScope(_KeyScope, metaclass=_KeyScopeEnumTypeWrapper):
+    """What an app key may do."""
+
+KEY_SCOPE_UNSPECIFIED: KeyScope.ValueType  # 0
+"""Not set; never valid on the wire."""
+KEY_SCOPE_SDK: KeyScope.ValueType  # 1
+"""Shipped inside the app: installs, opens and in-app events of its app."""
+KEY_SCOPE_S2S: KeyScope.ValueType  # 2
+"""Held by the app's own backend: everything `sdk` may, plus touch batches,
+server-to-server events and reading the app's own outcomes.
+"""
+Global___KeyScope: _TypeAlias = KeyScope  # noqa: Y015
+
 @_typing.final
 class AppSettings(_message.Message):
     """Per-app attribution settings. An unset duration takes the default of the
@@ -113,6 +141,7 @@ class AppSettings(_message.Message):
     SRN_NETWORKS_FIELD_NUMBER: _builtins.int
     POSTBACKS_FIELD_NUMBER: _builtins.int
     DISABLE_CLICK_INJECTION_CHECK_FIELD_NUMBER: _builtins.int
+    REDIRECT_ALLOWLIST_FIELD_NUMBER: _builtins.int
     disable_click_injection_check: _builtins.bool
     """Turns off the click-injection rule. By default a click later than the
     store's install-begin time is rejected as `click_after_install_begin`.
@@ -167,6 +196,13 @@ class AppSettings(_message.Message):
     def postbacks(self) -> _containers.MessageMap[_builtins.str, _postback_pb2.PartnerPostbacks]:
         """Postback templates per partner (media source)."""
 
+    @_builtins.property
+    def redirect_allowlist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hosts an attribution link may redirect to: exact host names, or
+        `*.example.com` for any subdomain of example.com. The app's own store
+        pages are always allowed; any other target is refused.
+        """
+
     def __init__(
         self,
         *,
@@ -182,14 +218,53 @@ class AppSettings(_message.Message):
         srn_networks: _abc.Iterable[_builtins.str] | None = ...,
         postbacks: _abc.Mapping[_builtins.str, _postback_pb2.PartnerPostbacks] | None = ...,
         disable_click_injection_check: _builtins.bool = ...,
+        redirect_allowlist: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "min_ctit", b"min_ctit", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "view_lookback", b"view_lookback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "redirect_allowlist", b"redirect_allowlist", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppSettings: _TypeAlias = AppSettings  # noqa: Y015
+
+@_typing.final
+class AppKey(_message.Message):
+    """One of an app's keys, as the service keeps it: its hash, never the key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_SHA256_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    key_sha256: _builtins.bytes
+    """SHA-256 of the key."""
+    scope: Global___KeyScope.ValueType
+    """What the key may do."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the key was issued."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the key stops working (set by a rotation); unset: no end."""
+
+    def __init__(
+        self,
+        *,
+        key_sha256: _builtins.bytes = ...,
+        scope: Global___KeyScope.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "key_sha256", b"key_sha256", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppKey: _TypeAlias = AppKey  # noqa: Y015
 
 @_typing.final
 class App(_message.Message):
@@ -203,6 +278,7 @@ class App(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The app's id (package name or store id)."""
     platform: Global___Platform.ValueType
@@ -221,6 +297,12 @@ class App(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the app was last updated."""
 
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___AppKey]:
+        """The app's keys, hashed. Kept by the service (creation and rotation set
+        them; updates cannot); never answered over HTTP.
+        """
+
     def __init__(
         self,
         *,
@@ -230,10 +312,11 @@ class App(_message.Message):
         version: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        keys: _abc.Iterable[Global___AppKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "settings", b"settings", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "create_time", b"create_time", "platform", b"platform", "settings", b"settings", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "create_time", b"create_time", "keys", b"keys", "platform", b"platform", "settings", b"settings", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,6 +75,34 @@ HTTP_METHOD_POST: HttpMethod.ValueType  # 2
 """HTTP POST; the macros fill the URL and the body."""
 Global___HttpMethod: _TypeAlias = HttpMethod  # noqa: Y015
 
+class _ClickSigning:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClickSigningEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClickSigning.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLICK_SIGNING_UNSPECIFIED: _ClickSigning.ValueType  # 0
+    """Not set: the same as `CLICK_SIGNING_OFF`."""
+    CLICK_SIGNING_OFF: _ClickSigning.ValueType  # 1
+    """Links are accepted unsigned (a signature, if present, is checked)."""
+    CLICK_SIGNING_REQUIRED: _ClickSigning.ValueType  # 2
+    """Links must carry `ts` and `sig` (HMAC-SHA256 under the partner's
+    signing secret over the canonical query); others are refused.
+    """
+
+class ClickSigning(_ClickSigning, metaclass=_ClickSigningEnumTypeWrapper):
+    """Whether a partner's attribution links must be signed."""
+
+CLICK_SIGNING_UNSPECIFIED: ClickSigning.ValueType  # 0
+"""Not set: the same as `CLICK_SIGNING_OFF`."""
+CLICK_SIGNING_OFF: ClickSigning.ValueType  # 1
+"""Links are accepted unsigned (a signature, if present, is checked)."""
+CLICK_SIGNING_REQUIRED: ClickSigning.ValueType  # 2
+"""Links must carry `ts` and `sig` (HMAC-SHA256 under the partner's
+signing secret over the canonical query); others are refused.
+"""
+Global___ClickSigning: _TypeAlias = ClickSigning  # noqa: Y015
+
 @_typing.final
 class PostbackTemplate(_message.Message):
     """One postback template: a URL (and optional body) with `{macro}` slots."""
@@ -116,8 +144,16 @@ class PartnerPostbacks(_message.Message):
     REENGAGEMENT_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    CLICK_SIGNING_FIELD_NUMBER: _builtins.int
     signing_secret: _builtins.str
-    """Name of the secret holding the HMAC-SHA256 signing key; empty for none."""
+    """Name of the secret holding the HMAC-SHA256 signing key; empty for none.
+    A secret is bound to its partner: its name is the partner's media
+    source, or starts with it and a dot (`adnet` or `adnet.2026`).
+    """
+    click_signing: Global___ClickSigning.ValueType
+    """Whether this partner's attribution links must be signed (with the same
+    secret).
+    """
     @_builtins.property
     def install(self) -> Global___PostbackTemplate:
         """Sent after a counted install attributed to this partner."""
@@ -142,10 +178,11 @@ class PartnerPostbacks(_message.Message):
         reengagement: Global___PostbackTemplate | None = ...,
         event: Global___PostbackTemplate | None = ...,
         signing_secret: _builtins.str = ...,
+        click_signing: Global___ClickSigning.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "signing_secret", b"signing_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_signing", b"click_signing", "event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "signing_secret", b"signing_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
