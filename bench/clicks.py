@@ -52,6 +52,7 @@ from bench.loadgen import LoadResult, run_loadgen
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core.server import install_signal_handlers
+from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.processes import free_base_port, python_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ async def count_stored(
 
 
 async def create_app(gateway_url: str, app_id: str) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
         body = {"app_id": app_id, "platform": "android"}
         async with http.post(f"{gateway_url}/v1/apps", json=body) as r:
             if r.status != 201:
@@ -147,7 +148,7 @@ async def measure(
     payload = b"x" * 200
     async with (
         grpc.aio.insecure_channel(echo_process.address) as echo_ch,
-        grpc.aio.insecure_channel(suite.addr["touchpoint_store"]) as store_ch,
+        admin_channel(suite.addr["touchpoint_store"]) as store_ch,
     ):
         echo = echo_ch.unary_unary(ECHO_METHOD)
         store = store_grpc.TouchpointStoreServiceStub(store_ch)

@@ -54,6 +54,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import (
     free_base_port,
     python_module,
@@ -258,9 +259,9 @@ async def measure(suite: Suite, duration: float) -> list[Result]:
     app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
     async with (
         grpc.aio.insecure_channel(echo_process.address) as echo_ch,
-        grpc.aio.insecure_channel(addr["decider"]) as decider_ch,
-        grpc.aio.insecure_channel(addr["ingestion"]) as ingestion_ch,
-        grpc.aio.insecure_channel(addr["touchpoint_store"]) as store_ch,
+        admin_channel(addr["decider"]) as decider_ch,
+        admin_channel(addr["ingestion"]) as ingestion_ch,
+        admin_channel(addr["touchpoint_store"]) as store_ch,
     ):
         echo = echo_ch.unary_unary(ECHO_METHOD)
         apps = apps_grpc.AppSettingsServiceStub(decider_ch)

@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import free_ports, serve
 from lookback.testing.receiver import PostbackSink
 
@@ -37,7 +36,7 @@ async def measure(label: str, queue_args: list[str], jobs: int, workers: int) ->
     await sink.start()
     dispatcher = await serve("postback", *queue_args, "--workers", str(workers))
     try:
-        async with grpc.aio.insecure_channel(dispatcher.address) as channel:
+        async with admin_channel(dispatcher.address) as channel:
             stub = pb_grpc.PostbackDispatcherServiceStub(channel)
             started = time.perf_counter()
             for start in range(0, jobs, 500):

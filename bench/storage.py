@@ -54,6 +54,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import free_base_port, wait_health
 
 REPO = Path(__file__).resolve().parent.parent
@@ -245,8 +246,8 @@ async def measure(
         meter = CpuMeter({**pids, **external, LOADGEN: os.getpid()})
         app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
         async with (
-            grpc.aio.insecure_channel(addr["decider"]) as decider_ch,
-            grpc.aio.insecure_channel(addr["ingestion"]) as ingestion_ch,
+            admin_channel(addr["decider"]) as decider_ch,
+            admin_channel(addr["ingestion"]) as ingestion_ch,
         ):
             await apps_grpc.AppSettingsServiceStub(decider_ch).CreateApp(
                 apps_pb.CreateAppRequest(

@@ -49,6 +49,7 @@ from lookback.api.types.v1 import app_pb2, install_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
 from lookback.core.clock import now_micros
 from lookback.core.sqlite import WAL_LIMIT
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import free_base_port, wait_health
 
 GOAL = 256 * 1000 * 1000
@@ -159,8 +160,8 @@ async def run(clicks: int, batch: int, in_flight: int, data: Path) -> Run:
         for name in ("touchpoint_store", "decider", "ingestion"):
             await wait_health(addr[name], timeout=120)
         async with (
-            grpc.aio.insecure_channel(addr["decider"]) as decider_ch,
-            grpc.aio.insecure_channel(addr["ingestion"]) as ingestion_ch,
+            admin_channel(addr["decider"]) as decider_ch,
+            admin_channel(addr["ingestion"]) as ingestion_ch,
         ):
             app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
             await apps_grpc.AppSettingsServiceStub(decider_ch).CreateApp(

@@ -25,6 +25,7 @@ from lookback.postback.dispatcher import Dispatcher, signature
 from lookback.postback.policy import RetryPolicy, judge
 from lookback.postback.queue import PostbackQueue, SqliteQueue
 from lookback.postback.redis_queue import RedisQueue
+from lookback.testing.keys import ADMIN_KEY, admin_channel
 from lookback.testing.receiver import PostbackSink
 
 
@@ -32,6 +33,7 @@ from lookback.testing.receiver import PostbackSink
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GrpcServer]:
     """The dispatcher service over each queue backend, on a real port."""
     config = PostbackConfig(
+        admin_keys=ADMIN_KEY,
         port=0,
         grace_period=1,
         queue_path=str(tmp_path / "q.sqlite3"),
@@ -66,7 +68,7 @@ def dispatcher(served: GrpcServer) -> Dispatcher:
 
 @pytest.fixture
 async def rpc(served: GrpcServer) -> AsyncIterator[pb_grpc.PostbackDispatcherServiceStub]:
-    async with grpc.aio.insecure_channel(served.address) as channel:
+    async with admin_channel(served.address) as channel:
         yield pb_grpc.PostbackDispatcherServiceStub(channel)
 
 

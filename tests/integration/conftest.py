@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.keys import admin_channel
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.srn import FakeSrn, start_fake_srn
 from lookback.testing.suite import EphemeralSuite, SuiteAddresses
@@ -46,19 +46,19 @@ async def suite(
 
 @pytest.fixture(scope="session")
 async def ingestion(suite: SuiteAddresses) -> AsyncIterator[ingestion_grpc.IngestionServiceStub]:
-    async with grpc.aio.insecure_channel(suite.ingestion) as channel:
+    async with admin_channel(suite.ingestion) as channel:
         yield ingestion_grpc.IngestionServiceStub(channel)
 
 
 @pytest.fixture(scope="session")
 async def store(suite: SuiteAddresses) -> AsyncIterator[store_grpc.TouchpointStoreServiceStub]:
-    async with grpc.aio.insecure_channel(suite.store) as channel:
+    async with admin_channel(suite.store) as channel:
         yield store_grpc.TouchpointStoreServiceStub(channel)
 
 
 @pytest.fixture(scope="session")
 async def apps(suite: SuiteAddresses) -> AsyncIterator[apps_grpc.AppSettingsServiceStub]:
-    async with grpc.aio.insecure_channel(suite.decider) as channel:
+    async with admin_channel(suite.decider) as channel:
         yield apps_grpc.AppSettingsServiceStub(channel)
 
 

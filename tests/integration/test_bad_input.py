@@ -18,6 +18,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import install_pb2, touch_pb2
 from lookback.testing.builders import new_gaid
+from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.suite import SuiteAddresses
 
 
@@ -114,7 +115,7 @@ async def test_install_for_an_unknown_app_is_not_found(
 
 
 async def _http(suite: SuiteAddresses, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
         async with http.request(method, suite.gateway_url + path, **kw) as r:
             return r.status, await r.json()
 
@@ -213,7 +214,7 @@ async def test_http_link_with_a_redirect_it_cannot_follow_stores_nothing(
     status, body = await _http(suite, "GET", "/v1/click", params=link, allow_redirects=False)
     assert status == 400
     assert "redirect" in _fields(body)
-    async with grpc.aio.insecure_channel(suite.store) as channel:
+    async with admin_channel(suite.store) as channel:
         found = await store_grpc.TouchpointStoreServiceStub(channel).FindTouches(
             store_pb.FindTouchesRequest(app_id=app_id, click_ids=[click_id])
         )

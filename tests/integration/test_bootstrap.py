@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.core.server import LIVENESS, GrpcServer, ServerConfig
+from lookback.testing.keys import ADMIN_KEY, admin_channel
 from lookback.testing.processes import up
 
 
@@ -35,7 +36,7 @@ class SlowToWarm:
 
 
 async def _status(address: str, service: str = "") -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with admin_channel(address) as channel:
         answer = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=2
         )
@@ -44,7 +45,7 @@ async def _status(address: str, service: str = "") -> int:
 
 async def test_health_is_serving_only_once_warm() -> None:
     component = SlowToWarm()
-    server = GrpcServer(component, ServerConfig(port=0, grace_period=1))
+    server = GrpcServer(component, ServerConfig(port=0, grace_period=1, admin_keys=ADMIN_KEY))
     starting = asyncio.ensure_future(server.start())
     await asyncio.wait_for(component.warming.wait(), 10)  # bound and started, not warm
     address = server.address

@@ -26,6 +26,7 @@ from lookback.api.types.v1 import app_pb2, decision_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts
 from lookback.core.server import LIVENESS
 from lookback.testing import builders
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import (
     free_base_port,
     free_ports,
@@ -71,9 +72,9 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
         app_id = builders.new_app_id("com.race")
         gaid = builders.new_gaid()
         async with (
-            grpc.aio.insecure_channel(deciders[0].address) as ch0,
-            grpc.aio.insecure_channel(deciders[1].address) as ch1,
-            grpc.aio.insecure_channel(store.address) as store_ch,
+            admin_channel(deciders[0].address) as ch0,
+            admin_channel(deciders[1].address) as ch1,
+            admin_channel(store.address) as store_ch,
         ):
             await builders.create_app(
                 apps_grpc.AppSettingsServiceStub(ch0),
@@ -324,7 +325,7 @@ async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
     )
     try:
         app = app_pb2.App(app_id="com.outage", platform=app_pb2.PLATFORM_ANDROID, version=1)
-        async with grpc.aio.insecure_channel(store.address) as channel:
+        async with admin_channel(store.address) as channel:
             stub = store_grpc.TouchpointStoreServiceStub(channel)
             await stub.CreateApp(store_pb.CreateAppRequest(app=app))
 

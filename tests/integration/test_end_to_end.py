@@ -17,6 +17,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import decision_pb2, touch_pb2
 from lookback.testing.builders import click, install, iso_ago, new_gaid
+from lookback.testing.keys import admin_headers
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.suite import SuiteAddresses
 
@@ -26,7 +27,7 @@ UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/124.0 M
 async def post_install(suite: SuiteAddresses, body: dict[str, Any]) -> Any:
     """``POST /v1/installs``, which must succeed; the decision."""
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=admin_headers()) as http,
         http.post(f"{suite.gateway_url}/v1/installs", json=body) as r,
     ):
         assert r.status == 200, await r.text()
@@ -40,7 +41,7 @@ async def test_click_then_install_over_http_is_attributed_and_stored(
     sink: PostbackSink,
 ) -> None:
     gaid = new_gaid()
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
         async with http.get(
             f"{suite.gateway_url}/v1/click",
             params={

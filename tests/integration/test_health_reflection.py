@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import aiohttp
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.suite import SuiteAddresses
 
 EXPECTED = {
@@ -20,7 +20,7 @@ EXPECTED = {
 
 async def test_every_grpc_service_reports_serving(suite: SuiteAddresses) -> None:
     for attr, services in EXPECTED.items():
-        async with grpc.aio.insecure_channel(getattr(suite, attr)) as channel:
+        async with admin_channel(getattr(suite, attr)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for name in ["", *services]:
                 answer = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
@@ -28,7 +28,7 @@ async def test_every_grpc_service_reports_serving(suite: SuiteAddresses) -> None
 
 
 async def test_gateway_reports_ready(suite: SuiteAddresses) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
         for path in ("/healthz", "/readyz"):
             async with http.get(suite.gateway_url + path) as r:
                 assert r.status == 200, path
@@ -36,7 +36,7 @@ async def test_gateway_reports_ready(suite: SuiteAddresses) -> None:
 
 async def test_reflection_lists_every_service(suite: SuiteAddresses) -> None:
     for attr, services in EXPECTED.items():
-        async with grpc.aio.insecure_channel(getattr(suite, attr)) as channel:
+        async with admin_channel(getattr(suite, attr)) as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             names: set[str] = set()
@@ -47,7 +47,7 @@ async def test_reflection_lists_every_service(suite: SuiteAddresses) -> None:
 
 
 async def test_reflection_serves_file_descriptors(suite: SuiteAddresses) -> None:
-    async with grpc.aio.insecure_channel(suite.decider) as channel:
+    async with admin_channel(suite.decider) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(
             file_containing_symbol="lookback.decider.v1.DeciderService"

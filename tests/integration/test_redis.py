@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import grpc
 from google.protobuf import field_mask_pb2
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
@@ -19,6 +18,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_
 from lookback.api.types.v1 import app_pb2, postback_pb2
 from lookback.postback.redis_queue import RedisQueue
 from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import run_cli, serve
 from lookback.testing.receiver import PostbackSink
 
@@ -43,8 +43,8 @@ async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_pa
     b = await serve("decider", *common)
     try:
         async with (
-            grpc.aio.insecure_channel(a.address) as cha,
-            grpc.aio.insecure_channel(b.address) as chb,
+            admin_channel(a.address) as cha,
+            admin_channel(b.address) as chb,
         ):
             apps_a, apps_b = (
                 apps_grpc.AppSettingsServiceStub(cha),
@@ -90,7 +90,7 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
         for n in range(20)
     ]
     try:
-        async with grpc.aio.insecure_channel(first.address) as channel:
+        async with admin_channel(first.address) as channel:
             await pb_grpc.PostbackDispatcherServiceStub(channel).EnqueuePostbacks(
                 pb.EnqueuePostbacksRequest(jobs=jobs)
             )
@@ -145,7 +145,7 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
     await sink.start()
     dispatcher = await serve("postback", "--redis-url", url, "--max-attempts", "2")
     try:
-        async with grpc.aio.insecure_channel(dispatcher.address) as channel:
+        async with admin_channel(dispatcher.address) as channel:
             stub = pb_grpc.PostbackDispatcherServiceStub(channel)
             job = postback_pb2.PostbackJob(job_id="cli-1", partner="p", url=f"{sink.url}/p")
             await stub.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=[job]))

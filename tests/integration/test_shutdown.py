@@ -15,6 +15,7 @@ from lookback.api.types.v1 import touch_pb2
 from lookback.core.convert import micros_to_dur
 from lookback.core.tasks import cancel_and_wait
 from lookback.testing.builders import new_gaid
+from lookback.testing.keys import admin_channel
 from lookback.testing.processes import serve
 from lookback.testing.srn import FakeSrn
 
@@ -27,7 +28,7 @@ async def test_sigterm_lets_the_call_in_flight_finish(fake_srn: tuple[FakeSrn, s
     adapter = await serve("srn_adapter", "--srn-endpoints", f"srn_slow={url}", grace_period=10)
     process = adapter.process
     try:
-        async with grpc.aio.insecure_channel(adapter.address) as channel:
+        async with admin_channel(adapter.address) as channel:
             stub = srn_grpc.SrnAdapterServiceStub(channel)
             request = srn_pb.QueryClaimsRequest(
                 app_id="com.slow", networks=["srn_slow"], budget=micros_to_dur(5_000_000)

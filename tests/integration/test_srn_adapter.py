@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import grpc
 import pytest
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
@@ -17,6 +16,7 @@ from lookback.core.convert import micros_to_dur
 from lookback.core.server import GrpcServer
 from lookback.srn_adapter.component import SrnComponent
 from lookback.srn_adapter.config import SrnConfig
+from lookback.testing.keys import ADMIN_KEY, admin_channel
 from lookback.testing.srn import FakeSrn
 
 
@@ -24,6 +24,7 @@ from lookback.testing.srn import FakeSrn
 async def adapter(fake_srn: tuple[FakeSrn, str]) -> AsyncIterator[pb_grpc.SrnAdapterServiceStub]:
     _, url = fake_srn
     config = SrnConfig(
+        admin_keys=ADMIN_KEY,
         port=0,
         srn_endpoints={"fast": url, "slow": url, "broken": url, "*": url},
         breaker_threshold=2,
@@ -31,7 +32,7 @@ async def adapter(fake_srn: tuple[FakeSrn, str]) -> AsyncIterator[pb_grpc.SrnAda
     )
     server = GrpcServer(SrnComponent(config), config)
     await server.start()
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with admin_channel(server.address) as channel:
         yield pb_grpc.SrnAdapterServiceStub(channel)
     await server.stop(0)
 
@@ -63,10 +64,10 @@ async def test_answers_with_claims_and_lists_the_networks_that_did_not_answer(
 
 
 async def test_a_network_without_endpoint_is_unanswered(fake_srn: tuple[FakeSrn, str]) -> None:
-    config = SrnConfig(port=0, srn_endpoints={"fast": fake_srn[1]})
+    config = SrnConfig(port=0, admin_keys=ADMIN_KEY, srn_endpoints={"fast": fake_srn[1]})
     server = GrpcServer(SrnComponent(config), config)
     await server.start()
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with admin_channel(server.address) as channel:
         answer = await pb_grpc.SrnAdapterServiceStub(channel).QueryClaims(
             query("app", str(uuid.uuid4()), "fast", "unknown")
         )

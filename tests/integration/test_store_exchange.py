@@ -6,22 +6,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.core.server import GrpcServer
+from lookback.testing.keys import ADMIN_KEY, admin_channel
 from lookback.touchpoint_store.component import StoreComponent
 from lookback.touchpoint_store.config import StoreConfig
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[pb_grpc.TouchpointStoreServiceStub]:
-    config = StoreConfig(port=0, sqlite_path=str(tmp_path / "store.sqlite3"))
+    config = StoreConfig(port=0, admin_keys=ADMIN_KEY, sqlite_path=str(tmp_path / "store.sqlite3"))
     server = GrpcServer(StoreComponent(config), config)
     await server.start()
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with admin_channel(server.address) as channel:
         yield pb_grpc.TouchpointStoreServiceStub(channel)
     await server.stop(grace=0)
 

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -26,6 +25,7 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.core import telemetry
 from lookback.testing.builders import create_app, iso_ago, new_app_id, new_gaid
+from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.otlp import Collector
 from lookback.testing.processes import serve
 from lookback.testing.receiver import PostbackSink
@@ -96,7 +96,7 @@ async def test_one_install_is_one_trace_across_every_service(
     fake, _ = fake_srn
     fake.behaviour["srn_video"] = {"delay_ms": 1000}  # past the decider's SRN budget
     gaid = new_gaid()
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
         click = {
             "app_id": srn_app,
             "media_source": "networka",
@@ -241,7 +241,7 @@ async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
         f"srn_social={srn_url}",
     )
     try:
-        async with grpc.aio.insecure_channel(adapter.address) as channel:
+        async with admin_channel(adapter.address) as channel:
             request = srn_pb.QueryClaimsRequest(app_id="com.otlp", networks=["srn_social"])
             request.device.gaid = new_gaid()
             request.installed_at.GetCurrentTime()

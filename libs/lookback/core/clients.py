@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from lookback.core import telemetry, wire
+from lookback.core import auth, telemetry, wire
 
 # Retry transient UNAVAILABLE (a peer restarting) a few times, fast.
 _SERVICE_CONFIG = json.dumps(
@@ -46,16 +46,20 @@ class _WithDeadline:
     """A multicallable that adds ``timeout=`` when the caller gives none, and
     (while tracing is on) a client span whose context goes in the metadata."""
 
-    __slots__ = ("_call", "_method", "_timeout")
+    __slots__ = ("_call", "_metadata", "_method", "_timeout")
 
-    def __init__(self, call: Any, timeout: float) -> None:
+    def __init__(self, call: Any, timeout: float, metadata: tuple[tuple[str, str], ...]) -> None:
         self._call = call
         self._timeout = timeout
+        self._metadata = metadata
         method = getattr(call, "_method", b"")
         self._method = method.decode() if isinstance(method, bytes) else str(method)
 
     def __call__(self, request: Any, *, timeout: float | None = None, **kwargs: Any) -> Any:
         timeout = self._timeout if timeout is None else timeout
+        if self._metadata:
+            extra = kwargs.get("metadata")
+            kwargs["metadata"] = self._metadata + tuple(extra) if extra else self._metadata
         if telemetry.enabled():
             return self._traced(request, timeout, kwargs)
         return self._plain(request, timeout, kwargs)
@@ -83,21 +87,64 @@ def stub(
     stub_class: Callable[[grpc.aio.Channel], S],
     channel: grpc.aio.Channel,
     default_timeout: float = 5.0,
+    key: str = "",
 ) -> S:
     """A generated stub whose every call has a deadline (``default_timeout``
-    seconds unless the call names one). Wrapping the stub's methods costs
-    far less per call than a client interceptor."""
+    seconds unless the call names one) and presents ``key`` (a service's own
+    admin key, see ``ServerConfig.outgoing_key``). Wrapping the stub's methods
+    costs far less per call than a client interceptor."""
     instance = stub_class(channel)
+    metadata = key_metadata(key)
     for name, call in list(vars(instance).items()):
         if callable(call):
-            setattr(instance, name, _WithDeadline(call, default_timeout))
+            setattr(instance, name, _WithDeadline(call, default_timeout, metadata))
     return instance
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (``host:port``) that retries UNAVAILABLE."""
+def key_metadata(key: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata presenting ``key`` (none for an empty key)."""
+    return ((auth.METADATA_KEY, f"Bearer {key}"),) if key else ()
+
+
+class _WithKey:
+    """Adds a key to every call of a channel (tools and tests using raw stubs)."""
+
+    def __init__(self, key: str) -> None:
+        self.metadata = key_metadata(key)
+
+    def details(self, details: Any) -> Any:
+        return details._replace(metadata=tuple(details.metadata or ()) + self.metadata)
+
+
+class _KeyUnaryUnary(_WithKey, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self.details(details), request)
+
+
+class _KeyUnaryStream(_WithKey, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self.details(details), request)
+
+
+class _KeyStreamStream(_WithKey, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self.details(details), request_iterator)
+
+
+def _key_interceptors(key: str) -> list[Any]:
+    # A channel files each interceptor under one kind only, so one per kind.
+    return [_KeyUnaryUnary(key), _KeyUnaryStream(key), _KeyStreamStream(key)]
+
+
+def channel(address: str, key: str = "") -> grpc.aio.Channel:
+    """An insecure channel to ``address`` (``host:port``) that retries
+    UNAVAILABLE; with ``key``, every call on it presents that key (for tools
+    and tests; services give their stubs the key instead, see :func:`stub`)."""
     return grpc.aio.insecure_channel(
         address,
+        interceptors=_key_interceptors(key) if key else None,
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

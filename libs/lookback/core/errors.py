@@ -93,8 +93,33 @@ class Unavailable(LookbackError, code=Code.UNAVAILABLE):
     """A backend is down; the request was not carried out and may be retried."""
 
 
+class Unauthenticated(LookbackError, code=Code.UNAUTHENTICATED):
+    """No key, or a key that is not (or no longer) valid."""
+
+
+class PermissionDenied(LookbackError, code=Code.PERMISSION_DENIED):
+    """A valid key used for another app or beyond its scope."""
+
+
+class ResourceExhausted(LookbackError, code=Code.RESOURCE_EXHAUSTED):
+    """Over a rate limit; ``retry_after`` says when to try again (seconds)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 _BY_CODE: dict[Code, type[LookbackError]] = {
-    cls.code: cls for cls in (NotFound, AlreadyExists, FailedPrecondition, Aborted, Unavailable)
+    cls.code: cls
+    for cls in (
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        Unavailable,
+        Unauthenticated,
+        PermissionDenied,
+    )
 }
 
 

@@ -22,7 +22,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
-from lookback.core import telemetry, wire
+from lookback.core import auth, telemetry, wire
 from lookback.core.errors import Code, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
@@ -82,6 +82,12 @@ class ServerConfig:
     """PEM CA bundle: servers require client certificates signed by it (mutual
     TLS), clients verify the services they call against it."""
 
+    def outgoing_key(self) -> str:
+        """The key this service presents to the services it calls (its first
+        admin key; empty when it has none)."""
+        keys = auth.read_admin_keys(self.admin_keys, self.admin_keys_file)
+        return keys[0] if keys else ""
+
 
 LIVENESS = "liveness"
 """Health service name that is SERVING while the process runs (its backend may
@@ -110,8 +116,24 @@ class Component(Protocol):
 
 # A component may also have ``async def healthy(self) -> bool`` (and a
 # ``health_interval`` in seconds): the server then follows it, reporting
-# NOT_SERVING while it answers False; and ``def listening(self) -> str``,
-# the address to announce instead of the gRPC one (the gateway's HTTP).
+# NOT_SERVING while it answers False; ``def listening(self) -> str``,
+# the address to announce instead of the gRPC one (the gateway's HTTP);
+# ``auth_rules``, who may call each of its methods (a method without a rule
+# is for admin keys only); and ``app_keys``, an
+# :class:`~lookback.core.auth.AppKeySource` when app keys may call it.
+
+HEALTH_RULES = {
+    "/grpc.health.v1.Health/Check": auth.PUBLIC,
+    "/grpc.health.v1.Health/Watch": auth.PUBLIC,
+}
+"""Probes carry no key; health says nothing but SERVING or not."""
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    for item in context.invocation_metadata() or ():
+        if item[0] == auth.METADATA_KEY:
+            return auth.bearer(item[1] if isinstance(item[1], str) else "")
+    return ""
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -124,9 +146,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     - Anything else: ``INTERNAL``, logged with its traceback.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        authenticator: auth.Authenticator | None = None,
+        rules: Mapping[str, auth.Rule] | None = None,
+    ) -> None:
         # The wrapped handler of each method, made once: this runs on every call.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self.authenticator = authenticator
+        self.rules = {**HEALTH_RULES, **(rules or {})}
 
     async def intercept_service(
         self,
@@ -138,14 +166,80 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        rule = self.rules.get(method, auth.ADMIN_ONLY)
+        if handler.unary_unary is None:
+            wrapped = self._wrap_stream(method, handler, rule)
+        else:
+            wrapped = self._wrap(method, handler, rule)
+        self._wrapped[method] = wrapped
         return wrapped
 
-    @staticmethod
-    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def _check(
+        self, rule: auth.Rule, request: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Authenticate and authorize the call (before anything is done)."""
+        authenticator = self.authenticator
+        if authenticator is None:
+            auth.set_current(auth.ADMIN)
+            return
+        key = _bearer(context)
+        if rule.kind == "public" and not key:
+            auth.set_current(auth.ANONYMOUS)
+            return
+        principal = await authenticator.authenticate(key)
+        auth.authorize(principal, rule, request)
+        auth.set_current(principal)
+
+    def _wrap_stream(
+        self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
+    ) -> grpc.RpcMethodHandler:
+        """Streaming methods (health Watch, reflection): checked by key only."""
+        check = self._check
+
+        async def refuse(context: grpc.aio.ServicerContext, exc: LookbackError) -> None:
+            await _abort(context, None, method, exc)
+
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    await check(rule, None, context)
+                except LookbackError as exc:
+                    await refuse(context, exc)
+                async for item in inner_us(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    await check(rule, None, context)
+                except LookbackError as exc:
+                    await refuse(context, exc)
+                async for item in inner_ss(requests, context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no stream-unary methods here
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
+    ) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
+        check = self._check
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if telemetry.enabled():
@@ -156,6 +250,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def handle(request: Any, context: grpc.aio.ServicerContext, span: Span | None) -> Any:
             started = time.perf_counter()
             try:
+                await check(rule, request, context)
                 return await behavior(request, context)
             except LookbackError as exc:
                 await _abort(context, span, method, exc)
@@ -217,7 +312,12 @@ class GrpcServer:
                 ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(config.grace_period * 1000)),
             ]
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+        admin_keys = auth.read_admin_keys(config.admin_keys, config.admin_keys_file)
+        self.authenticator = auth.Authenticator(
+            admin_keys, getattr(component, "app_keys", None), enabled=config.require_keys
+        )
+        interceptor = ErrorInterceptor(self.authenticator, getattr(component, "auth_rules", {}))
+        self.server = grpc.aio.server(interceptors=[interceptor], options=options)
         self.service_names = component.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -246,6 +346,8 @@ class GrpcServer:
         await self.server.start()
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.component.start()
+        # A component may make its key source while warming up.
+        self.authenticator.apps = getattr(self.component, "app_keys", None)
         tune_gc()
         await self.set_serving(True)
         probe = getattr(self.component, "healthy", None)

@@ -45,20 +45,38 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-async def run_demo(gateway: str) -> int:
+async def _sdk_key(s: aiohttp.ClientSession, gateway: str, admin: dict[str, str]) -> str:
+    """The demo app's ``sdk`` key: from creating the app, or (when it exists
+    from an earlier run) a new one by rotation, the old one kept for a day."""
+    created = await _call(
+        s,
+        "POST",
+        f"{gateway}/v1/apps",
+        headers=admin,
+        json={
+            "app_id": DEMO_APP,
+            "platform": "android",
+            "settings": {"click_lookback": "7d", "view_lookback": "24h"},
+        },
+    )
+    if "keys" in created:
+        return str(created["keys"]["sdk"])
+    rotated = await _call(
+        s,
+        "POST",
+        f"{gateway}/v1/apps/{DEMO_APP}/keys:rotate",
+        headers=admin,
+        json={"scope": "sdk", "grace_period": "24h"},
+    )
+    return str(rotated["key"])
+
+
+async def run_demo(gateway: str, admin_key: str) -> int:
     now = datetime.now(UTC)
     run = uuid.uuid4().hex[:6]
     async with aiohttp.ClientSession() as s:
-        await _call(
-            s,
-            "POST",
-            f"{gateway}/v1/apps",
-            json={
-                "app_id": DEMO_APP,
-                "platform": "android",
-                "settings": {"click_lookback": "7d", "view_lookback": "24h"},
-            },
-        )
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        sdk = {"Authorization": f"Bearer {await _sdk_key(s, gateway, admin)}"}
         alice, bob, carol = _gaid(), _gaid(), _gaid()
 
         async def touch(kind: str, source: str, campaign: str, device: str, ago: timedelta) -> str:
@@ -80,6 +98,7 @@ async def run_demo(gateway: str) -> int:
                 s,
                 "POST",
                 f"{gateway}/v1/installs",
+                headers=sdk,
                 json={
                     "app_id": DEMO_APP,
                     "install_id": install_id,

@@ -4,6 +4,7 @@ lookback serve SERVICE [--flag value ...]   one service (flags: --help)
 lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
 lookback postbacks dead|show|replay         dead letters (--help)
+lookback apps create|show|rotate-key        apps and their keys (--help)
 lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lookback.cli.options import add_admin_key, admin_key
 from lookback.core import config as cfg
 from lookback.core.server import Component, ServerConfig, serve
 from lookback.core.telemetry import configure_logging
@@ -99,9 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
     sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
+    sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
     p_demo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
+    add_admin_key(p_demo)
 
     if args[:2] == ["scenario", "run"]:
         from lookback.cli.scenarios import main as run_scenarios
@@ -111,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.migrate import main as migrate
 
         return migrate(args[1:])
+    if args[:1] == ["apps"]:
+        from lookback.cli.apps import main as apps
+
+        return apps(args[1:])
     if args[:1] == ["postbacks"]:
         from lookback.cli.postbacks import main as postbacks
 
@@ -126,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "demo":
         from lookback.cli.demo import run_demo
 
-        return asyncio.run(run_demo(ns.gateway))
+        return asyncio.run(run_demo(ns.gateway, admin_key(ns, "lookback demo")))
     return 2
 
 

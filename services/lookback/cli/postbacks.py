@@ -3,6 +3,8 @@
 lookback postbacks dead   [--target HOST:PORT] [--limit N]   list dead letters (JSON lines)
 lookback postbacks show   JOB_ID [--target HOST:PORT]        one job's state (JSON)
 lookback postbacks replay JOB_ID [--target HOST:PORT]        queue a dead letter again
+
+Each presents ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from google.protobuf import json_format
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+from lookback.cli.options import add_admin_key, admin_key
+from lookback.core import clients
 
 
 def _print(message: object) -> None:
@@ -26,7 +30,8 @@ def _print(message: object) -> None:
 
 
 async def _run(ns: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ns.target) as channel:
+    key = admin_key(ns, "lookback postbacks")
+    async with clients.channel(ns.target, key=key) as channel:
         stub = pb_grpc.PostbackDispatcherServiceStub(channel)
         try:
             if ns.action == "dead":
@@ -71,4 +76,5 @@ def main(argv: Sequence[str]) -> int:
         p.add_argument(
             "--target", default="127.0.0.1:7405", help="the postback dispatcher (lookback up: 7405)"
         )
+        add_admin_key(p)
     return asyncio.run(_run(parser.parse_args(argv)))

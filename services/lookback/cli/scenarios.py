@@ -12,7 +12,8 @@ The runner
   exercised), registers SRN claims with a fake SRN it runs, and receives
   postbacks on a local sink it runs (``{sink}`` in templates);
 - without ``--target`` starts an ephemeral suite on loopback (embedded
-  store) and tears it down afterwards.
+  store, a fresh admin key) and tears it down afterwards; with ``--target``
+  it presents ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``).
 
 Exit 0 when every expectation holds, 1 when any fails, 2 for an invalid file.
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from lookback.cli.options import add_admin_key, admin_key
 from lookback.cli.scenario_files import (
     SCALAR_EXPECTATIONS,
     SETTING_DURATIONS,
@@ -46,6 +48,7 @@ from lookback.cli.scenario_files import (
     parse_time,
     time_paths,
 )
+from lookback.core.auth import new_admin_key
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.srn import FakeSrn, start_fake_srn
 
@@ -236,7 +239,11 @@ class Runner:
 
 
 async def run_scenarios(
-    scenarios: list[Scenario], target: str | None, srn_listen: str, as_json: bool
+    scenarios: list[Scenario],
+    target: str | None,
+    srn_listen: str,
+    as_json: bool,
+    admin_key: str = "",
 ) -> int:
     host, _, port = srn_listen.rpartition(":")
     fake, fake_runner, fake_url = await start_fake_srn(host or "127.0.0.1", int(port or 0))
@@ -249,12 +256,16 @@ async def run_scenarios(
             from lookback.testing.suite import EphemeralSuite
 
             tmp = tempfile.TemporaryDirectory(prefix="lookback-scenarios-")
-            suite = EphemeralSuite(Path(tmp.name), srn_endpoints={"*": fake_url})
+            admin_key = new_admin_key()
+            suite = EphemeralSuite(
+                Path(tmp.name), srn_endpoints={"*": fake_url}, admin_key=admin_key
+            )
             gateway = (await suite.start()).gateway_url
         else:
             gateway = target if target.startswith("http") else f"http://{target}"
         passed = failed = 0
-        async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
             runner = Runner(gateway, sink, fake, session)
             for sc in scenarios:
                 failures = await runner.run(sc)
@@ -314,7 +325,9 @@ def main(argv: list[str]) -> int:
         help="where the runner's fake SRN listens; a --target suite's SRN"
         " adapter must use it as its '*' endpoint",
     )
+    add_admin_key(parser)
     ns = parser.parse_args(argv)
+    key = admin_key(ns, "lookback scenario run") if ns.target else ""
     scenarios, errors = load_files(ns.paths)
     for e in errors:
         print(f"invalid scenario: {e}", file=sys.stderr)
@@ -322,7 +335,9 @@ def main(argv: list[str]) -> int:
         print("no scenario files found", file=sys.stderr)
         return 2
     code = (
-        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json)) if scenarios else 0
+        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json, key))
+        if scenarios
+        else 0
     )
     # Valid files still run; an invalid one (run not at all) makes the exit 2.
     return 2 if errors else code

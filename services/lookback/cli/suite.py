@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookback.cli.readiness import wait_health, wait_http_ready
+from lookback.core import auth
 from lookback.core.config import parse_map
 from lookback.core.telemetry import configure_logging
 
@@ -109,16 +110,31 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
     ]
 
 
+ADMIN_KEYS_ENV = "LOOKBACK_ADMIN_KEYS"
+
+
+def admin_keys_env() -> tuple[dict[str, str], str]:
+    """The admin keys every service gets: ``LOOKBACK_ADMIN_KEYS`` from this
+    environment, or one generated now. Returns the environment to add and
+    the key generated ('' when the operator gave the keys)."""
+    given = os.environ.get(ADMIN_KEYS_ENV, "")
+    if given.strip():
+        return {ADMIN_KEYS_ENV: given}, ""
+    key = auth.new_admin_key()
+    return {ADMIN_KEYS_ENV: key}, key
+
+
 class Supervisor:
     """Starts every child, restarts one that dies, stops all on request."""
 
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(self, children: list[Child], env: dict[str, str] | None = None) -> None:
         self.children = children
+        self.env = env or {}
         self.stopping = asyncio.Event()
 
     async def _spawn(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            *child.argv, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         )
         child.started_at = time.monotonic()
 
@@ -162,7 +178,10 @@ class Supervisor:
 
 async def _up(ns: argparse.Namespace) -> int:
     children = child_commands(ns)
-    supervisor = Supervisor(children)
+    env, generated = admin_keys_env()
+    ns.admin_key = env[ADMIN_KEYS_ENV].split(",")[0].strip()
+    ns.admin_key_generated = generated
+    supervisor = Supervisor(children, env)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
@@ -199,12 +218,18 @@ async def _announce_and_wait(
         print(f"  postback queue    Redis {ns.redis} (also settings cache coherence)")
     if getattr(ns, "cassandra", ""):
         print(f"  store backend     Cassandra {ns.cassandra} (keyspace {ns.cassandra_keyspace})")
-    print(f"  data folder       {Path(ns.data_dir).resolve()}\n", flush=True)
+    print(f"  data folder       {Path(ns.data_dir).resolve()}")
+    if ns.admin_key_generated:
+        print(f"  admin key         {ns.admin_key_generated}")
+        print(f"                    (generated; set {ADMIN_KEYS_ENV} to choose your own)")
+    else:
+        print(f"  admin key         from {ADMIN_KEYS_ENV}")
+    print(flush=True)
     if ns.demo:
         from lookback.cli.demo import run_demo
 
         try:
-            await run_demo(gateway_url)
+            await run_demo(gateway_url, ns.admin_key)
         except Exception as exc:
             print(f"lookback up: the demo failed: {exc}", file=sys.stderr)
             return 1

@@ -21,22 +21,24 @@ from lookback.decider.cache import LruCache
 from lookback.decider.coherence import RedisInvalidation
 from lookback.decider.config import DeciderConfig
 from lookback.decider.engine import DecisionEngine
-from lookback.decider.servicers import AppSettingsServicer, DeciderServicer
+from lookback.decider.servicers import RULES, AppSettingsServicer, DeciderServicer
 
 log = logging.getLogger("lookback.decider")
 
 
 class DeciderComponent:
     name = "decider"
+    auth_rules = RULES
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
+        key = config.outgoing_key()
         self.channels = clients.channels(
             config.store_address, config.srn_address, config.postback_address
         )
         store_ch, srn_ch, postback_ch = self.channels
         self.store = store = StoreClient(
-            clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, config.store_timeout)
+            clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, config.store_timeout, key)
         )
         self.apps = AppSettings(
             store, LruCache(config.settings_cache_size, config.settings_cache_ttl)
@@ -45,14 +47,15 @@ class DeciderComponent:
             apps=self.apps,
             facts=store,
             claims=SrnClient(
-                clients.stub(srn_grpc.SrnAdapterServiceStub, srn_ch), config.srn_budget_ms
+                clients.stub(srn_grpc.SrnAdapterServiceStub, srn_ch, key=key), config.srn_budget_ms
             ),
             records=store,
             postbacks=PostbackClient(
-                clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch)
+                clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch, key=key)
             ),
             install_cache=LruCache(config.install_cache_size, config.install_cache_ttl),
         )
+        self.app_keys = self.apps
         self.invalidation: RedisInvalidation | None = None
         metrics.watch({"settings": self.apps.cache, "install": self.engine.install_cache})
 

@@ -9,11 +9,29 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
-from lookback.core import intake
+from lookback.core import auth, convert, intake
 from lookback.core.errors import Violations
 from lookback.decider import metrics
 from lookback.decider.apps import AppSettings
 from lookback.decider.engine import DecisionEngine
+
+RULES = auth.merge(
+    auth.rules_for(
+        pb.DESCRIPTOR.services_by_name["DeciderService"],
+        DecideInstall=auth.app_rule(auth.SDK, lambda r: (r.install.app_id,)),
+        DecideOpen=auth.app_rule(auth.SDK, lambda r: (r.open.app_id,)),
+        AttributeEvent=auth.app_rule(auth.SDK, lambda r: (r.event.app_id,)),
+    ),
+    auth.rules_for(
+        apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
+        CreateApp=auth.ADMIN_ONLY,
+        GetApp=auth.ADMIN_ONLY,
+        UpdateApp=auth.ADMIN_ONLY,
+        RotateAppKey=auth.ADMIN_ONLY,
+    ),
+)
+"""Who may call each method: app keys decide their own app's reports; apps
+and their keys are the operator's."""
 
 
 @dataclass
@@ -58,7 +76,10 @@ class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
     async def CreateApp(
         self, request: apps_pb.CreateAppRequest, context: object
     ) -> apps_pb.CreateAppResponse:
-        return apps_pb.CreateAppResponse(app=await self.apps.create(request.app))
+        app, keys = await self.apps.create(request.app)
+        return apps_pb.CreateAppResponse(
+            app=app, keys=apps_pb.AppKeys(sdk=keys[auth.SDK], s2s=keys[auth.S2S])
+        )
 
     async def GetApp(
         self, request: apps_pb.GetAppRequest, context: object
@@ -73,3 +94,18 @@ class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
     ) -> apps_pb.UpdateAppResponse:
         app = await self.apps.update(request.app, request.update_mask, request.expected_version)
         return apps_pb.UpdateAppResponse(app=app)
+
+    async def RotateAppKey(
+        self, request: apps_pb.RotateAppKeyRequest, context: object
+    ) -> apps_pb.RotateAppKeyResponse:
+        grace = (
+            convert.dur_to_micros(request.grace_period)
+            if request.HasField("grace_period")
+            else auth.DEFAULT_GRACE_SECONDS * 1_000_000
+        )
+        rotation = await self.apps.rotate_key(request.app_id, request.scope, grace)
+        return apps_pb.RotateAppKeyResponse(
+            key=rotation.key,
+            app=rotation.app,
+            previous_keys_expire_time=convert.micros_to_ts(rotation.previous_expire),
+        )

@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2_grpc
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.core import clients
-from lookback.decider.client import DeciderClient
+from lookback.core import auth, clients
+from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.config import GatewayConfig
 from lookback.gateway.http import Gateway
 from lookback.touchpoint_store.client import TouchWriter
@@ -26,16 +26,29 @@ class GatewayComponent:
         self.config = config
         self.channels = clients.channels(config.decider_address, config.store_address)
         decider_ch, store_ch = self.channels
+        key = config.outgoing_key()
+        apps = clients.stub(apps_grpc.AppSettingsServiceStub, decider_ch, key=key)
+        self.app_keys = directory = AppDirectory(apps)
         self.gateway = Gateway(
             decider=DeciderClient(
-                clients.stub(decider_grpc.DeciderServiceStub, decider_ch, config.decider_timeout)
+                clients.stub(
+                    decider_grpc.DeciderServiceStub, decider_ch, config.decider_timeout, key
+                )
             ),
-            apps=clients.stub(apps_grpc.AppSettingsServiceStub, decider_ch),
-            touches=TouchWriter(clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch)),
+            apps=apps,
+            touches=TouchWriter(
+                clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, key=key)
+            ),
             health={
                 "decider": clients.stub(health_pb2_grpc.HealthStub, decider_ch),
                 "touchpoint_store": clients.stub(health_pb2_grpc.HealthStub, store_ch),
             },
+            authenticator=auth.Authenticator(
+                auth.read_admin_keys(config.admin_keys, config.admin_keys_file),
+                directory,
+                enabled=config.require_keys,
+            ),
+            directory=directory,
         )
         self.runner: web.AppRunner | None = None
         self.http_port = 0

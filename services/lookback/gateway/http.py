@@ -11,10 +11,16 @@ Routes (JSON in and out; see docs/http-api.md):
 - ``POST /v1/installs``, ``POST /v1/opens``, ``POST /v1/events``: SDK
   reports, validated here and decided by the decider; installs and opens
   are answered with the decision.
-- ``POST /v1/apps``, ``GET /v1/apps/{app_id}``, ``PATCH /v1/apps/{app_id}``:
-  app settings (for internal tools).
+- ``POST /v1/apps``, ``GET /v1/apps/{app_id}``, ``PATCH /v1/apps/{app_id}``,
+  ``POST /v1/apps/{app_id}/keys:rotate``: apps and their keys (admin).
 - ``GET /healthz`` (alive), ``GET /readyz`` (the decider and the store
   reachable and serving).
+
+Every route has a rule (:mod:`lookback.core.auth`): links and health are
+public; reports need the app's ``sdk`` or ``s2s`` key, touch batches its
+``s2s`` key, apps an admin key (``Authorization: Bearer <key>``). 401 for
+no key or an unknown one, 403 for a key used beyond its app or scope; in
+both cases before anything is stored.
 
 Every error is a JSON body ``{"error": {"code", "message",
 "field_violations": [{"field", "description"}]}}`` with a matching status:
@@ -37,9 +43,9 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.core import intake, jsonapi, telemetry
+from lookback.core import auth, intake, jsonapi, telemetry
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
-from lookback.decider.client import DeciderClient
+from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.links import touch_from_link
 from lookback.touchpoint_store.client import TouchWriter
 
@@ -104,11 +110,48 @@ def error_response(
     return web.json_response({"error": body}, status=status)
 
 
-def _guard(prefix: str, handler: Handler) -> Handler:
-    """Turn every failure into a JSON error; field names lose ``prefix``."""
+def _stripped(app: app_pb2.App) -> dict[str, Any]:
+    """An app as HTTP answers show it: never its key hashes."""
+    shown = app_pb2.App()
+    shown.CopyFrom(app)
+    del shown.keys[:]
+    return jsonapi.dump(shown)
+
+
+def _retry_after(exc: LookbackError) -> dict[str, str]:
+    seconds = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))} if seconds is not None else {}
+
+
+PRINCIPAL = web.RequestKey("principal", auth.Principal)
+"""Who made the request (set by :func:`_guard`)."""
+RULE = web.RequestKey("rule", auth.Rule)
+"""The rule of the request's route."""
+
+
+def allow(request: web.Request, message: Any) -> None:
+    """Raise unless the request's caller may act on ``message`` (the apps it names)."""
+    auth.authorize(request[PRINCIPAL], request[RULE], message)
+
+
+def _guard(
+    authenticator: auth.Authenticator, rule: auth.Rule, prefix: str, handler: Handler
+) -> Handler:
+    """Authenticate the caller for ``rule``, then run ``handler``; turn every
+    failure into a JSON error; field names lose ``prefix``. The rule stays on
+    the handler (``.rule``), so tests can enumerate every route's rule."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
+            key = auth.bearer(request.headers.get("Authorization"))
+            if key or rule.kind != "public":
+                principal = await authenticator.authenticate(key)
+                if rule.kind != "app":
+                    auth.authorize(principal, rule)  # app rules: once the body names the app
+            else:
+                principal = auth.ANONYMOUS
+            request[PRINCIPAL] = principal
+            request[RULE] = rule
             return await handler(request)
         except LookbackError as exc:
             violations = [
@@ -116,13 +159,16 @@ def _guard(prefix: str, handler: Handler) -> Handler:
                 for v in getattr(exc, "violations", ())
             ]
             status = HTTP_STATUS.get(exc.code, 500)
-            return error_response(status, exc.code.name, exc.message, violations)
+            answer = error_response(status, exc.code.name, exc.message, violations)
+            answer.headers.update(_retry_after(exc))
+            return answer
         except web.HTTPException:
             raise
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return error_response(500, "INTERNAL", "internal error")
 
+    wrapped.rule = rule  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -162,9 +208,13 @@ class Gateway:
         apps: apps_grpc.AppSettingsServiceStub,
         touches: TouchWriter,
         health: dict[str, health_pb2_grpc.HealthStub],
+        authenticator: auth.Authenticator,
+        directory: AppDirectory,
     ) -> None:
         self.decider = decider
         self.apps = apps
+        self.auth = authenticator
+        self.directory = directory
         self.touches = touches
         self.health = health
         self.draining = False
@@ -172,17 +222,22 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced, _json_errors])
         r = app.router
-        r.add_get("/v1/click", _guard("touch.", self.click))
-        r.add_get("/v1/impression", _guard("touch.", self.impression))
-        r.add_post("/v1/touches", _guard("", self.record_touches))
-        r.add_post("/v1/installs", _guard("install.", self.install))
-        r.add_post("/v1/opens", _guard("open.", self.open))
-        r.add_post("/v1/events", _guard("event.", self.event))
-        r.add_post("/v1/apps", _guard("app.", self.create_app))
-        r.add_get("/v1/apps/{app_id}", _guard("app.", self.get_app))
-        r.add_patch("/v1/apps/{app_id}", _guard("app.", self.update_app))
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/readyz", self.readyz)
+        a = self.auth
+        public, admin = auth.PUBLIC, auth.ADMIN_ONLY
+        sdk = auth.app_rule(auth.SDK, lambda m: (m.app_id,))
+        s2s_touches = auth.app_rule(auth.S2S, lambda m: (t.app_id for t in m.touches))
+        r.add_get("/v1/click", _guard(a, public, "touch.", self.click))
+        r.add_get("/v1/impression", _guard(a, public, "touch.", self.impression))
+        r.add_post("/v1/touches", _guard(a, s2s_touches, "", self.record_touches))
+        r.add_post("/v1/installs", _guard(a, sdk, "install.", self.install))
+        r.add_post("/v1/opens", _guard(a, sdk, "open.", self.open))
+        r.add_post("/v1/events", _guard(a, sdk, "event.", self.event))
+        r.add_post("/v1/apps", _guard(a, admin, "app.", self.create_app))
+        r.add_get("/v1/apps/{app_id}", _guard(a, admin, "app.", self.get_app))
+        r.add_patch("/v1/apps/{app_id}", _guard(a, admin, "app.", self.update_app))
+        r.add_post("/v1/apps/{app_id}/keys:rotate", _guard(a, admin, "", self.rotate_key))
+        r.add_get("/healthz", _guard(a, public, "", self.healthz))
+        r.add_get("/readyz", _guard(a, public, "", self.readyz))
         return app
 
     async def _link(self, request: web.Request, touch_type: int) -> web.StreamResponse:
@@ -207,12 +262,14 @@ class Gateway:
 
     async def record_touches(self, request: web.Request) -> web.StreamResponse:
         req = jsonapi.parse(ingestion_pb.RecordTouchesRequest, await _json_body(request))
+        allow(request, req)
         intake.prepare_touches(req.touches)
         await self.touches.put_many(req.touches)
         return web.json_response({"click_ids": [t.click_id for t in req.touches]})
 
     async def install(self, request: web.Request) -> web.StreamResponse:
         install = jsonapi.parse(install_pb2.Install, await _json_body(request))
+        allow(request, install)
         if not install.ip:
             install.ip = _client_ip(request)
         if not install.user_agent:
@@ -222,24 +279,27 @@ class Gateway:
 
     async def open(self, request: web.Request) -> web.StreamResponse:
         open_ = jsonapi.parse(install_pb2.Open, await _json_body(request))
+        allow(request, open_)
         decision = await self.decider.open(open_)
         return web.json_response({"decision": jsonapi.dump(decision, defaults=True)})
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         event = jsonapi.parse(install_pb2.InAppEvent, await _json_body(request))
+        allow(request, event)
         attribution = await self.decider.event(event)
         return web.json_response({"attribution": jsonapi.dump(attribution, defaults=True)})
 
     async def create_app(self, request: web.Request) -> web.StreamResponse:
         app = jsonapi.parse(app_pb2.App, await _json_body(request))
         response = await self.apps.CreateApp(apps_pb.CreateAppRequest(app=app))
-        return web.json_response({"app": jsonapi.dump(response.app)}, status=201)
+        keys = {"sdk": response.keys.sdk, "s2s": response.keys.s2s}
+        return web.json_response({"app": _stripped(response.app), "keys": keys}, status=201)
 
     async def get_app(self, request: web.Request) -> web.StreamResponse:
         response = await self.apps.GetApp(
             apps_pb.GetAppRequest(app_id=request.match_info["app_id"])
         )
-        return web.json_response({"app": jsonapi.dump(response.app)})
+        return web.json_response({"app": _stripped(response.app)})
 
     async def update_app(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
@@ -253,7 +313,21 @@ class Gateway:
                 app=app, update_mask=mask, expected_version=int(body.get("version") or 0)
             )
         )
-        return web.json_response({"app": jsonapi.dump(response.app)})
+        self.directory.forget(app.app_id)
+        return web.json_response({"app": _stripped(response.app)})
+
+    async def rotate_key(self, request: web.Request) -> web.StreamResponse:
+        req = jsonapi.parse(apps_pb.RotateAppKeyRequest, await _json_body(request))
+        req.app_id = request.match_info["app_id"]
+        response = await self.apps.RotateAppKey(req)
+        self.directory.forget(req.app_id)
+        return web.json_response(
+            {
+                "key": response.key,
+                "scope": auth.SCOPE_NAMES.get(req.scope, ""),
+                "previous_keys_expire_time": jsonapi.dump(response)["previous_keys_expire_time"],
+            }
+        )
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "alive"})

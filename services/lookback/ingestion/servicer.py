@@ -14,9 +14,19 @@ from dataclasses import dataclass
 
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as pb_grpc
-from lookback.core import intake
+from lookback.core import auth, intake
 from lookback.decider.client import DeciderClient
 from lookback.touchpoint_store.client import TouchWriter
+
+RULES = auth.rules_for(
+    pb.DESCRIPTOR.services_by_name["IngestionService"],
+    RecordTouch=auth.app_rule(auth.S2S, lambda r: (r.touch.app_id,)),
+    RecordTouches=auth.app_rule(auth.S2S, lambda r: (t.app_id for t in r.touches)),
+    ReportInstall=auth.app_rule(auth.SDK, lambda r: (r.install.app_id,)),
+    ReportOpen=auth.app_rule(auth.SDK, lambda r: (r.open.app_id,)),
+    RecordEvent=auth.app_rule(auth.SDK, lambda r: (r.event.app_id,)),
+)
+"""Touches come from the app's backend (``s2s``); reports from either key."""
 
 
 @dataclass

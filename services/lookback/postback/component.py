@@ -6,6 +6,7 @@ import grpc
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+from lookback.core import auth
 from lookback.postback.config import PostbackConfig
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import PostbackQueue, SqliteQueue
@@ -14,6 +15,8 @@ from lookback.postback.servicer import PostbackDispatcherServicer
 
 class PostbackComponent:
     name = "postback"
+    auth_rules = auth.admin_rules(pb.DESCRIPTOR.services_by_name["PostbackDispatcherService"])
+    """Internal: called by the other services (and operators) with admin keys."""
 
     def __init__(self, config: PostbackConfig, queue: PostbackQueue | None = None) -> None:
         self.config = config

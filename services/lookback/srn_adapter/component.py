@@ -7,6 +7,7 @@ import grpc
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
+from lookback.core import auth
 from lookback.srn_adapter.adapters import (
     HttpSrnAdapter,
     SrnAdapter,
@@ -17,6 +18,8 @@ from lookback.srn_adapter.servicer import SrnAdapterServicer
 
 class SrnComponent:
     name = "srn_adapter"
+    auth_rules = auth.admin_rules(pb.DESCRIPTOR.services_by_name["SrnAdapterService"])
+    """Internal: called by the other services (and operators) with admin keys."""
 
     def __init__(self, config: SrnConfig) -> None:
         self.config = config

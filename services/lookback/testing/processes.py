@@ -19,6 +19,7 @@ from typing import TypedDict, Unpack
 
 from lookback.cli.readiness import wait_health, wait_http_ready
 from lookback.cli.suite import PORT_OFFSETS
+from lookback.testing.keys import admin_env
 
 __all__ = [
     "LISTENING",
@@ -102,14 +103,15 @@ async def start(
 ) -> RunningProcess:
     """Start ``argv`` and wait (up to ``timeout`` seconds) for a line of its
     standard output matching ``ready``. ``env`` is added to this process's
-    environment; with ``capture_stderr`` its standard error joins the log,
-    otherwise it is inherited."""
+    environment (and the test admin key, :mod:`lookback.testing.keys`, unless
+    ``env`` names keys itself); with ``capture_stderr`` its standard error
+    joins the log, otherwise it is inherited."""
     name = name or " ".join(argv[:3])
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT if capture_stderr else None,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **admin_env(), **(env or {})},
     )
     assert process.stdout is not None
     pattern = re.compile(ready)
@@ -166,12 +168,14 @@ async def up(
 
 
 async def run_cli(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
-    """Run ``lookback ARGV...`` to completion: exit code, stdout, stderr."""
+    """Run ``lookback ARGV...`` to completion (with the test admin key in its
+    environment): exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
         *LOOKBACK,
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **admin_env()},
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None

@@ -20,6 +20,7 @@ from lookback.postback.component import PostbackComponent
 from lookback.postback.config import PostbackConfig
 from lookback.srn_adapter.component import SrnComponent
 from lookback.srn_adapter.config import SrnConfig
+from lookback.testing.keys import ADMIN_KEY
 from lookback.touchpoint_store.component import StoreComponent
 from lookback.touchpoint_store.config import StoreConfig
 
@@ -32,6 +33,7 @@ class SuiteAddresses:
     srn: str = ""
     postback: str = ""
     gateway_url: str = ""
+    admin_key: str = ""
 
 
 @dataclass
@@ -41,6 +43,10 @@ class EphemeralSuite:
     data_dir: Path
     srn_endpoints: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    admin_key: str = ADMIN_KEY
+    """The admin key every service is given (and presents to the others)."""
+    require_keys: bool = True
+    """False only to measure what the key checks cost."""
     decider_overrides: dict[str, object] = field(default_factory=dict)
     postback_overrides: dict[str, object] = field(default_factory=dict)
     servers: dict[str, GrpcServer] = field(default_factory=dict)
@@ -53,7 +59,14 @@ class EphemeralSuite:
 
     async def start(self) -> SuiteAddresses:
         a = self.addresses
-        base: dict[str, Any] = {"host": self.host, "port": 0, "grace_period": 1.0}
+        a.admin_key = self.admin_key
+        base: dict[str, Any] = {
+            "host": self.host,
+            "port": 0,
+            "grace_period": 1.0,
+            "admin_keys": self.admin_key,
+            "require_keys": self.require_keys,
+        }
         store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
         a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))
         srn = SrnConfig(**base, srn_endpoints=self.srn_endpoints)

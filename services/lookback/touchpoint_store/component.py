@@ -6,6 +6,7 @@ import grpc
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
+from lookback.core import auth
 from lookback.touchpoint_store.backend import StoreBackend
 from lookback.touchpoint_store.config import StoreConfig
 from lookback.touchpoint_store.servicer import TouchpointStore
@@ -16,6 +17,8 @@ class StoreComponent:
     """The store as a servable component."""
 
     name = "touchpoint_store"
+    auth_rules = auth.admin_rules(pb.DESCRIPTOR.services_by_name["TouchpointStoreService"])
+    """Internal: called by the other services (and operators) with admin keys."""
 
     def __init__(self, config: StoreConfig, backend: StoreBackend | None = None) -> None:
         self.config = config

@@ -1,0 +1,25 @@
+"""Options the operator commands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+ADMIN_KEY_ENV = "LOOKBACK_ADMIN_KEY"
+
+
+def add_admin_key(parser: argparse.ArgumentParser) -> None:
+    """``--admin-key`` (default: ``LOOKBACK_ADMIN_KEY``): the key the command presents."""
+    parser.add_argument(
+        "--admin-key",
+        default=os.environ.get(ADMIN_KEY_ENV, ""),
+        help=f"admin key to present (default: ${ADMIN_KEY_ENV}; `lookback up` prints one)",
+    )
+
+
+def admin_key(ns: argparse.Namespace, command: str) -> str:
+    """The admin key given, or exit with a clear message."""
+    key = str(getattr(ns, "admin_key", "") or "")
+    if not key:
+        raise SystemExit(f"{command}: an admin key is required (--admin-key or ${ADMIN_KEY_ENV})")
+    return key
