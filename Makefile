@@ -52,6 +52,7 @@ scenarios: setup
 ## About 15 minutes; run it on a quiet machine (no other tests or benchmarks).
 bench: setup
 	$(BIN)/python -m bench.decisions --duration 10 --out docs/benchmarks/decisions.md --json docs/benchmarks/decisions.json
+	$(BIN)/python -m bench.keys --duration 10 --rounds 3 --out docs/benchmarks/keys.md
 	$(BIN)/python -m bench.clicks --duration 10 --gateway-processes 2 --out docs/benchmarks/clicks.md
 	$(BIN)/python -m bench.clicks --duration 10 --gateway-processes 2 --cassandra --out docs/benchmarks/clicks-cassandra.md
 	$(BIN)/python -m bench.storage --out docs/benchmarks/storage.md

@@ -54,7 +54,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
-from lookback.testing.keys import admin_channel
+from lookback.testing.keys import admin_channel, admin_env, bearer
 from lookback.testing.processes import (
     free_base_port,
     python_module,
@@ -174,13 +174,15 @@ async def running_suite(
     store: dict[str, object] | None = None,
     info_logs: tuple[str, ...] = (),
     timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Suite]:
     """The suite as ``lookback up`` runs it (one process per service) on free
     loopback ports, until the block ends. ``store`` holds the Cassandra
     options (``cassandra``, ``cassandra_keyspace``); without them the store is
     the embedded SQLite one. The processes' output and logs (and this
     process's stdout and stderr, meanwhile) go to the suite's log file;
-    ``info_logs`` names the services that log at INFO."""
+    ``info_logs`` names the services that log at INFO; ``env`` is added to
+    every service's environment (besides the test admin key)."""
     data = Path(tempfile.mkdtemp(prefix="lookback-bench-"))
     base = free_base_port(first_port)
     ns = argparse.Namespace(
@@ -206,7 +208,7 @@ async def running_suite(
         # The children inherit stdout and stderr: their lines go to the file.
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
-        supervisor = Supervisor(children)
+        supervisor = Supervisor(children, {**admin_env(), **(env or {})})
         runner = asyncio.create_task(supervisor.run())
         try:
             for name in ("touchpoint_store", "decider", "ingestion"):
@@ -268,7 +270,7 @@ async def measure(suite: Suite, duration: float) -> list[Result]:
         decider = decider_grpc.DeciderServiceStub(decider_ch)
         ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)
         store = store_grpc.TouchpointStoreServiceStub(store_ch)
-        await apps.CreateApp(
+        created = await apps.CreateApp(
             apps_pb.CreateAppRequest(
                 app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
             )
@@ -343,7 +345,8 @@ async def measure(suite: Suite, duration: float) -> list[Result]:
         name = "POST /v1/installs (gateway + decider + store)"
         body = HTTP_INSTALL.format(app_id=app_id)
         url = f"{suite.gateway_url}/v1/installs"
-        headers = {"Content-Type": "application/json"}
+        # The app's own sdk key, as an SDK presents it.
+        headers = {"Content-Type": "application/json", **bearer(created.keys.sdk)}
         prefix = uuid.uuid4().hex[:8]
         await seed(int(2000 * (duration + 1)), prefix, seed_gaid)
         closed = await run_loadgen(

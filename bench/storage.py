@@ -54,7 +54,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
-from lookback.testing.keys import admin_channel
+from lookback.testing.keys import admin_channel, admin_env
 from lookback.testing.processes import free_base_port, wait_health
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,7 +236,7 @@ async def measure(
         **store_args,
     )
     children = child_commands(ns)
-    supervisor = Supervisor(children)
+    supervisor = Supervisor(children, admin_env())
     runner = asyncio.create_task(supervisor.run())
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
     try:

@@ -49,7 +49,7 @@ from lookback.api.types.v1 import app_pb2, install_pb2
 from lookback.cli.suite import PORT_OFFSETS, Supervisor, child_commands
 from lookback.core.clock import now_micros
 from lookback.core.sqlite import WAL_LIMIT
-from lookback.testing.keys import admin_channel
+from lookback.testing.keys import admin_channel, admin_env
 from lookback.testing.processes import free_base_port, wait_health
 
 GOAL = 256 * 1000 * 1000
@@ -150,7 +150,7 @@ async def run(clicks: int, batch: int, in_flight: int, data: Path) -> Run:
     ns = argparse.Namespace(
         host="127.0.0.1", base_port=base, http_port=base + 100, data_dir=str(data), srn_endpoints=""
     )
-    supervisor = Supervisor([c for c in child_commands(ns) if c.name != "gateway"])
+    supervisor = Supervisor([c for c in child_commands(ns) if c.name != "gateway"], admin_env())
     runner = asyncio.create_task(supervisor.run())
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
     sizes = Sizes(data / "store.sqlite3")

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookback.core.server import LIVENESS, GrpcServer, ServerConfig
-from lookback.testing.keys import ADMIN_KEY, admin_channel
+from lookback.testing.keys import ADMIN_KEY, admin_channel, bearer
 from lookback.testing.processes import up
 
 
@@ -62,10 +64,23 @@ async def test_health_is_serving_only_once_warm() -> None:
 
 
 async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    suite = await up(tmp_path, "--demo")
+    # No admin keys given: `lookback up` makes one, prints it, and the demo uses keys.
+    suite = await up(tmp_path, "--demo", env={"LOOKBACK_ADMIN_KEYS": "", "LOOKBACK_ADMIN_KEY": ""})
     try:
         text = suite.output()
         assert "Lookback is up" in text
+        printed = re.search(r"admin key +(lb-admin-[0-9a-f]{64})", text)
+        assert printed is not None, text
+        gateway = re.search(r"gateway +http (http://\S+)", text)
+        assert gateway is not None
+        async with aiohttp.ClientSession() as http:
+            app = f"{gateway.group(1)}/v1/apps/com.lookback.demo"
+            async with http.get(app) as r:
+                assert r.status == 401
+            async with http.get(app, headers=bearer(printed.group(1))) as r:
+                assert r.status == 200
+            async with http.get(app, headers=bearer(ADMIN_KEY)) as r:
+                assert r.status == 401  # not this test process's key: the one printed
         assert "no ad seen" in text and "organic" in text
         assert "clicked networka" in text and "device_id" in text
         assert "duplicate" in text

@@ -38,13 +38,18 @@ _exporter = InMemorySpanExporter()
 _reader = InMemoryMetricReader()
 
 
+_providers: list[tuple[TracerProvider, MeterProvider]] = []
+
+
 @pytest.fixture
 def telemetry_on() -> Iterator[InMemorySpanExporter]:
     """In-memory exporters for this process (OpenTelemetry's providers are
     global and set once; tracing is switched off again afterwards)."""
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    telemetry.install(provider, MeterProvider(metric_readers=[_reader]))
+    if not _providers:  # OpenTelemetry's providers are made once per process
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        _providers.append((provider, MeterProvider(metric_readers=[_reader])))
+    telemetry.install(*_providers[0])
     _exporter.clear()
     yield _exporter
     telemetry.turn_off()
@@ -261,3 +266,30 @@ async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
         lr.body.string_value for r in collector.logs for sl in r.scope_logs for lr in sl.log_records
     ]
     assert any("serving on" in body for body in bodies), bodies
+
+
+async def test_an_anonymous_caller_cannot_choose_our_trace(
+    suite: SuiteAddresses, app_id: str, telemetry_on: InMemorySpanExporter
+) -> None:
+    """A link is public: its ``traceparent`` is not followed (an anonymous
+    caller could otherwise force sampling); a keyed caller's is."""
+    forged = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"traceparent": f"00-{forged}-b7ad6b7169203331-01", "User-Agent": UA}
+    params = {"app_id": app_id, "media_source": "networka", "gaid": new_gaid()}
+    telemetry_on.clear()
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(
+            f"{suite.gateway_url}/v1/click", params=params, headers=headers
+        ) as r:
+            assert r.status == 200, await r.text()
+    async with aiohttp.ClientSession(headers=admin_headers()) as keyed:
+        async with keyed.get(
+            f"{suite.gateway_url}/v1/impression", params=params, headers=headers
+        ) as r:
+            assert r.status == 200, await r.text()
+    spans = {s.name: s for s in telemetry_on.get_finished_spans() if s.kind == SpanKind.SERVER}
+    click, impression = spans["GET /v1/click"], spans["GET /v1/impression"]
+    assert click.context is not None and impression.context is not None
+    assert format(click.context.trace_id, "032x") != forged
+    assert click.parent is None
+    assert format(impression.context.trace_id, "032x") == forged

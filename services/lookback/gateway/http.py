@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -68,19 +68,38 @@ HTTP_STATUS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A server span per request (continuing a ``traceparent`` header), while tracing is on."""
-    if not telemetry.enabled():
-        return await handler(request)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else request.path
-    with telemetry.http_server_span(request.method, route, request.headers) as span:
-        response = await handler(request)
-        span.set_attribute("http.response.status_code", response.status)
-        if response.status >= 500:
-            telemetry.record_error(span, str(response.status), response.reason or "")
-        return response
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _traced(authenticator: auth.Authenticator) -> Any:
+    """A server span per request while tracing is on. A caller's trace
+    context (``traceparent``, with its sampling decision) is followed only
+    from a keyed caller: an anonymous one (a browser on a link) cannot force
+    us to record its traces."""
+
+    @web.middleware
+    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not telemetry.enabled():
+            return await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        headers: Mapping[str, str] = {}
+        if "traceparent" in request.headers:
+            key = auth.bearer(request.headers.get("Authorization"))
+            try:
+                trusted = bool(key) and (await authenticator.authenticate(key)).keyed
+            except LookbackError:
+                trusted = False
+            if trusted:
+                headers = {h: request.headers[h] for h in TRACE_HEADERS if h in request.headers}
+        with telemetry.http_server_span(request.method, route, headers) as span:
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                telemetry.record_error(span, str(response.status), response.reason or "")
+            return response
+
+    return traced
 
 
 @web.middleware
@@ -220,7 +239,9 @@ class Gateway:
         self.draining = False
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[_traced, _json_errors])
+        app = web.Application(
+            client_max_size=1024 * 1024, middlewares=[_traced(self.auth), _json_errors]
+        )
         r = app.router
         a = self.auth
         public, admin = auth.PUBLIC, auth.ADMIN_ONLY
