@@ -9,7 +9,9 @@ The runner
 - shifts each timeline so its last step falls now, keeping every gap;
 - gives every app id a fresh suffix per run, so runs never meet;
 - drives the suite through its HTTP gateway (so the whole pipeline is
-  exercised), registers SRN claims with a fake SRN it runs, and receives
+  exercised) with the app's own keys (touches with its ``s2s`` key, reports
+  with its ``sdk`` key; the app is created with the admin key), registers
+  SRN claims with a fake SRN it runs, and receives
   postbacks on a local sink it runs (``{sink}`` in templates);
 - without ``--target`` starts an ephemeral suite on loopback (embedded
   store, a fresh admin key) and tears it down afterwards; with ``--target``
@@ -70,8 +72,12 @@ class Runner:
     """Postback sources already credited to a step: a duplicate report's
     decision repeats its original's id, but its postbacks were the original's."""
 
-    async def _call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.gateway + path, json=body) as r:
+    async def _call(self, method: str, path: str, body: Any, key: str = "") -> tuple[int, Any]:
+        """Call the gateway with the session's (admin) key, or ``key``."""
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        async with self.session.request(
+            method, self.gateway + path, json=body, headers=headers
+        ) as r:
             try:
                 return r.status, await r.json()
             except (aiohttp.ContentTypeError, json.JSONDecodeError):
@@ -148,6 +154,9 @@ class Runner:
         status, answer = await self._call("POST", "/v1/apps", self._app_json(sc, app_id))
         if status != 201:
             return [Failure(-1, "app", "created", answer.get("error", answer))]
+        # The app's own keys from here on, as its SDK and its backend hold them:
+        # touches with the s2s key, reports with the sdk key.
+        keys = answer["keys"]
         for i, step in enumerate(sc.steps):
             kind = next(k for k in STEP_KINDS if k in step)
             expect = step.get("expect", {})
@@ -165,7 +174,8 @@ class Runner:
                 )
                 continue
             path, body = self._request(kind, step[kind], app_id, at, shift, "error" in expect)
-            status, answer = await self._call("POST", path, body)
+            key = keys["s2s"] if path == "/v1/touches" else keys["sdk"]
+            status, answer = await self._call("POST", path, body, key)
             failures += await self._check(i, app_id, kind, expect, answer)
         return failures
 
