@@ -32,7 +32,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
-from lookback.core import telemetry, wire
+from lookback.core import redact, telemetry, wire
 from lookback.core.errors import Code, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
@@ -190,11 +190,14 @@ async def _abort(
 ) -> None:
     status = wire.to_status(exc)
     name = exc.code.name
+    # The caller gets the message as it is; the log line and the span do not
+    # (a message may echo a value the caller sent, or a library's URL).
+    message = redact.text(exc.message)
     if exc.code in _OPERATOR_CODES:
-        log.warning("%s -> %s: %s", method, name, exc.message)
+        log.warning("%s -> %s: %s", method, name, message)
     else:
-        log.info("%s -> %s: %s", method, name, exc.message)
-    telemetry.record_error(span, name, exc.message)
+        log.info("%s -> %s: %s", method, name, message)
+    telemetry.record_error(span, name, message)
     await context.abort(
         wire.grpc_code(exc.code),
         status.message,
