@@ -7,7 +7,6 @@ import io
 import logging
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -88,24 +87,21 @@ def test_log_handlers_redact_messages_and_tracebacks() -> None:
     assert "ValueError: http://h/x from 203.0.113.0/24" in text  # the traceback, redacted
 
 
-def test_spans_record_exceptions_and_errors_redacted() -> None:
+def test_spans_record_exceptions_and_errors_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
-    # The process's provider is set once: another test may have set it already.
-    current = trace.get_tracer_provider()
-    provider = current if isinstance(current, TracerProvider) else TracerProvider()
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.install(provider)
-    try:
-        with (
-            pytest.raises(RuntimeError),
-            telemetry.http_client_span("SRN x", {"lookback.srn.network": "x"}),
-        ):
-            raise RuntimeError(f"url='http://srn/v1/claims?gaid={GAID}' from 203.0.113.77")
-        with telemetry.client_span("svc/Method") as span:
-            telemetry.record_error(span, "NOT_FOUND", "no device 203.0.113.77")
-    finally:
-        telemetry.turn_off()
-    spans = [s for s in exporter.get_finished_spans() if s.name in ("SRN x", "svc/Method")]
+    # A tracer of this test's own: the process's provider is set once, by
+    # whichever test comes first, and stays someone else's.
+    monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("test"))
+    with (
+        pytest.raises(RuntimeError),
+        telemetry.http_client_span("SRN x", {"lookback.srn.network": "x"}),
+    ):
+        raise RuntimeError(f"url='http://srn/v1/claims?gaid={GAID}' from 203.0.113.77")
+    with telemetry.client_span("svc/Method") as span:
+        telemetry.record_error(span, "NOT_FOUND", "no device 203.0.113.77")
+    spans = exporter.get_finished_spans()
     dumped = " ".join(
         [s.to_json() for s in spans] + [str(e.attributes) for s in spans for e in s.events]
     )
