@@ -262,7 +262,7 @@ async def test_a_job_the_http_client_refuses_ends_dead_and_is_not_sent(
 
 
 async def test_enqueue_refuses_job_ids_that_cannot_be_sent(
-    rpc: pb_grpc.PostbackDispatcherServiceStub,
+    rpc: pb_grpc.PostbackDispatcherServiceStub, dispatcher: Dispatcher
 ) -> None:
     bad = [job("a\r\nb", "https://p.example/x"), job("with space", "https://p.example/x")]
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -270,6 +270,8 @@ async def test_enqueue_refuses_job_ids_that_cannot_be_sent(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "jobs[0].job_id" in (refused.value.details() or "")
     for j in bad:  # nothing of the batch was queued
+        assert await dispatcher.queue.get(j.job_id) is None
+        # Such an id cannot name a job: asking for one is refused as well.
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await rpc.GetPostbackJob(pb.GetPostbackJobRequest(job_id=j.job_id))
-        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT

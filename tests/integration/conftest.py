@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
+from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
+from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.testing.builders import create_app, new_app_id
 from lookback.testing.keys import admin_channel
@@ -60,6 +63,26 @@ async def store(suite: SuiteAddresses) -> AsyncIterator[store_grpc.TouchpointSto
 async def apps(suite: SuiteAddresses) -> AsyncIterator[apps_grpc.AppSettingsServiceStub]:
     async with admin_channel(suite.decider) as channel:
         yield apps_grpc.AppSettingsServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def decider(suite: SuiteAddresses) -> AsyncIterator[decider_grpc.DeciderServiceStub]:
+    async with admin_channel(suite.decider) as channel:
+        yield decider_grpc.DeciderServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def srn(suite: SuiteAddresses) -> AsyncIterator[srn_grpc.SrnAdapterServiceStub]:
+    async with admin_channel(suite.srn) as channel:
+        yield srn_grpc.SrnAdapterServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def postback(
+    suite: SuiteAddresses,
+) -> AsyncIterator[postback_grpc.PostbackDispatcherServiceStub]:
+    async with admin_channel(suite.postback) as channel:
+        yield postback_grpc.PostbackDispatcherServiceStub(channel)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
@@ -19,26 +17,8 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.api.types.v1 import install_pb2, touch_pb2
 from lookback.testing.builders import new_gaid
 from lookback.testing.keys import admin_channel, admin_headers
+from lookback.testing.rpc import expect_invalid
 from lookback.testing.suite import SuiteAddresses
-
-
-def violations_of(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "no google.rpc.Status details"
-    out: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
-
-
-async def expect_invalid(call: Any, field: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violations_of(info.value), violations_of(info.value)
 
 
 async def expect_invalid_install(

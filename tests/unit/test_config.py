@@ -26,6 +26,14 @@ def test_maps_and_bad_values() -> None:
         config.load(DeciderConfig, ["--no-such-flag", "1"], {})
 
 
+def test_a_bad_secret_is_not_echoed_in_the_error() -> None:
+    from lookback.postback.config import PostbackConfig
+
+    with pytest.raises(config.ConfigError) as bad:
+        config.load(PostbackConfig, ["--signing-secrets", "k1=fine,hunter2-no-equals"], {})
+    assert "signing_secrets" in str(bad.value) and "hunter2" not in str(bad.value)
+
+
 def test_every_field_has_a_docstring() -> None:
     import dataclasses
 

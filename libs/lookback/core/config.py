@@ -74,6 +74,12 @@ def parse_map(text: str) -> dict[str, str]:
     return out
 
 
+def _secret(name: str) -> bool:
+    """Fields whose values must not be echoed in an error (and so a log)."""
+    words = name.split("_")
+    return bool({"secret", "secrets", "key", "keys", "password", "token"} & set(words))
+
+
 def _convert(name: str, kind: Any, raw: str) -> Any:
     try:
         if kind is bool:
@@ -92,6 +98,8 @@ def _convert(name: str, kind: Any, raw: str) -> Any:
         if typing.get_origin(kind) is dict:
             return parse_map(raw)
     except ValueError as exc:
+        if _secret(name):
+            raise ConfigError(f"{name}: cannot read the value (not shown: a secret)") from None
         raise ConfigError(f"{name}: cannot read {raw!r}: {exc}") from exc
     raise ConfigError(f"{name}: unsupported config type {kind!r}")
 

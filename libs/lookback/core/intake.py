@@ -15,11 +15,14 @@ from lookback.api.types.v1 import install_pb2, touch_pb2
 from lookback.core.clock import now_micros
 from lookback.core.convert import micros_to_ts
 from lookback.core.errors import Violations
-from lookback.core.validation import check_event, check_install, check_open, check_touch
+from lookback.core.validation import (
+    MAX_BATCH,
+    check_event,
+    check_install,
+    check_open,
+    check_touch,
+)
 from lookback.domain.model import Micros
-
-MAX_BATCH = 1000
-"""Touches in one batch at most."""
 
 
 def new_id() -> str:

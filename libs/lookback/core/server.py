@@ -18,6 +18,7 @@ in ``stop``. :class:`GrpcServer` wraps it in a ``grpc.aio`` server with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -32,7 +33,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
-from lookback.core import auth, telemetry, wire
+from lookback.core import auth, redact, telemetry, wire
 from lookback.core.errors import Code, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
@@ -199,7 +200,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         check = self._check
 
         async def refuse(context: grpc.aio.ServicerContext, exc: LookbackError) -> None:
-            await _abort(context, None, method, exc)
+            # Ending the stream with a status (rather than aborting it before
+            # the request stream was read) avoids a race in gRPC core that
+            # now and then turned the refusal into INTERNAL.
+            status = wire.to_status(exc)
+            log.info("%s -> %s", method, exc.code.name)
+            context.set_code(wire.grpc_code(exc.code))
+            context.set_details(status.message)
+            context.set_trailing_metadata(((wire.STATUS_DETAILS_KEY, status.SerializeToString()),))
 
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
@@ -209,6 +217,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await check(rule, None, context)
                 except LookbackError as exc:
                     await refuse(context, exc)
+                    return
                 async for item in inner_us(request, context):
                     yield item
 
@@ -224,7 +233,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     await check(rule, None, context)
                 except LookbackError as exc:
+                    # Read the first request before answering: a stream ended
+                    # while its client is still sending came out INTERNAL now
+                    # and then (gRPC core), not with the refusal.
+                    with contextlib.suppress(StopAsyncIteration, Exception):
+                        await asyncio.wait_for(anext(aiter(requests)), 1.0)
                     await refuse(context, exc)
+                    return
                 async for item in inner_ss(requests, context):
                     yield item
 
@@ -285,11 +300,14 @@ async def _abort(
 ) -> None:
     status = wire.to_status(exc)
     name = exc.code.name
+    # The caller gets the message as it is; the log line and the span do not
+    # (a message may echo a value the caller sent, or a library's URL).
+    message = redact.text(exc.message)
     if exc.code in _OPERATOR_CODES:
-        log.warning("%s -> %s: %s", method, name, exc.message)
+        log.warning("%s -> %s: %s", method, name, message)
     else:
-        log.info("%s -> %s: %s", method, name, exc.message)
-    telemetry.record_error(span, name, exc.message)
+        log.info("%s -> %s: %s", method, name, message)
+    telemetry.record_error(span, name, message)
     await context.abort(
         wire.grpc_code(exc.code),
         status.message,

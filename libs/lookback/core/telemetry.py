@@ -14,6 +14,11 @@ exporters with :func:`install`.
   until one is set); the services record what they own.
 - **Logs** carry ``trace_id`` and ``span_id`` (``-`` outside a span), and are
   exported with the rest when an endpoint is set.
+- **Redaction**: every log record a service's handlers write or export is
+  passed through :func:`lookback.core.redact.text` (its message, traceback
+  and stack), and so are span status messages and recorded exceptions: no
+  raw device id, full IP address or URL query string leaves a service, even
+  in an exception raised by a library (docs/security.md).
 
 While telemetry is off, the per-call code does nothing but test a flag:
 the decider is latency-critical.
@@ -22,12 +27,16 @@ the decider is latency-critical.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from lookback.core import redact
 
 _state = {"enabled": False}
 _providers: list[Any] = []
@@ -63,26 +72,60 @@ class _TraceIds(logging.Filter):
         return True
 
 
+class _Redact(logging.Filter):
+    """Redacts every record (see :func:`lookback.core.redact.text`): its
+    message, and its traceback and stack, which are formatted here once (an
+    exception's message may hold anything). The OTLP handler gets the
+    redacted exception as the ``exception.*`` attributes it would have set."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep what there is
+            message = str(record.msg)
+        record.msg, record.args = redact.text(message), None
+        if record.exc_info:
+            exc_type, exc, _ = record.exc_info
+            formatted = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text = redact.text(formatted)
+            if exc_type is not None:
+                setattr(record, "exception.type", exc_type.__name__)
+            if exc is not None:
+                setattr(record, "exception.message", redact.text(str(exc)))
+            setattr(record, "exception.stacktrace", record.exc_text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact.text(record.stack_info)
+        return True
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s span=%(span_id)s %(message)s"
 
 
+def _add_filters(handler: logging.Handler) -> None:
+    for kind in (_Redact, _TraceIds):
+        if not any(isinstance(f, kind) for f in handler.filters):
+            handler.addFilter(kind())
+
+
 def log_handler(stream: Any = None) -> logging.Handler:
-    """A handler writing lines with the trace and span ids (stderr by default)."""
+    """A handler writing redacted lines with the trace and span ids (stderr by default)."""
     handler = logging.StreamHandler(stream)
-    handler.addFilter(_TraceIds())
+    _add_filters(handler)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     return handler
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr with the trace and span ids on every line."""
+    """Log to stderr, redacted, with the trace and span ids on every line."""
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
         root.addHandler(log_handler())
     for handler in root.handlers:
-        if not any(isinstance(f, _TraceIds) for f in handler.filters):
-            handler.addFilter(_TraceIds())
+        _add_filters(handler)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
 
 
@@ -123,7 +166,9 @@ def setup(service: str, endpoint: str, sample_ratio: float = 1.0) -> None:
         BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=insecure))
     )
     set_logger_provider(logger_provider)
-    logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
+    otlp_handler = LoggingHandler(logger_provider=logger_provider)
+    _add_filters(otlp_handler)
+    logging.getLogger().addHandler(otlp_handler)
     install(tracer_provider, meter_provider)
     _providers.append(logger_provider)
 
@@ -163,16 +208,46 @@ def _rpc_attributes(method: str) -> dict[str, str]:
 
 
 @contextmanager
-def server_span(method: str, metadata: Any) -> Iterator[Span]:
+def _span(
+    name: str,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    context: Context | None = None,
+) -> Iterator[Span]:
+    """A current span that records an exception ending it redacted (its
+    message may hold anything a library put there: a URL, an address)."""
+    with tracer().start_as_current_span(
+        name,
+        context=context,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            if span.is_recording():
+                message = redact.text(str(exc))
+                span.record_exception(
+                    exc,
+                    {
+                        "exception.message": message,
+                        "exception.stacktrace": redact.text(traceback.format_exc()),
+                    },
+                )
+                status = getattr(span, "status", None)
+                if status is None or status.status_code is StatusCode.UNSET:
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+            raise
+
+
+def server_span(method: str, metadata: Any) -> AbstractContextManager[Span]:
     """A SERVER span for a gRPC call, continuing the caller's trace."""
     carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
-    with tracer().start_as_current_span(
-        method.lstrip("/"),
-        context=propagate.extract(carrier),
-        kind=SpanKind.SERVER,
-        attributes=_rpc_attributes(method),
-    ) as span:
-        yield span
+    return _span(
+        method.lstrip("/"), SpanKind.SERVER, _rpc_attributes(method), propagate.extract(carrier)
+    )
 
 
 def outgoing_metadata(metadata: Any) -> list[tuple[str, str]]:
@@ -184,18 +259,16 @@ def outgoing_metadata(metadata: Any) -> list[tuple[str, str]]:
 
 def client_span(method: str) -> Any:
     """A CLIENT span for an outgoing gRPC call (a context manager)."""
-    return tracer().start_as_current_span(
-        method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
-    )
+    return _span(method, SpanKind.CLIENT, _rpc_attributes(method))
 
 
 def http_server_span(method: str, route: str, headers: Mapping[str, str]) -> Any:
     """A SERVER span for an HTTP request, continuing the caller's trace."""
-    return tracer().start_as_current_span(
+    return _span(
         f"{method} {route}",
-        context=propagate.extract(dict(headers)),
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "http.route": route},
+        SpanKind.SERVER,
+        {"http.request.method": method, "http.route": route},
+        propagate.extract(dict(headers)),
     )
 
 
@@ -204,11 +277,10 @@ def http_client_span(name: str, attributes: Mapping[str, Any], parent: str = "")
     under the current span or, if given, the W3C ``parent`` traceparent.
 
     No trace context goes out to third parties: it would tell them nothing
-    useful, and our trace ids are ours."""
+    useful, and our trace ids are ours. Attributes must be redacted already
+    (a URL through :func:`lookback.core.redact.url`)."""
     context = propagate.extract({"traceparent": parent}) if parent else None
-    return tracer().start_as_current_span(
-        name, context=context, kind=SpanKind.CLIENT, attributes=attributes
-    )
+    return _span(name, SpanKind.CLIENT, attributes, context)
 
 
 def current_traceparent() -> str:
@@ -219,5 +291,6 @@ def current_traceparent() -> str:
 
 
 def record_error(span: Span | None, code: str, message: str) -> None:
+    """Mark ``span`` failed with ``code`` and ``message`` (redacted)."""
     if span is not None:
-        span.set_status(Status(StatusCode.ERROR, f"{code}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, f"{code}: {redact.text(message)}"))

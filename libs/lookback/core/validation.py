@@ -10,14 +10,24 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable, Sequence, Sized
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    device_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.errors import Violations
-from lookback.domain.durations import HOUR
+from lookback.domain.durations import HOUR, SECOND
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
 from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
@@ -33,6 +43,27 @@ _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
 MAX_USER_AGENT = 2000
 MAX_OS_VERSION = 50
+MAX_BATCH = 1000
+"""Items in one batch call at most (touches, decision work, postback jobs)."""
+MAX_LOOKUP = 1000
+"""Match keys, device keys or click ids in one store call (or one touch) at most."""
+MAX_KEY = 200
+"""Characters of one match key at most (``sha1:gaid:<40 hex>``, ``ip:<address>``)."""
+MAX_HASHED_IDS = 20
+"""Hashed identifiers of one device at most."""
+MAX_TEXT = 4000
+"""Characters of a free-form label stored with a decision (a campaign, an SRN's click id)."""
+MAX_NETWORKS = 50
+"""SRN networks of one app (and one query) at most."""
+MAX_SRN_BUDGET = 10 * SECOND
+"""Longest time budget of one SRN query."""
+MAX_PAGE_SIZE = 1000
+MAX_URL = 4000
+"""Characters of a postback URL (template or rendered) at most."""
+MAX_BODY = 64 * 1024
+"""Characters of a postback body (template or rendered) at most."""
+_JOB_ID = re.compile(r"^[!-~]{1,600}$")
+"""A postback job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -42,6 +73,70 @@ def _check_id(v: Violations, value: str, path: str, required: bool = True) -> No
         return
     if not _ID.match(value):
         v.add(path, "must be 1 to 200 characters of letters, digits and . _ : -")
+
+
+def ensure(check: Callable[..., None], *args: Any, prefix: str = "") -> None:
+    """Run ``check(violations, *args)``; raise
+    :class:`~lookback.core.errors.InvalidArgument` naming every bad field."""
+    v = Violations(prefix=prefix)
+    check(v, *args)
+    v.raise_if_any()
+
+
+def is_id(value: str) -> bool:
+    """True when ``value`` is a well-formed id (app, install, click, event, decision)."""
+    return bool(_ID.match(value))
+
+
+def check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
+    """An id: 1 to 200 letters, digits and ``. _ : -`` (required unless told)."""
+    _check_id(v, value, path, required)
+
+
+def check_install_ref(v: Violations, app_id: str, install_id: str) -> None:
+    """The app and install ids naming one install record."""
+    _check_id(v, app_id, "app_id")
+    _check_id(v, install_id, "install_id")
+
+
+def _nested(v: Violations, prefix: str) -> Violations:
+    """Violations under ``prefix`` that land in ``v``."""
+    return Violations(prefix=v.prefix + prefix, items=v.items)
+
+
+def check_count(v: Violations, items: Sized, path: str, limit: int) -> bool:
+    """At most ``limit`` items; False (one violation, not one per item) when more."""
+    if len(items) > limit:
+        v.add(path, f"at most {limit} per call")
+        return False
+    return True
+
+
+def check_keys(v: Violations, keys: Sequence[str], path: str, limit: int = MAX_LOOKUP) -> None:
+    """Match or device keys: opaque to the store, but bounded in number and size."""
+    if not check_count(v, keys, path, limit):
+        return
+    for i, key in enumerate(keys):
+        if not key or len(key) > MAX_KEY or not key.isprintable():
+            v.add(f"{path}[{i}]", f"must be 1 to {MAX_KEY} printable characters")
+
+
+def check_ids(v: Violations, ids: Sequence[str], path: str, limit: int = MAX_LOOKUP) -> None:
+    """A list of ids (see :func:`check_id`), bounded in number."""
+    if not check_count(v, ids, path, limit):
+        return
+    for i, value in enumerate(ids):
+        _check_id(v, value, f"{path}[{i}]")
+
+
+def check_text(v: Violations, value: str, path: str, limit: int = MAX_TEXT) -> None:
+    if len(value) > limit:
+        v.add(path, f"must be at most {limit} characters")
+
+
+def check_enum(v: Violations, value: int, enum: Any, path: str, required: bool = False) -> None:
+    if value not in enum.values() or (required and value == 0):
+        v.add(path, "is required" if value == 0 else "is not a known value")
 
 
 def check_media_source(v: Violations, value: str, path: str) -> None:
@@ -92,6 +187,9 @@ def check_device(v: Violations, d: device_pb2.DeviceIdentifiers, path: str) -> N
         v.add(f"{path}.android_id", "must be up to 64 hex digits")
     if d.imei and not re.fullmatch(r"\d{14,17}", d.imei):
         v.add(f"{path}.imei", "must be 14 to 17 digits")
+    if len(d.hashed) > MAX_HASHED_IDS:
+        v.add(f"{path}.hashed", f"at most {MAX_HASHED_IDS} hashed identifiers")
+        return
     for i, h in enumerate(d.hashed):
         hp = f"{path}.hashed[{i}]"
         if (
@@ -228,6 +326,7 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
         check_duration(
             v, d, f"settings.click_lookback_by_source[{source}]", "click_lookback_by_source"
         )
+    _check_app_sizes(v, s)
     for i, network in enumerate(s.srn_networks):
         check_media_source(v, network, f"settings.srn_networks[{i}]")
     for partner, templates in s.postbacks.items():
@@ -237,3 +336,151 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                 _check_template(
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
+
+
+def _check_app_sizes(v: Violations, s: app_pb2.AppSettings) -> None:
+    """Bounds on how much one app's settings may hold."""
+    check_count(v, s.srn_networks, "settings.srn_networks", MAX_NETWORKS)
+    check_count(v, s.postbacks, "settings.postbacks", 100)
+    check_count(v, s.click_lookback_by_source, "settings.click_lookback_by_source", 1000)
+    for partner, templates in s.postbacks.items():
+        for trigger in ("install", "reattribution", "reengagement", "event"):
+            t = getattr(templates, trigger)
+            path = f"settings.postbacks[{partner}].{trigger}"
+            check_text(v, t.url, f"{path}.url", MAX_URL)
+            check_text(v, t.body, f"{path}.body", MAX_BODY)
+
+
+# --- the store's requests -----------------------------------------------------
+#
+# The store checks what it is sent as every other service does (a caller may
+# skip ingestion and the decider): the same rules for what was already
+# checked upstream, and bounds on what only the store sees (keys, lookups).
+
+
+def check_indexed_touches(
+    v: Violations, touches: Sequence[store_pb.IndexedTouch], now: Micros
+) -> None:
+    """A ``PutTouches`` batch: bounded, each touch whole, with its click id."""
+    if not check_count(v, touches, "touches", MAX_BATCH):
+        return
+    for i, indexed in enumerate(touches):
+        item = _nested(v, f"touches[{i}].")
+        check_touch(_nested(item, "touch."), indexed.touch, now)
+        if not indexed.touch.click_id:
+            item.add("touch.click_id", "is required")
+        check_keys(item, indexed.match_keys, "match_keys")
+
+
+def _check_range(
+    v: Violations, after: timestamp_pb2.Timestamp, before: timestamp_pb2.Timestamp
+) -> None:
+    for ts, name in ((after, "engaged_after"), (before, "engaged_before")):
+        if not 0 <= ts.nanos < 1_000_000_000:
+            v.add(name, "nanos must be between 0 and 999999999")
+
+
+def check_gather(v: Violations, r: store_pb.GatherInstallFactsRequest) -> None:
+    _check_id(v, r.app_id, "app_id")
+    _check_id(v, r.install_id, "install_id")
+    check_keys(v, r.touch_keys, "touch_keys")
+    check_ids(v, r.click_ids, "click_ids")
+    check_keys(v, r.device_keys, "device_keys")
+    _check_range(v, r.engaged_after, r.engaged_before)
+
+
+def check_find_touches(v: Violations, r: store_pb.FindTouchesRequest) -> None:
+    _check_id(v, r.app_id, "app_id")
+    check_keys(v, r.match_keys, "match_keys")
+    check_ids(v, r.click_ids, "click_ids")
+    _check_range(v, r.engaged_after, r.engaged_before)
+
+
+def check_decision(v: Violations, d: decision_pb2.Decision, path: str) -> None:
+    """A decision as the decider records it: ids, known enums, bounded labels."""
+    p = _nested(v, f"{path}.")
+    _check_id(p, d.decision_id, "decision_id")
+    _check_id(p, d.app_id, "app_id", required=False)
+    _check_id(p, d.install_id, "install_id", required=False)
+    _check_id(p, d.original_decision_id, "original_decision_id", required=False)
+    check_enum(p, d.kind, decision_pb2.DecisionKind, "kind")
+    check_enum(p, d.method, decision_pb2.AttributionMethod, "method")
+    check_enum(p, d.touch_type, touch_pb2.TouchType, "touch_type")
+    for name in ("media_source", "campaign", "adset", "ad", "site_id", "click_id"):
+        check_text(p, getattr(d, name), name)
+    check_count(p, d.contributors, "contributors", 100)
+    check_count(p, d.unanswered_srns, "unanswered_srns", MAX_NETWORKS)
+
+
+def check_install_record(v: Violations, record: store_pb.InstallRecord, now: Micros) -> None:
+    check_install(_nested(v, "install."), record.install, now)
+    check_keys(v, record.match_keys, "match_keys")
+    check_decision(v, record.decision, "decision")
+    for name in ("attributed_decision", "latest_reengagement"):
+        if record.HasField(name):
+            check_decision(v, getattr(record, name), name)
+
+
+def check_open_decision(v: Violations, r: store_pb.RecordOpenDecisionRequest, now: Micros) -> None:
+    check_open(_nested(v, "open."), r.open, now)
+    check_decision(v, r.decision, "decision")
+
+
+def check_put_event(v: Violations, r: store_pb.PutEventRequest, now: Micros) -> None:
+    check_event(_nested(v, "event."), r.event, now)
+    if not r.event.event_id:
+        v.add("event.event_id", "is required")
+    a = _nested(v, "attribution.")
+    _check_id(a, r.attribution.event_id, "event_id", required=False)
+    _check_id(a, r.attribution.decision_id, "decision_id", required=False)
+    for name in ("media_source", "campaign", "reengagement_media_source"):
+        check_text(a, getattr(r.attribution, name), name)
+
+
+# --- the SRN adapter's and the postback dispatcher's requests -----------------
+
+
+def check_srn_query(v: Violations, r: srn_pb.QueryClaimsRequest, now: Micros) -> None:
+    _check_id(v, r.app_id, "app_id")
+    if check_count(v, r.networks, "networks", MAX_NETWORKS):
+        for i, network in enumerate(r.networks):
+            check_media_source(v, network, f"networks[{i}]")
+    check_device(v, r.device, "device")
+    check_time(v, r.installed_at, "installed_at", now)
+    if r.HasField("budget"):
+        b = r.budget
+        if b.seconds < 0 or not 0 <= b.nanos < 1_000_000_000:
+            v.add("budget", "must be a non-negative duration")
+        elif dur_to_micros(b) > MAX_SRN_BUDGET:
+            v.add("budget", f"must be at most {MAX_SRN_BUDGET // SECOND}s")
+
+
+def check_job_id(v: Violations, job_id: str, path: str) -> None:
+    if not _JOB_ID.match(job_id):
+        v.add(path, "must be 1 to 600 printable ASCII characters, no spaces")
+
+
+def check_postback_jobs(v: Violations, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
+    """An ``EnqueuePostbacks`` batch: bounded, each job sendable as it is."""
+    if not check_count(v, jobs, "jobs", MAX_BATCH):
+        return
+    for i, job in enumerate(jobs):
+        p = _nested(v, f"jobs[{i}].")
+        check_job_id(p, job.job_id, "job_id")
+        if not job.url.startswith(("http://", "https://")):
+            p.add("url", "must be an http:// or https:// URL")
+        check_text(p, job.url, "url", MAX_URL)
+        check_text(p, job.body, "body", MAX_BODY)
+        _check_id(p, job.app_id, "app_id", required=False)
+        if job.partner:
+            check_media_source(p, job.partner, "partner")
+        check_enum(p, job.trigger, postback_pb2.PostbackTrigger, "trigger")
+        check_enum(p, job.method, postback_pb2.HttpMethod, "method")
+        check_text(p, job.signing_secret, "signing_secret", 200)
+        check_text(p, job.source_id, "source_id", 600)
+        check_text(p, job.traceparent, "traceparent", 100)
+
+
+def check_page_size(v: Violations, page_size: int, path: str = "page_size") -> None:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        v.add(path, f"must be 0 to {MAX_PAGE_SIZE}")

@@ -20,6 +20,7 @@ from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_p
 from lookback.core import convert
 from lookback.core.batching import Batcher
 from lookback.core.errors import Code, LookbackError, error_for
+from lookback.core.validation import is_id
 from lookback.decider.engine import ClaimsAnswer, InstallFacts
 from lookback.domain import matching, model
 
@@ -36,6 +37,12 @@ def claim(c: srn_pb.SrnClaim) -> model.SrnClaim:
     )
 
 
+def lookup_click_ids(lookup: matching.Lookup) -> list[str]:
+    """The lookup's click ids that can name a stored touch: an install
+    referrer's may be anything, and the store refuses what is no id."""
+    return [c for c in lookup.click_ids if is_id(c)]
+
+
 def gather_request(
     app_id: str, install_id: str, lookup: matching.Lookup
 ) -> store_pb.GatherInstallFactsRequest:
@@ -43,7 +50,7 @@ def gather_request(
         app_id=app_id,
         install_id=install_id,
         touch_keys=lookup.touch_keys,
-        click_ids=lookup.click_ids,
+        click_ids=lookup_click_ids(lookup),
         engaged_after=convert.micros_to_ts(lookup.engaged_after),
         engaged_before=convert.micros_to_ts(lookup.engaged_before),
         device_keys=lookup.device_keys,
@@ -118,7 +125,7 @@ class StoreClient:
             store_pb.FindTouchesRequest(
                 app_id=app_id,
                 match_keys=lookup.touch_keys,
-                click_ids=lookup.click_ids,
+                click_ids=lookup_click_ids(lookup),
                 engaged_after=convert.micros_to_ts(lookup.engaged_after),
                 engaged_before=convert.micros_to_ts(lookup.engaged_before),
             )

@@ -10,7 +10,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
 from lookback.core import auth, convert, intake
-from lookback.core.errors import Violations
+from lookback.core import validation as check
 from lookback.decider import metrics
 from lookback.decider.apps import AppSettings
 from lookback.decider.engine import DecisionEngine
@@ -84,14 +84,13 @@ class AppSettingsServicer(apps_grpc.AppSettingsServiceServicer):
     async def GetApp(
         self, request: apps_pb.GetAppRequest, context: object
     ) -> apps_pb.GetAppResponse:
-        v = Violations()
-        v.require(request.app_id, "app_id")
-        v.raise_if_any()
+        check.ensure(check.check_id, request.app_id, "app_id")
         return apps_pb.GetAppResponse(app=(await self.apps.get(request.app_id)).app)
 
     async def UpdateApp(
         self, request: apps_pb.UpdateAppRequest, context: object
     ) -> apps_pb.UpdateAppResponse:
+        check.ensure(check.check_id, request.app.app_id, "app_id", prefix="app.")
         app = await self.apps.update(request.app, request.update_mask, request.expected_version)
         return apps_pb.UpdateAppResponse(app=app)
 

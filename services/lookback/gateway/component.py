@@ -3,6 +3,7 @@ when it is warm and stops first on SIGTERM; its gRPC port serves health."""
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import grpc
@@ -15,7 +16,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.core import auth, clients
 from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.config import GatewayConfig
-from lookback.gateway.http import Gateway
+from lookback.gateway.http import Gateway, RedactedAccessLog
 from lookback.touchpoint_store.client import TouchWriter
 
 
@@ -63,7 +64,10 @@ class GatewayComponent:
     async def start(self) -> None:
         await clients.wait_ready(self.channels)
         self.runner = web.AppRunner(
-            self.gateway.app(), access_log=None, shutdown_timeout=self.config.grace_period
+            self.gateway.app(),
+            access_log=logging.getLogger("lookback.gateway.access"),
+            access_log_class=RedactedAccessLog,
+            shutdown_timeout=self.config.grace_period,
         )
         await self.runner.setup()
         sock = socket.socket(

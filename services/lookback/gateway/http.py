@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from yarl import URL
@@ -43,7 +45,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.core import auth, intake, jsonapi, telemetry
+from lookback.core import auth, intake, jsonapi, redact, telemetry
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
 from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.links import touch_from_link
@@ -209,6 +211,28 @@ def _check_redirect(url: str) -> None:
         ok = False
     if not ok:
         raise InvalidArgument([FieldViolation("redirect", "must be an absolute http(s) URL")])
+
+
+class RedactedAccessLog(AbstractAccessLogger):
+    """The access log, at DEBUG (``lookback.gateway.access``): method, path
+    without its query (link parameters name devices), status, time, and the
+    client's network (/24, /48), never its address. aiohttp's own format
+    would print both in full."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        client = _client_ip(request) if isinstance(request, web.Request) else request.remote
+        self.logger.debug(
+            "%s %s %d %.1fms from %s",
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+            redact.ip(client or ""),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
 
 
 def _client_ip(request: web.Request) -> str:

@@ -15,7 +15,7 @@ import aiohttp
 from opentelemetry.trace import Span
 
 from lookback.api.types.v1 import postback_pb2
-from lookback.core import telemetry
+from lookback.core import redact, telemetry
 from lookback.core.tasks import cancel_and_wait
 from lookback.postback import metrics
 from lookback.postback.config import PostbackConfig
@@ -125,6 +125,8 @@ class Dispatcher:
             "lookback.postback.job_id": state.job.job_id,
             "lookback.postback.partner": state.job.partner,
             "lookback.postback.attempt": state.attempts,
+            # Never the query: the macros put click and device ids there.
+            "url.full": redact.url(state.job.url),
         }
         with telemetry.http_client_span(
             f"postback {state.job.partner}", attributes, parent=state.job.traceparent
@@ -180,17 +182,26 @@ class Dispatcher:
             rng=self.rng,
         )
         metrics.outcomes.add(1, {"partner": job.partner, "outcome": verdict.outcome})
+        # The reason is kept with the job (for the dead-letter API); the log
+        # and the span say what failed, not what the partner answered.
+        what = f"HTTP {status}" if status is not None else redact.text(error)
         if span is not None:
             span.set_attribute("lookback.postback.outcome", verdict.outcome)
             if verdict.outcome != "delivered":
-                telemetry.record_error(span, verdict.outcome, verdict.reason)
+                telemetry.record_error(span, verdict.outcome, what)
         try:
             if verdict.outcome == "delivered":
                 await self.queue.delivered(job.job_id, time.time())
             elif verdict.outcome == "retry":
                 await self.queue.retry(job.job_id, time.time() + verdict.delay, verdict.reason)
             else:
-                log.warning("postback %s dead: %s", job.job_id, verdict.reason)
+                log.warning(
+                    "postback %s to %s dead after %d attempts: %s",
+                    job.job_id,
+                    redact.url(job.url),
+                    state.attempts,
+                    what,
+                )
                 await self.queue.dead(job.job_id, verdict.reason)
         except Exception:
             # The lease runs out and the job is claimed again: at least once.

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.core import telemetry
-from lookback.core.errors import FailedPrecondition, NotFound, Violations
+from lookback.core import validation as check
+from lookback.core.errors import FailedPrecondition, NotFound
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import JobState, PostbackQueue
-
-JOB_ID = re.compile(r"^[!-~]{1,600}$")
-"""A job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 
 
 @dataclass
@@ -27,13 +24,7 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
     async def EnqueuePostbacks(
         self, request: pb.EnqueuePostbacksRequest, context: object
     ) -> pb.EnqueuePostbacksResponse:
-        v = Violations()
-        for i, job in enumerate(request.jobs):
-            if not JOB_ID.match(job.job_id):
-                v.add(f"jobs[{i}].job_id", "must be 1 to 600 printable ASCII characters, no spaces")
-            if not job.url.startswith(("http://", "https://")):
-                v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
-        v.raise_if_any()
+        check.ensure(check.check_postback_jobs, request.jobs)
         if telemetry.enabled():  # delivery attempts join the trace that queued them
             traceparent = telemetry.current_traceparent()
             for job in request.jobs:
@@ -46,6 +37,7 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
     async def GetPostbackJob(
         self, request: pb.GetPostbackJobRequest, context: object
     ) -> pb.GetPostbackJobResponse:
+        check.ensure(check.check_job_id, request.job_id, "job_id")
         state = await self.queue.get(request.job_id)
         if state is None:
             raise NotFound(f"no postback job {request.job_id!r}")
@@ -62,16 +54,14 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: object
     ) -> pb.ListDeadLettersResponse:
-        if not 0 <= request.page_size <= 1000:
-            v = Violations()
-            v.add("page_size", "must be 0 to 1000")
-            v.raise_if_any()
+        check.ensure(check.check_page_size, request.page_size)
         dead = await self.queue.list_dead(request.page_size or 100)
         return pb.ListDeadLettersResponse(dead_letters=[job_status(s) for s in dead])
 
     async def ReplayDeadLetter(
         self, request: pb.ReplayDeadLetterRequest, context: object
     ) -> pb.ReplayDeadLetterResponse:
+        check.ensure(check.check_job_id, request.job_id, "job_id")
         state = await self.queue.replay(request.job_id, time.time())
         if state is None:
             raise NotFound(f"no postback job {request.job_id!r}")

@@ -21,6 +21,7 @@ import aiohttp
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.types.v1 import device_pb2, touch_pb2
+from lookback.core import redact
 from lookback.core.convert import micros_to_ts
 from lookback.domain.model import DEVICE_ID_TYPES
 
@@ -102,7 +103,9 @@ class HttpSrnAdapter:
                     raise SrnError(f"{self.network}: HTTP {response.status}")
                 body = await response.json()
         except (aiohttp.ClientError, ValueError) as exc:
-            raise SrnError(f"{self.network}: {exc}") from exc
+            # The client's message may name the URL, whose query holds the
+            # device's identifiers: it is logged, so only its redacted form.
+            raise SrnError(f"{self.network}: {redact.text(str(exc))}") from exc
         claims = []
         try:
             for item in body.get("claims", []):
@@ -118,5 +121,5 @@ class HttpSrnAdapter:
                     )
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SrnError(f"{self.network}: malformed answer: {exc}") from exc
+            raise SrnError(f"{self.network}: malformed answer: {redact.text(str(exc))}") from exc
         return claims

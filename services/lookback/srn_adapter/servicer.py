@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
 from lookback.core import telemetry
+from lookback.core import validation as check
+from lookback.core.clock import now_micros
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.srn_adapter import metrics
 from lookback.srn_adapter.adapters import (
@@ -87,6 +89,7 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
     async def QueryClaims(
         self, request: pb.QueryClaimsRequest, context: object
     ) -> pb.QueryClaimsResponse:
+        check.ensure(check.check_srn_query, request, now_micros())
         budget_us = dur_to_micros(request.budget) if request.HasField("budget") else 0
         budget = budget_us / 1e6 if budget_us > 0 else self.config.default_budget_ms / 1000
         deadline = time.monotonic() + budget

@@ -1,10 +1,12 @@
 """Real processes for tests and benchmarks: start one (``lookback serve``,
-``lookback up``, any ``python -m`` module), wait until it says it is ready,
-keep its output, stop it; run a ``lookback`` command to completion; wait for
-a server's health; find free loopback ports."""
+``lookback up``, any ``python -m`` module) or the whole suite as one process
+per service (:func:`serve_suite`, each with its own output), wait until it
+says it is ready, keep its output, stop it; run a ``lookback`` command to
+completion; wait for a server's health; find free loopback ports."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -14,22 +16,25 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
 from lookback.cli.readiness import wait_health, wait_http_ready
-from lookback.cli.suite import PORT_OFFSETS
+from lookback.cli.suite import PORT_OFFSETS, child_commands
 from lookback.testing.keys import admin_env
 
 __all__ = [
     "LISTENING",
     "UP_READY",
     "RunningProcess",
+    "SuiteProcesses",
     "free_base_port",
     "free_ports",
     "python_module",
     "run_cli",
     "serve",
+    "serve_suite",
     "start",
     "up",
     "wait_health",
@@ -164,6 +169,72 @@ async def up(
     options.setdefault("timeout", 180.0)
     return await start(
         [*argv, "--data-dir", str(data_dir), *args], name="lookback up", ready=UP_READY, **options
+    )
+
+
+@dataclass
+class SuiteProcesses:
+    """The suite as ``lookback up`` runs it, one process per service, each
+    with its own output (:func:`serve_suite`)."""
+
+    processes: dict[str, RunningProcess]
+    """By service name (``touchpoint_store``, ..., ``gateway``), in start order."""
+    grpc: dict[str, str]
+    """Each gRPC service's ``host:port``."""
+    gateway_url: str
+
+    def outputs(self) -> dict[str, str]:
+        """Each service's standard output and error so far."""
+        return {name: p.output() for name, p in self.processes.items()}
+
+    async def stop(self) -> dict[str, int]:
+        """SIGTERM to every service, the last started first; their exit codes."""
+        codes = {}
+        for name in reversed(list(self.processes)):
+            codes[name] = await self.processes[name].stop()
+        return codes
+
+
+async def serve_suite(
+    data_dir: Path,
+    *,
+    base_port: int = 0,
+    srn_endpoints: str = "",
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+) -> SuiteProcesses:
+    """Every service as its own ``lookback serve`` process, with the flags
+    ``lookback up`` gives it (data in ``data_dir``, gRPC ports from
+    ``base_port``, a free block if 0, the gateway on ``base_port + 100``),
+    started together; ready once each says it listens. Settings go in
+    ``env`` (``LOOKBACK_LOG_LEVEL``, ``LOOKBACK_SIGNING_SECRETS``, ...): a
+    service takes the variables of its own settings only."""
+    base = base_port or free_base_port()
+    ns = argparse.Namespace(
+        host="127.0.0.1",
+        base_port=base,
+        http_port=base + 100,
+        data_dir=str(data_dir),
+        srn_endpoints=srn_endpoints,
+        cassandra="",
+        redis="",
+        gateway_processes=1,
+    )
+    children = child_commands(ns)
+    started = await asyncio.gather(
+        *(start(c.argv, name=c.name, env=env, timeout=timeout) for c in children),
+        return_exceptions=True,
+    )
+    running = [p for p in started if isinstance(p, RunningProcess)]
+    failed = [e for e in started if isinstance(e, BaseException)]
+    if failed:
+        for process in running:
+            await process.stop()
+        raise failed[0]
+    return SuiteProcesses(
+        processes={c.name: p for c, p in zip(children, running, strict=True)},
+        grpc={name: f"127.0.0.1:{base + offset}" for name, offset in PORT_OFFSETS.items()},
+        gateway_url=f"http://127.0.0.1:{base + 100}",
     )
 
 

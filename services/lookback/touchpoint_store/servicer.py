@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import app_pb2
+from lookback.core import validation as check
+from lookback.core.clock import now_micros
 from lookback.core.convert import ts_to_micros
-from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound
+from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound, Violations
 from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
 
 _FOREVER = 2**62
@@ -47,19 +49,24 @@ def _status(exc: BaseException) -> pb.ItemStatus:
 
 @dataclass
 class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
-    """Every RPC is one backend call; the backend guarantees durability."""
+    """Every RPC is one backend call; the backend guarantees durability.
+
+    Every request is validated first, with the rules every service applies
+    (a caller may skip ingestion and the decider), and bounded in size."""
 
     backend: StoreBackend
 
     async def PutTouches(
         self, request: pb.PutTouchesRequest, context: object
     ) -> pb.PutTouchesResponse:
+        check.ensure(check.check_indexed_touches, request.touches, now_micros())
         stored = await self.backend.put_touches(request.touches)
         return pb.PutTouchesResponse(stored=stored)
 
     async def GatherInstallFacts(
         self, request: pb.GatherInstallFactsRequest, context: object = None
     ) -> pb.GatherInstallFactsResponse:
+        check.ensure(check.check_gather, request)
         facts = await self.backend.gather_install_facts(
             InstallQuery(
                 request.app_id,
@@ -79,6 +86,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def FindTouches(
         self, request: pb.FindTouchesRequest, context: object
     ) -> pb.FindTouchesResponse:
+        check.ensure(check.check_find_touches, request)
         touches = await self.backend.find_touches(
             request.app_id,
             request.match_keys,
@@ -91,6 +99,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def CreateInstallRecord(
         self, request: pb.CreateInstallRecordRequest, context: object = None
     ) -> pb.CreateInstallRecordResponse:
+        check.ensure(check.check_install_record, request.record, now_micros(), prefix="record.")
         created, record = await self.backend.create_install_record(request.record)
         if not created and record.decision.decision_id == request.record.decision.decision_id:
             # The stored record is this caller's own, from an earlier attempt
@@ -103,7 +112,11 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.ExchangeDecisionWorkRequest, context: object
     ) -> pb.ExchangeDecisionWorkResponse:
         # Every item at once: the backend batches the concurrent writes into
-        # one commit; a failed item fails alone.
+        # one commit; a failed item (an invalid one too) fails alone.
+        v = Violations()
+        check.check_count(v, request.gathers, "gathers", check.MAX_BATCH)
+        check.check_count(v, request.creates, "creates", check.MAX_BATCH)
+        v.raise_if_any()
         n = len(request.gathers)
         outcomes = await asyncio.gather(
             *(self.GatherInstallFacts(r) for r in request.gathers),
@@ -126,6 +139,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def GetInstallRecord(
         self, request: pb.GetInstallRecordRequest, context: object
     ) -> pb.GetInstallRecordResponse:
+        check.ensure(check.check_install_ref, request.app_id, request.install_id)
         record = await self.backend.get_install_record(request.app_id, request.install_id)
         return pb.GetInstallRecordResponse(
             record=_known_install(record, request.app_id, request.install_id)
@@ -134,23 +148,27 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def RecordOpenDecision(
         self, request: pb.RecordOpenDecisionRequest, context: object
     ) -> pb.RecordOpenDecisionResponse:
+        check.ensure(check.check_open_decision, request, now_micros())
         record = await self.backend.record_open_decision(request.open, request.decision)
         return pb.RecordOpenDecisionResponse(
             record=_known_install(record, request.open.app_id, request.open.install_id)
         )
 
     async def PutEvent(self, request: pb.PutEventRequest, context: object) -> pb.PutEventResponse:
+        check.ensure(check.check_put_event, request, now_micros())
         created, attribution = await self.backend.put_event(request.event, request.attribution)
         return pb.PutEventResponse(created=created, attribution=attribution)
 
     async def CreateApp(
         self, request: pb.CreateAppRequest, context: object
     ) -> pb.CreateAppResponse:
+        check.ensure(check.check_app, request.app, prefix="app.")
         if not await self.backend.create_app(request.app):
             raise AlreadyExists(f"app {request.app.app_id!r} exists already")
         return pb.CreateAppResponse(app=request.app)
 
     async def GetApp(self, request: pb.GetAppRequest, context: object) -> pb.GetAppResponse:
+        check.ensure(check.check_id, request.app_id, "app_id")
         return pb.GetAppResponse(
             app=_known_app(await self.backend.get_app(request.app_id), request.app_id)
         )
@@ -158,6 +176,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def ReplaceApp(
         self, request: pb.ReplaceAppRequest, context: object
     ) -> pb.ReplaceAppResponse:
+        check.ensure(check.check_app, request.app, prefix="app.")
         if not await self.backend.replace_app(request.app, request.expected_version):
             _known_app(await self.backend.get_app(request.app.app_id), request.app.app_id)
             raise Aborted(
