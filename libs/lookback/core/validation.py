@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.errors import Violations
+from lookback.core.signing import bound_to
 from lookback.domain.durations import HOUR
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
@@ -215,6 +216,20 @@ def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) 
         v.add(f"{path}.method", "must be GET or POST")
 
 
+def _check_click_signing(v: Violations, partner: str, p: postback_pb2.PartnerPostbacks) -> None:
+    path = f"settings.postbacks[{partner}]"
+    if p.click_signing not in postback_pb2.ClickSigning.values():
+        v.add(f"{path}.click_signing", "must be off or required")
+    elif p.click_signing == postback_pb2.CLICK_SIGNING_REQUIRED:
+        if not p.signing_secret:
+            v.add(f"{path}.signing_secret", "is required when click_signing is required")
+        elif not bound_to(partner, p.signing_secret):
+            v.add(
+                f"{path}.signing_secret",
+                f"must be the partner's own: {partner!r} or {partner + '.'!r} and a suffix",
+            )
+
+
 def check_app(v: Violations, app: app_pb2.App) -> None:
     _check_id(v, app.app_id, "app_id")
     if app.platform not in (app_pb2.PLATFORM_ANDROID, app_pb2.PLATFORM_IOS, app_pb2.PLATFORM_OTHER):
@@ -237,3 +252,4 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                 _check_template(
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
+        _check_click_signing(v, partner, templates)
