@@ -34,6 +34,9 @@ _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
 MAX_USER_AGENT = 2000
 MAX_OS_VERSION = 50
+MAX_REDIRECT_HOSTS = 50
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -216,6 +219,17 @@ def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) 
         v.add(f"{path}.method", "must be GET or POST")
 
 
+def check_redirect_host(v: Violations, entry: str, path: str) -> None:
+    """A redirect allowlist entry: a host name (``example.com``, ASCII, so
+    ``xn--`` for international names), or ``*.`` and a name of at least two
+    labels (``*.example.com``: its subdomains)."""
+    name = entry[2:] if entry.startswith("*.") else entry
+    if len(name) > 253 or not _HOST.fullmatch(name):
+        v.add(path, "must be a host name such as example.com, or *.example.com")
+    elif entry.startswith("*.") and "." not in name:
+        v.add(path, "a wildcard must cover a domain of at least two labels (*.example.com)")
+
+
 def _check_click_signing(v: Violations, partner: str, p: postback_pb2.PartnerPostbacks) -> None:
     path = f"settings.postbacks[{partner}]"
     if p.click_signing not in postback_pb2.ClickSigning.values():
@@ -253,3 +267,7 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
         _check_click_signing(v, partner, templates)
+    if len(s.redirect_allowlist) > MAX_REDIRECT_HOSTS:
+        v.add("settings.redirect_allowlist", f"at most {MAX_REDIRECT_HOSTS} entries")
+    for i, entry in enumerate(s.redirect_allowlist):
+        check_redirect_host(v, entry, f"settings.redirect_allowlist[{i}]")
