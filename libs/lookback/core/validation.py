@@ -27,6 +27,7 @@ from lookback.api.types.v1 import (
 )
 from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.errors import Violations
+from lookback.core.signing import bound_to
 from lookback.domain.durations import HOUR, SECOND
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
@@ -64,6 +65,9 @@ MAX_BODY = 64 * 1024
 """Characters of a postback body (template or rendered) at most."""
 _JOB_ID = re.compile(r"^[!-~]{1,600}$")
 """A postback job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
+MAX_REDIRECT_HOSTS = 50
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -313,6 +317,31 @@ def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) 
         v.add(f"{path}.method", "must be GET or POST")
 
 
+def check_redirect_host(v: Violations, entry: str, path: str) -> None:
+    """A redirect allowlist entry: a host name (``example.com``, ASCII, so
+    ``xn--`` for international names), or ``*.`` and a name of at least two
+    labels (``*.example.com``: its subdomains)."""
+    name = entry[2:] if entry.startswith("*.") else entry
+    if len(name) > 253 or not _HOST.fullmatch(name):
+        v.add(path, "must be a host name such as example.com, or *.example.com")
+    elif entry.startswith("*.") and "." not in name:
+        v.add(path, "a wildcard must cover a domain of at least two labels (*.example.com)")
+
+
+def _check_click_signing(v: Violations, partner: str, p: postback_pb2.PartnerPostbacks) -> None:
+    path = f"settings.postbacks[{partner}]"
+    if p.click_signing not in postback_pb2.ClickSigning.values():
+        v.add(f"{path}.click_signing", "must be off or required")
+    elif p.click_signing == postback_pb2.CLICK_SIGNING_REQUIRED:
+        if not p.signing_secret:
+            v.add(f"{path}.signing_secret", "is required when click_signing is required")
+        elif not bound_to(partner, p.signing_secret):
+            v.add(
+                f"{path}.signing_secret",
+                f"must be the partner's own: {partner!r} or {partner + '.'!r} and a suffix",
+            )
+
+
 def check_app(v: Violations, app: app_pb2.App) -> None:
     _check_id(v, app.app_id, "app_id")
     if app.platform not in (app_pb2.PLATFORM_ANDROID, app_pb2.PLATFORM_IOS, app_pb2.PLATFORM_OTHER):
@@ -336,6 +365,11 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                 _check_template(
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
+        _check_click_signing(v, partner, templates)
+    if len(s.redirect_allowlist) > MAX_REDIRECT_HOSTS:
+        v.add("settings.redirect_allowlist", f"at most {MAX_REDIRECT_HOSTS} entries")
+    for i, entry in enumerate(s.redirect_allowlist):
+        check_redirect_host(v, entry, f"settings.redirect_allowlist[{i}]")
 
 
 def _check_app_sizes(v: Violations, s: app_pb2.AppSettings) -> None:

@@ -14,6 +14,7 @@ ANDROID_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0 Mobile Safari/537.36"
 )
+OTHER_PHONE_UA = ANDROID_UA.replace("Pixel 8", "Pixel 7")
 
 
 def _gaid() -> str:
@@ -93,7 +94,12 @@ async def run_demo(gateway: str, admin_key: str) -> int:
             )
             return str(body["click_id"])
 
-        async def install(label: str, install_id: str, device: str, **extra: Any) -> dict[str, str]:
+        # Installs come from the clicks' own address (an SDK key cannot name
+        # another IP: docs/security.md), so bob's phone is another model:
+        # nothing matches it by IP and user agent either.
+        async def install(
+            label: str, install_id: str, device: str, ua: str = ANDROID_UA, **extra: Any
+        ) -> dict[str, str]:
             body = await _call(
                 s,
                 "POST",
@@ -103,8 +109,7 @@ async def run_demo(gateway: str, admin_key: str) -> int:
                     "app_id": DEMO_APP,
                     "install_id": install_id,
                     "device": {"gaid": device},
-                    "ip": "198.51.100.7",
-                    "user_agent": ANDROID_UA,
+                    "user_agent": ua,
                     "os_version": "14",
                     "installed_at": _iso(now),
                     **extra,
@@ -129,7 +134,7 @@ async def run_demo(gateway: str, admin_key: str) -> int:
         await touch("click", "networkc", "retarget_q2", carol, timedelta(hours=2))
         rows = [
             await install("clicked networka", f"alice-{run}", alice),
-            await install("no ad seen", f"bob-{run}", bob),
+            await install("no ad seen", f"bob-{run}", bob, OTHER_PHONE_UA),
             await install("saw b, clicked c", f"carol-{run}", carol),
             await install("same install again", f"alice-{run}", alice),
         ]

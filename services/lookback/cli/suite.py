@@ -102,6 +102,8 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
                     addr["touchpoint_store"],
                     "--decider-address",
                     addr["decider"],
+                    # Off: local load tests come from one address and one key.
+                    *("--link-rate-limit", "0", "--sdk-rate-limit", "0"),
                     *(["--http-reuse-port", "true"] if gateways > 1 else []),
                 ],
             )

@@ -50,6 +50,7 @@ class GatewayComponent:
                 enabled=config.require_keys,
             ),
             directory=directory,
+            config=config,
         )
         self.runner: web.AppRunner | None = None
         self.http_port = 0

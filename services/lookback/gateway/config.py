@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lookback.core.server import ServerConfig
 
@@ -24,3 +24,22 @@ class GatewayConfig(ServerConfig):
     """The decider (installs, opens, events and the app settings API)."""
     decider_timeout: float = 5.0
     """Deadline of a decision call, in seconds."""
+    signing_secrets: dict[str, str] = field(default_factory=dict)
+    """Link signing keys by secret name (``name=key,...``), usually from a
+    Secret: a partner whose links are signed names its secret in its
+    settings (``signing_secret``, bound to the partner; docs/security.md)."""
+    trusted_proxies: int = 0
+    """Proxies in front of the gateway that append to ``X-Forwarded-For``:
+    the client's address is the N-th from the right of that list (its
+    left-most when shorter); 0 ignores the header and takes the TCP peer's."""
+    link_rate_limit: float = 20.0
+    """Link requests (``/v1/click``, ``/v1/impression``) a second per client
+    IP, per gateway process; 0 turns the limit off."""
+    link_rate_burst: float = 40.0
+    """Link requests one client IP may make at once above ``link_rate_limit``."""
+    sdk_rate_limit: float = 200.0
+    """SDK and backend requests (``/v1/installs``, ``/v1/opens``,
+    ``/v1/events``, ``/v1/touches``) a second per key (every device of an
+    app shares its ``sdk`` key), per gateway process; 0 turns the limit off."""
+    sdk_rate_burst: float = 400.0
+    """SDK requests one key may make at once above ``sdk_rate_limit``."""

@@ -4,9 +4,12 @@ Routes (JSON in and out; see docs/http-api.md):
 
 - ``GET /v1/click``, ``GET /v1/impression``: attribution links. Query
   parameters name the touch; the device's IP and user agent default to the
-  request's. With ``redirect=<url>`` the answer is a 302 to it. The touch is
-  stored (durably) before the answer; touches arriving together are written
-  together.
+  request's. With ``redirect=<url>`` the answer is a 302 to it (an allowed
+  target only: :mod:`lookback.gateway.redirects`). Links of an unknown app
+  are refused (404); a partner may require signed links
+  (:func:`lookback.gateway.links.check_link_signature`, 401 otherwise). The
+  touch is stored (durably) before the answer; touches arriving together
+  are written together.
 - ``POST /v1/touches``: a batch of touches (``{"touches": [...]}``).
 - ``POST /v1/installs``, ``POST /v1/opens``, ``POST /v1/events``: SDK
   reports, validated here and decided by the decider; installs and opens
@@ -22,6 +25,13 @@ public; reports need the app's ``sdk`` or ``s2s`` key, touch batches its
 no key or an unknown one, 403 for a key used beyond its app or scope; in
 both cases before anything is stored.
 
+The client's IP is the TCP peer's, or from ``X-Forwarded-For`` through
+trusted proxies only (:mod:`lookback.gateway.clientip`); an ``ip`` the
+request names itself is honoured only from ``s2s`` or admin keys and signed
+links. Token buckets per client IP (links) and per key (reports and touch
+batches) answer 429 with ``Retry-After`` over their limit
+(:mod:`lookback.gateway.ratelimit`). See docs/security.md.
+
 Every error is a JSON body ``{"error": {"code", "message",
 "field_violations": [{"field", "description"}]}}`` with a matching status:
 400 for bad input, naming the field.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -46,9 +57,13 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.core import auth, intake, jsonapi, redact, telemetry
-from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
+from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError, NotFound
 from lookback.decider.client import AppDirectory, DeciderClient
-from lookback.gateway.links import touch_from_link
+from lookback.gateway.clientip import client_ip
+from lookback.gateway.config import GatewayConfig
+from lookback.gateway.links import check_link_signature, touch_from_link
+from lookback.gateway.ratelimit import RateLimiter
+from lookback.gateway.redirects import check_redirect_target
 from lookback.touchpoint_store.client import TouchWriter
 
 log = logging.getLogger("lookback.gateway")
@@ -220,7 +235,7 @@ class RedactedAccessLog(AbstractAccessLogger):
     would print both in full."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        client = _client_ip(request) if isinstance(request, web.Request) else request.remote
+        client = request.remote  # the peer: a forwarded address is only trusted per route
         self.logger.debug(
             "%s %s %d %.1fms from %s",
             request.method,
@@ -235,11 +250,10 @@ class RedactedAccessLog(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
-def _client_ip(request: web.Request) -> str:
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    return request.remote or ""
+def _may_name_ip(principal: auth.Principal, app_id: str) -> bool:
+    """Whether the caller may say which IP a report or link comes from: the
+    app's backend (``s2s``) or an admin."""
+    return principal.admin or (principal.scope == auth.S2S and principal.app_id == app_id)
 
 
 class Gateway:
@@ -253,7 +267,15 @@ class Gateway:
         health: dict[str, health_pb2_grpc.HealthStub],
         authenticator: auth.Authenticator,
         directory: AppDirectory,
+        config: GatewayConfig | None = None,
     ) -> None:
+        self.config = config = config or GatewayConfig()
+        self.link_limits = RateLimiter(
+            config.link_rate_limit, config.link_rate_burst, what="link requests from this address"
+        )
+        self.sdk_limits = RateLimiter(
+            config.sdk_rate_limit, config.sdk_rate_burst, what="requests with this key"
+        )
         self.decider = decider
         self.apps = apps
         self.auth = authenticator
@@ -285,15 +307,36 @@ class Gateway:
         r.add_get("/readyz", _guard(a, public, "", self.readyz))
         return app
 
+    def client_ip(self, request: web.Request) -> str:
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        return client_ip(request.remote or "", forwarded, self.config.trusted_proxies)
+
+    def _limit_sdk(self, request: web.Request) -> None:
+        """Take a token of the caller's key: an app key's bucket is its app's
+        and scope's (a rotated key shares it), an admin key's its own."""
+        if self.sdk_limits.enabled:
+            p = request[PRINCIPAL]
+            key = auth.bearer(request.headers.get("Authorization"))
+            self.sdk_limits.take(auth.hash_key(key) if p.admin else (p.app_id, p.scope))
+
     async def _link(self, request: web.Request, touch_type: int) -> web.StreamResponse:
         q = request.query
-        touch = touch_from_link(
-            q, touch_type, _client_ip(request), request.headers.get("User-Agent", "")
-        )
+        peer = self.client_ip(request)
+        self.link_limits.take(peer)
+        touch = touch_from_link(q, touch_type, peer, request.headers.get("User-Agent", ""))
+        if not (_may_name_ip(request[PRINCIPAL], touch.app_id) or "sig" in q):
+            touch.ip = peer  # an unsigned, unkeyed link cannot choose its IP
         intake.prepare_touch(touch)
+        app = await self.directory.get(touch.app_id)
+        if app is None:
+            raise NotFound("unknown app")
+        check_link_signature(
+            q.items(), app, touch.media_source, self.config.signing_secrets, time.time()
+        )
         redirect = q.get("redirect", "")
         if redirect:
             _check_redirect(redirect)  # before storing: a refused link stores nothing
+            check_redirect_target(redirect, app)
         await self.touches.put(touch)
         if redirect:
             raise web.HTTPFound(redirect)
@@ -306,6 +349,7 @@ class Gateway:
         return await self._link(request, touch_pb2.TOUCH_TYPE_IMPRESSION)
 
     async def record_touches(self, request: web.Request) -> web.StreamResponse:
+        self._limit_sdk(request)
         req = jsonapi.parse(ingestion_pb.RecordTouchesRequest, await _json_body(request))
         allow(request, req)
         intake.prepare_touches(req.touches)
@@ -313,22 +357,25 @@ class Gateway:
         return web.json_response({"click_ids": [t.click_id for t in req.touches]})
 
     async def install(self, request: web.Request) -> web.StreamResponse:
+        self._limit_sdk(request)
         install = jsonapi.parse(install_pb2.Install, await _json_body(request))
         allow(request, install)
-        if not install.ip:
-            install.ip = _client_ip(request)
+        if not install.ip or not _may_name_ip(request[PRINCIPAL], install.app_id):
+            install.ip = self.client_ip(request)
         if not install.user_agent:
             install.user_agent = request.headers.get("User-Agent", "")
         decision = await self.decider.install(install)
         return web.json_response({"decision": jsonapi.dump(decision, defaults=True)})
 
     async def open(self, request: web.Request) -> web.StreamResponse:
+        self._limit_sdk(request)
         open_ = jsonapi.parse(install_pb2.Open, await _json_body(request))
         allow(request, open_)
         decision = await self.decider.open(open_)
         return web.json_response({"decision": jsonapi.dump(decision, defaults=True)})
 
     async def event(self, request: web.Request) -> web.StreamResponse:
+        self._limit_sdk(request)
         event = jsonapi.parse(install_pb2.InAppEvent, await _json_body(request))
         allow(request, event)
         attribution = await self.decider.event(event)
@@ -337,6 +384,7 @@ class Gateway:
     async def create_app(self, request: web.Request) -> web.StreamResponse:
         app = jsonapi.parse(app_pb2.App, await _json_body(request))
         response = await self.apps.CreateApp(apps_pb.CreateAppRequest(app=app))
+        self.directory.forget(app.app_id)  # links for it may have been refused a moment ago
         keys = {"sdk": response.keys.sdk, "s2s": response.keys.s2s}
         return web.json_response({"app": _stripped(response.app), "keys": keys}, status=201)
 

@@ -1,12 +1,15 @@
-"""Attribution links: the touch a click or impression link's query names."""
+"""Attribution links: the touch a click or impression link's query names,
+and whether the link's signature holds (:mod:`lookback.core.linksig`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from lookback.api.types.v1 import device_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, device_pb2, postback_pb2, touch_pb2
+from lookback.core import linksig
 from lookback.core.convert import HASH_ALGORITHM_NUMBER, ID_TYPE_NUMBER
 from lookback.core.errors import FieldViolation, InvalidArgument
+from lookback.core.signing import secret_for
 from lookback.domain.durations import parse_duration
 from lookback.domain.model import DEVICE_ID_TYPES, TOUCH_LABELS
 
@@ -20,6 +23,8 @@ LINK_PARAMS = frozenset(
         "is_retargeting",
         "click_lookback",
         "redirect",
+        linksig.TS,
+        linksig.SIG,
         *DEVICE_ID_TYPES,
     }
 )
@@ -76,3 +81,35 @@ def touch_from_link(
     if violations:
         raise InvalidArgument(violations)
     return touch
+
+
+def check_link_signature(
+    params: Iterable[tuple[str, str]],
+    app: app_pb2.App,
+    media_source: str,
+    secrets: Mapping[str, str],
+    now: float,
+) -> bool:
+    """Whether the link is signed; raises
+    :class:`~lookback.core.linksig.LinkSignatureError` (401) when it must be
+    and is not, or carries a ``sig`` that does not hold.
+
+    The partner (``media_source``) requires signed links when its settings
+    say ``click_signing: required``. A ``sig`` is checked whenever it is
+    present, even where signing is off: a signed link is trusted more (its
+    ``ip`` parameter is honoured), so its signature must hold; and a
+    ``sig`` that cannot be checked (the partner has no signing secret the
+    gateway knows) is refused rather than ignored."""
+    pairs = list(params)
+    partners = app.settings.postbacks
+    partner = partners.get(media_source)
+    required = partner is not None and partner.click_signing == postback_pb2.CLICK_SIGNING_REQUIRED
+    if not required and all(k != linksig.SIG for k, _ in pairs):
+        return False
+    secret = secret_for(secrets, media_source, partner.signing_secret) if partner else None
+    if not secret:
+        raise linksig.LinkSignatureError(
+            linksig.SIG, "cannot be checked: the gateway has no signing secret for this partner"
+        )
+    linksig.verify(pairs, secret, now)
+    return True

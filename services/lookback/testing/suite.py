@@ -49,6 +49,9 @@ class EphemeralSuite:
     """False only to measure what the key checks cost."""
     decider_overrides: dict[str, object] = field(default_factory=dict)
     postback_overrides: dict[str, object] = field(default_factory=dict)
+    gateway_overrides: dict[str, object] = field(default_factory=dict)
+    """Gateway settings; its rate limits are off unless set here (tests and
+    the scenario runner call it from one address, quickly)."""
     servers: dict[str, GrpcServer] = field(default_factory=dict)
     addresses: SuiteAddresses = field(default_factory=SuiteAddresses)
 
@@ -95,16 +98,10 @@ class EphemeralSuite:
         a.ingestion = await self._start(
             "ingestion", GrpcServer(IngestionComponent(ingestion), ingestion)
         )
-        gateway = GatewayConfig(
-            **base,
-            http_host=self.host,
-            http_port=0,
-            store_address=a.store,
-            decider_address=a.decider,
+        server, a.gateway_url = await start_gateway(
+            a, **{**base, "http_host": self.host, **self.gateway_overrides}
         )
-        gateway_component = GatewayComponent(gateway)
-        await self._start("gateway", GrpcServer(gateway_component, gateway))
-        a.gateway_url = gateway_component.listening()
+        self.servers["gateway"] = server
         return a
 
     async def stop(self) -> None:
@@ -112,3 +109,31 @@ class EphemeralSuite:
             server = self.servers.pop(name, None)
             if server is not None:
                 await server.stop(grace=1.0)
+
+
+NO_RATE_LIMITS: dict[str, object] = {"link_rate_limit": 0.0, "sdk_rate_limit": 0.0}
+"""Gateway settings turning its rate limits off."""
+
+
+async def start_gateway(addresses: SuiteAddresses, **settings: object) -> tuple[GrpcServer, str]:
+    """One more gateway (free ports, loopback) in front of a running suite,
+    with these settings over the defaults (rate limits off unless set; the
+    suite's admin key unless given); the server (stop it) and its URL."""
+    config = GatewayConfig(
+        **{
+            "host": "127.0.0.1",
+            "port": 0,
+            "grace_period": 1.0,
+            "admin_keys": addresses.admin_key,
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+            "store_address": addresses.store,
+            "decider_address": addresses.decider,
+            **NO_RATE_LIMITS,
+            **settings,
+        }  # type: ignore[arg-type]
+    )
+    component = GatewayComponent(config)
+    server = GrpcServer(component, config)
+    await server.start()
+    return server, component.listening()
