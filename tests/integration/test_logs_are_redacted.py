@@ -256,6 +256,8 @@ async def test_no_raw_ids_addresses_or_secrets_in_the_logs_and_spans_of_a_run(
         "LOOKBACK_OTLP_ENDPOINT": f"http://{otlp_address}",
         "LOOKBACK_SIGNING_SECRETS": f"k1={SECRET}",
         "LOOKBACK_ADMIN_KEYS": ADMIN_KEY,
+        # The client's address is the second from the right of X-Forwarded-For.
+        "LOOKBACK_TRUSTED_PROXIES": "2",
         "LOOKBACK_OUTBOUND_ALLOW_CIDRS": "127.0.0.0/8",
         "LOOKBACK_MAX_ATTEMPTS": "2",
         "LOOKBACK_BASE_DELAY": "0.05",

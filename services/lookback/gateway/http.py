@@ -163,6 +163,8 @@ PRINCIPAL = web.RequestKey("principal", auth.Principal)
 """Who made the request (set by :func:`_guard`)."""
 RULE = web.RequestKey("rule", auth.Rule)
 """The rule of the request's route."""
+CLIENT_IP = web.RequestKey("client_ip", str)
+"""The client's address, once a route has taken it (for the access log)."""
 
 
 def allow(request: web.Request, message: Any) -> None:
@@ -235,7 +237,8 @@ class RedactedAccessLog(AbstractAccessLogger):
     would print both in full."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        client = request.remote  # the peer: a forwarded address is only trusted per route
+        # The client's address as the route took it (trusted proxies only), else the peer.
+        client = request.get(CLIENT_IP) or request.remote
         self.logger.debug(
             "%s %s %d %.1fms from %s",
             request.method,
@@ -309,7 +312,9 @@ class Gateway:
 
     def client_ip(self, request: web.Request) -> str:
         forwarded = request.headers.getall("X-Forwarded-For", [])
-        return client_ip(request.remote or "", forwarded, self.config.trusted_proxies)
+        ip = client_ip(request.remote or "", forwarded, self.config.trusted_proxies)
+        request[CLIENT_IP] = ip
+        return ip
 
     def _limit_sdk(self, request: web.Request) -> None:
         """Take a token of the caller's key: an app key's bucket is its app's
