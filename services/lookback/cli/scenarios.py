@@ -9,8 +9,10 @@ The runner
 - shifts each timeline so its last step falls now, keeping every gap;
 - gives every app id a fresh suffix per run, so runs never meet;
 - drives the suite through its HTTP gateway (so the whole pipeline is
-  exercised) with the app's own keys (touches with its ``s2s`` key, reports
-  with its ``sdk`` key; the app is created with the admin key), registers
+  exercised) with the app's own keys (touches, and reports naming their
+  device's ``ip``, with its ``s2s`` key, as the app's backend would send
+  them; other reports with its ``sdk`` key; the app is created with the
+  admin key), registers
   SRN claims with a fake SRN it runs, and receives
   postbacks on a local sink it runs (``{sink}`` in templates);
 - without ``--target`` starts an ephemeral suite on loopback (embedded
@@ -174,7 +176,10 @@ class Runner:
                 )
                 continue
             path, body = self._request(kind, step[kind], app_id, at, shift, "error" in expect)
-            key = keys["s2s"] if path == "/v1/touches" else keys["sdk"]
+            # An SDK's own address is the request's; a report naming its
+            # device's ``ip`` comes from the app's backend, with the s2s key.
+            server_to_server = path == "/v1/touches" or "ip" in body
+            key = keys["s2s"] if server_to_server else keys["sdk"]
             status, answer = await self._call("POST", path, body, key)
             failures += await self._check(i, app_id, kind, expect, answer)
         return failures
