@@ -17,6 +17,7 @@ from lookback.core.convert import micros_to_dur
 from lookback.core.server import GrpcServer
 from lookback.srn_adapter.component import SrnComponent
 from lookback.srn_adapter.config import SrnConfig
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.srn import FakeSrn
 
 
@@ -26,6 +27,7 @@ async def adapter(fake_srn: tuple[FakeSrn, str]) -> AsyncIterator[pb_grpc.SrnAda
     config = SrnConfig(
         port=0,
         srn_endpoints={"fast": url, "slow": url, "broken": url, "*": url},
+        outbound_allow_cidrs=LOCAL_CIDRS,
         breaker_threshold=2,
         breaker_cooldown=60,
     )
@@ -63,7 +65,9 @@ async def test_answers_with_claims_and_lists_the_networks_that_did_not_answer(
 
 
 async def test_a_network_without_endpoint_is_unanswered(fake_srn: tuple[FakeSrn, str]) -> None:
-    config = SrnConfig(port=0, srn_endpoints={"fast": fake_srn[1]})
+    config = SrnConfig(
+        port=0, srn_endpoints={"fast": fake_srn[1]}, outbound_allow_cidrs=LOCAL_CIDRS
+    )
     server = GrpcServer(SrnComponent(config), config)
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:

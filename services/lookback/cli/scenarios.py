@@ -46,6 +46,7 @@ from lookback.cli.scenario_files import (
     parse_time,
     time_paths,
 )
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.srn import FakeSrn, start_fake_srn
 
@@ -249,7 +250,10 @@ async def run_scenarios(
             from lookback.testing.suite import EphemeralSuite
 
             tmp = tempfile.TemporaryDirectory(prefix="lookback-scenarios-")
-            suite = EphemeralSuite(Path(tmp.name), srn_endpoints={"*": fake_url})
+            # The runner's fake SRN and postback sink are local: allowed explicitly.
+            suite = EphemeralSuite(
+                Path(tmp.name), srn_endpoints={"*": fake_url}, outbound_allow_cidrs=LOCAL_CIDRS
+            )
             gateway = (await suite.start()).gateway_url
         else:
             gateway = target if target.startswith("http") else f"http://{target}"
@@ -312,7 +316,8 @@ def main(argv: list[str]) -> int:
         "--srn-listen",
         default="127.0.0.1:0",
         help="where the runner's fake SRN listens; a --target suite's SRN"
-        " adapter must use it as its '*' endpoint",
+        " adapter must use it as its '*' endpoint (and the suite must allow"
+        " loopback destinations: --outbound-allow-cidrs 127.0.0.0/8)",
     )
     ns = parser.parse_args(argv)
     scenarios, errors = load_files(ns.paths)

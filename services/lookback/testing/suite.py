@@ -40,6 +40,10 @@ class EphemeralSuite:
 
     data_dir: Path
     srn_endpoints: dict[str, str] = field(default_factory=dict)
+    outbound_allow_cidrs: str = ""
+    """Ranges postbacks and SRN queries may reach besides public addresses,
+    for every service (:data:`lookback.testing.http.LOCAL_CIDRS` for local
+    receivers and fake SRNs); empty: public only, as in production."""
     host: str = "127.0.0.1"
     decider_overrides: dict[str, object] = field(default_factory=dict)
     postback_overrides: dict[str, object] = field(default_factory=dict)
@@ -53,7 +57,12 @@ class EphemeralSuite:
 
     async def start(self) -> SuiteAddresses:
         a = self.addresses
-        base: dict[str, Any] = {"host": self.host, "port": 0, "grace_period": 1.0}
+        base: dict[str, Any] = {
+            "host": self.host,
+            "port": 0,
+            "grace_period": 1.0,
+            "outbound_allow_cidrs": self.outbound_allow_cidrs,
+        }
         store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
         a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))
         srn = SrnConfig(**base, srn_endpoints=self.srn_endpoints)
