@@ -7,6 +7,7 @@ in so validation stays deterministic.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import uuid
@@ -16,7 +17,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.convert import dur_to_micros, ts_to_micros
-from lookback.core.errors import Violations
+from lookback.core.errors import FieldViolation, InvalidArgument, Violations
+from lookback.core.outbound import ALLOW_HINT, OutboundPolicy
+from lookback.core.signing import bound_to
 from lookback.domain.durations import HOUR
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
@@ -33,6 +36,9 @@ _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
 MAX_USER_AGENT = 2000
 MAX_OS_VERSION = 50
+MAX_SRN_NETWORKS = 20
+"""Self-reporting networks an app (and one SRN query) may name at most."""
+POSTBACK_TRIGGERS = ("install", "reattribution", "reengagement", "event")
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -208,11 +214,25 @@ def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) 
         return
     if not re.match(r"^https?://", t.url):
         v.add(f"{path}.url", "must be an http:// or https:// URL")
+    elif re.search(r"[{}]", re.sub(r"[/?#].*", "", t.url.split("://", 1)[1])):
+        v.add(f"{path}.url", "the host and port may not contain macros")
     unknown = unknown_macros(t.url) + unknown_macros(t.body)
     if unknown:
         v.add(f"{path}.url", f"unknown macros: {', '.join(unknown)}")
     if t.method not in postback_pb2.HttpMethod.values():
         v.add(f"{path}.method", "must be GET or POST")
+
+
+def check_srn_networks(v: Violations, networks: Any, path: str) -> None:
+    """At most :data:`MAX_SRN_NETWORKS` valid network names, none twice."""
+    if len(networks) > MAX_SRN_NETWORKS:
+        v.add(path, f"must name at most {MAX_SRN_NETWORKS} networks")
+    seen: set[str] = set()
+    for i, network in enumerate(networks):
+        check_media_source(v, network, f"{path}[{i}]")
+        if network in seen:
+            v.add(f"{path}[{i}]", f"{network!r} is named twice")
+        seen.add(network)
 
 
 def check_app(v: Violations, app: app_pb2.App) -> None:
@@ -228,12 +248,50 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
         check_duration(
             v, d, f"settings.click_lookback_by_source[{source}]", "click_lookback_by_source"
         )
-    for i, network in enumerate(s.srn_networks):
-        check_media_source(v, network, f"settings.srn_networks[{i}]")
+    check_srn_networks(v, s.srn_networks, "settings.srn_networks")
     for partner, templates in s.postbacks.items():
         check_media_source(v, partner, f"settings.postbacks[{partner}]")
-        for trigger in ("install", "reattribution", "reengagement", "event"):
+        secret = templates.signing_secret
+        if secret and not bound_to(partner, secret):
+            v.add(
+                f"settings.postbacks[{partner}].signing_secret",
+                f"a secret of partner {partner!r} must be named {partner!r} or"
+                f" start with {partner + '.'!r}",
+            )
+        for trigger in POSTBACK_TRIGGERS:
             if templates.HasField(trigger):
                 _check_template(
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
+
+
+async def check_app_destinations(
+    app: app_pb2.App, policy: OutboundPolicy, prefix: str = ""
+) -> None:
+    """Every postback template URL of ``app`` must reach a destination the
+    policy allows (host names resolved): :class:`InvalidArgument` listing
+    each one that does not. Run after :func:`check_app` passed."""
+    postbacks: Any = app.settings.postbacks
+    urls = {
+        f"{prefix}settings.postbacks[{partner}].{trigger}.url": template.url
+        for partner, templates in postbacks.items()
+        for trigger in POSTBACK_TRIGGERS
+        if templates.HasField(trigger) and (template := getattr(templates, trigger)).url
+    }
+    problems = await asyncio.gather(*(policy.url_problem(url) for url in urls.values()))
+    violations = [
+        FieldViolation(path, f"{problem} ({ALLOW_HINT})")
+        for path, problem in zip(urls, problems, strict=True)
+        if problem is not None
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+
+
+async def validate_app(app: app_pb2.App, policy: OutboundPolicy, prefix: str = "app.") -> None:
+    """An app about to be written (by the settings API, and again by the
+    store): :func:`check_app`, then :func:`check_app_destinations`."""
+    v = Violations(prefix=prefix)
+    check_app(v, app)
+    v.raise_if_any()
+    await check_app_destinations(app, policy, prefix)

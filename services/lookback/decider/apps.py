@@ -13,7 +13,8 @@ from lookback.api.types.v1 import app_pb2
 from lookback.core import convert
 from lookback.core.clock import Clock, now_micros
 from lookback.core.errors import Aborted, Violations
-from lookback.core.validation import check_app
+from lookback.core.outbound import OutboundPolicy
+from lookback.core.validation import validate_app
 from lookback.decider.cache import LruCache
 from lookback.domain.model import Settings
 
@@ -44,28 +45,26 @@ class AppStore(Protocol):
         ...
 
 
-def validate(app: app_pb2.App) -> None:
-    v = Violations(prefix="app.")
-    check_app(v, app)
-    v.raise_if_any()
-
-
 def _stamp(app: app_pb2.App, micros: int) -> None:
     app.update_time.CopyFrom(convert.micros_to_ts(micros))
 
 
 class AppSettings:
-    """Apps are validated here and stored by the store; reads are cached."""
+    """Apps are validated here (postback destinations included: public
+    addresses only, unless ``outbound`` allows more) and stored by the store;
+    reads are cached."""
 
     def __init__(
         self,
         store: AppStore,
         cache: LruCache[str, CachedApp],
         clock: Clock = now_micros,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
+        self.outbound = outbound or OutboundPolicy()
         self.on_change: Callable[[str], Awaitable[None]] | None = None
         """Called with the app id after this replica changed an app (e.g. to
         tell other replicas to drop their cached copy)."""
@@ -82,7 +81,7 @@ class AppSettings:
         return cached
 
     async def create(self, request: app_pb2.App) -> app_pb2.App:
-        validate(request)
+        await validate_app(request, self.outbound)
         app = app_pb2.App()
         app.CopyFrom(request)
         app.version = 1
@@ -117,7 +116,7 @@ class AppSettings:
         else:
             updated.platform = request.platform
             updated.settings.CopyFrom(request.settings)
-        validate(updated)
+        await validate_app(updated, self.outbound)
         updated.version = current.version + 1
         _stamp(updated, self.clock())
         stored = await self.store.replace_app(updated, current.version)
