@@ -4,7 +4,8 @@ refused when written (HTTP 400 and INVALID_ARGUMENT naming the field, by the
 settings API and by the store itself) and again when sent (a job put
 straight into the dispatcher is dead-lettered ``destination_not_allowed``,
 and the local receiver hears nothing); ``--outbound-allow-cidrs`` is what
-lets loopback through."""
+lets loopback through. Services refuse to start with a bad range or an SRN
+endpoint that is not allowed."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.api.types.v1 import postback_pb2
 from lookback.postback.component import PostbackComponent
 from lookback.testing.builders import app, new_app_id
-from lookback.testing.processes import serve
+from lookback.testing.processes import run_cli, serve
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.suite import EphemeralSuite
 from tests.integration.test_bad_input import violations_of
@@ -253,3 +254,14 @@ async def test_the_allowed_range_is_delivered_to_and_nothing_else(tmp_path: Path
             assert refused.last_error.startswith("destination_not_allowed")
     finally:
         await dispatcher.stop()
+
+
+async def test_services_refuse_to_start_with_bad_ranges_or_endpoints_not_allowed() -> None:
+    code, _, err = await run_cli("serve", "postback", "--outbound-allow-cidrs", "10.0.0.0/33")
+    assert code == 2 and "outbound_allow_cidrs" in err, err
+    code, _, err = await run_cli(
+        "serve", "srn_adapter", "--srn-endpoints", "srn_meta=http://169.254.169.254/latest"
+    )
+    assert code == 2 and "srn_endpoints[srn_meta]" in err and "metadata" in err, err
+    code, _, err = await run_cli("up", "--outbound-allow-cidrs", "127.0.0.0/8,nonsense")
+    assert code == 2 and "nonsense" in err, err
