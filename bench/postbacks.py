@@ -24,6 +24,7 @@ from pathlib import Path
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
 from lookback.testing.processes import free_ports, serve
 from lookback.testing.receiver import PostbackSink
@@ -34,7 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 async def measure(label: str, queue_args: list[str], jobs: int, workers: int) -> float:
     sink = PostbackSink()
     await sink.start()
-    dispatcher = await serve("postback", *queue_args, "--workers", str(workers))
+    dispatcher = await serve(
+        "postback", *queue_args, "--workers", str(workers), outbound_allow_cidrs=LOCAL_CIDRS
+    )
     try:
         async with admin_channel(dispatcher.address) as channel:
             stub = pb_grpc.PostbackDispatcherServiceStub(channel)

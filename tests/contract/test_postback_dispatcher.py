@@ -1,7 +1,9 @@
 """The dispatcher against a real local HTTP receiver that fails on purpose:
 delivery, retries (5xx, timeouts, 429 with Retry-After), dead letters (4xx,
-exhausted attempts) through the gRPC API, idempotency keys and signatures.
-Every test runs on both queues, SQLite and Redis (the dispatcher contract)."""
+exhausted attempts) through the gRPC API, idempotency keys and signatures
+(checked on the receiving side), secrets bound to their partner, redirects
+never followed. Every test runs on both queues, SQLite and Redis (the
+dispatcher contract)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ from lookback.core.server import GrpcServer
 from lookback.postback.component import PostbackComponent
 from lookback.postback.config import PostbackConfig
 from lookback.postback.dispatcher import Dispatcher, signature
-from lookback.postback.policy import RetryPolicy, judge
+from lookback.postback.policy import RESPONSE_EXCERPT, RetryPolicy, judge
 from lookback.postback.queue import PostbackQueue, SqliteQueue
 from lookback.postback.redis_queue import RedisQueue
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import ADMIN_KEY, admin_channel
-from lookback.testing.receiver import PostbackSink
+from lookback.testing.receiver import PostbackSink, Received
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -42,8 +45,9 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         poll_interval=0.02,
         lease_seconds=1.0,
         request_timeout=0.3,
-        signing_secrets={"k1": "s3cret"},
+        signing_secrets={"p.k1": "s3cret", "q": "not-p's"},
         delivered_retention=0.5,
+        outbound_allow_cidrs=LOCAL_CIDRS,  # the receivers are on loopback
     )
     queue: PostbackQueue
     if request.param == "sqlite":
@@ -95,21 +99,107 @@ async def test_a_400_goes_straight_to_dead_letters(
     assert "unknown click id" in state.last_error  # the partner's last answer is kept
 
 
+def signed_as_received(key: str, got: Received) -> str:
+    """The signature recomputed from what the receiver got: the method, the
+    request-target as on the request line, the body's bytes."""
+    return signature(key, got.headers["X-Lookback-Timestamp"], got.method, got.target, got.raw_body)
+
+
+# Escapes the HTTP client would otherwise normalise (%3A to ":"), escaped
+# slashes, spaces written both ways, an unescaped space and non-ASCII text.
+TRICKY = "/p/a%3Ab%2Fc%20d?x=1&u=http%3A%2F%2Fh%2Fq%3Fr%3D1&s=a+b%20c&raw=a b&n=caf\u00e9&t=%7E~"
+
+
 async def test_delivers_with_idempotency_key_and_signature(
     dispatcher: Dispatcher, receiver: PostbackSink
 ) -> None:
     await dispatcher.queue.enqueue(
-        [job("j1", f"{receiver.url}/p?x=1", signing_secret="k1")], time.time()
+        [job("j1", f"{receiver.url}{TRICKY}", signing_secret="p.k1")], time.time()
     )
     dispatcher.wakeup.set()
     (got,) = await receiver.wait_for("p")
     assert got.headers["Idempotency-Key"] == "j1"
-    expected = signature(
-        "s3cret", got.headers["X-Lookback-Timestamp"], "GET", f"{receiver.url}/p?x=1", ""
-    )
-    assert got.headers["X-Lookback-Signature"] == expected
+    # Sent as written (only what is never allowed in a URL is escaped), and
+    # signed over exactly that.
+    assert got.target == TRICKY.replace(" ", "%20").replace("\u00e9", "%C3%A9")
+    assert got.headers["X-Lookback-Signature"] == signed_as_received("s3cret", got)
     state = await dispatcher.wait_final("j1", timeout=10)
     assert state.state == pb.DELIVERY_STATE_DELIVERED
+
+
+async def test_a_signed_post_is_signed_over_its_body_bytes(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    body = '{"click": "a%3Ab", "name": "caf\u00e9 \u2615"}'
+    await send(
+        dispatcher,
+        job(
+            "j-post",
+            f"{receiver.url}/p/i%2F?c=a%3Ab",
+            method=postback_pb2.HTTP_METHOD_POST,
+            body=body,
+            signing_secret="p.k1",
+        ),
+    )
+    (got,) = await receiver.wait_for("p")
+    assert got.method == "POST" and got.raw_body == body.encode()
+    assert got.target == "/p/i%2F?c=a%3Ab"
+    assert got.headers["X-Lookback-Signature"] == signed_as_received("s3cret", got)
+    assert got.headers["X-Lookback-Signature"] != signed_as_received("other", got)
+
+
+async def test_a_secret_bound_to_another_partner_is_never_used(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    """Partner p's settings naming partner q's secret (a signature oracle)
+    go straight to the dead letters, saying why; nothing is sent."""
+    await send(dispatcher, job("j-other", f"{receiver.url}/p", signing_secret="q"))
+    await send(dispatcher, job("j-unknown", f"{receiver.url}/p", signing_secret="p.gone"))
+    other = await dispatcher.wait_final("j-other", timeout=10)
+    assert other.state == pb.DELIVERY_STATE_DEAD and other.attempts == 1
+    assert "signing secret 'q' is not bound to partner 'p'" in other.last_error
+    unknown = await dispatcher.wait_final("j-unknown", timeout=10)
+    assert unknown.state == pb.DELIVERY_STATE_DEAD
+    assert "unknown signing secret 'p.gone'" in unknown.last_error
+    assert receiver.received == []
+
+
+async def test_a_redirect_is_judged_not_followed(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    """A 302 to another (local) receiver is an answer like any 3xx: dead,
+    not retried, and the place it points to never hears a thing."""
+    async with PostbackSink() as elsewhere:
+        receiver.status = 302
+        receiver.reply_headers = {"Location": f"{elsewhere.url}/p?stolen=1"}
+        await send(dispatcher, job("j-302", f"{receiver.url}/p"))
+        state = await dispatcher.wait_final("j-302", timeout=10)
+        assert state.state == pb.DELIVERY_STATE_DEAD and state.attempts == 1
+        assert "HTTP 302" in state.last_error and "not retryable" in state.last_error
+        assert len(receiver.for_partner("p")) == 1
+        assert elsewhere.received == []
+
+
+async def test_a_huge_answer_leaves_only_an_excerpt(
+    dispatcher: Dispatcher, receiver: PostbackSink
+) -> None:
+    receiver.status = 400
+    receiver.reply_body = "x" * (4 * 1024 * 1024)
+    await send(dispatcher, job("j-big", f"{receiver.url}/p"))
+    state = await dispatcher.wait_final("j-big", timeout=10)
+    assert state.state == pb.DELIVERY_STATE_DEAD
+    assert "HTTP 400" in state.last_error
+    assert len(state.last_error) < RESPONSE_EXCERPT + 100
+
+
+async def test_a_destination_not_allowed_is_dead_at_once(dispatcher: Dispatcher) -> None:
+    """Private and metadata addresses (loopback is allowed here, for the
+    receivers) are refused before any connection: no retries."""
+    for n, url in enumerate(["http://10.0.0.1:9/p", "http://169.254.169.254/latest/meta-data"]):
+        await send(dispatcher, job(f"j-private-{n}", url))
+        state = await dispatcher.wait_final(f"j-private-{n}", timeout=10)
+        assert state.state == pb.DELIVERY_STATE_DEAD and state.attempts == 1
+        assert state.last_error.startswith("destination_not_allowed"), state.last_error
 
 
 async def test_same_job_id_enqueued_twice_is_queued_once(

@@ -15,6 +15,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pos
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.srn import FakeSrn, start_fake_srn
@@ -41,7 +42,12 @@ async def suite(
     tmp_path_factory: pytest.TempPathFactory, fake_srn: tuple[FakeSrn, str]
 ) -> AsyncIterator[SuiteAddresses]:
     data = Path(tmp_path_factory.mktemp("suite"))
-    running = EphemeralSuite(data, srn_endpoints={n: fake_srn[1] for n in SRN_NETWORKS})
+    # The sink and the fake SRN are on loopback: allowed explicitly.
+    running = EphemeralSuite(
+        data,
+        srn_endpoints={n: fake_srn[1] for n in SRN_NETWORKS},
+        outbound_allow_cidrs=LOCAL_CIDRS,
+    )
     addresses = await running.start()
     yield addresses
     await running.stop()

@@ -26,6 +26,7 @@ from lookback.api.types.v1 import app_pb2, decision_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts
 from lookback.core.server import LIVENESS
 from lookback.testing import builders
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
 from lookback.testing.processes import (
     free_base_port,
@@ -53,8 +54,11 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
         "--cassandra-keyspace",
         cassandra.keyspace,
     ]
-    store = await serve("touchpoint_store", *keyspace)
-    postback = await serve("postback", "--queue-path", str(tmp_path / "q.sqlite3"))
+    local = LOCAL_CIDRS  # the receiver is on loopback
+    store = await serve("touchpoint_store", *keyspace, outbound_allow_cidrs=local)
+    postback = await serve(
+        "postback", "--queue-path", str(tmp_path / "q.sqlite3"), outbound_allow_cidrs=local
+    )
     srn = await serve("srn_adapter")
     deciders = [
         await serve(
@@ -65,6 +69,7 @@ async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
             srn.address,
             "--postback-address",
             postback.address,
+            outbound_allow_cidrs=local,
         )
         for _ in range(2)
     ]
@@ -273,6 +278,7 @@ async def test_scenarios_pass_on_a_cassandra_backed_suite(
         "--srn-endpoints",
         f"*=http://127.0.0.1:{srn_port}",
         base_port=base,
+        outbound_allow_cidrs=LOCAL_CIDRS,  # the runner's fake SRN and sink are on loopback
     )
     try:
         assert "store backend     Cassandra" in suite.output()

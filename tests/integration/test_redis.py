@@ -18,6 +18,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_
 from lookback.api.types.v1 import app_pb2, postback_pb2
 from lookback.postback.redis_queue import RedisQueue
 from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
 from lookback.testing.processes import run_cli, serve
 from lookback.testing.receiver import PostbackSink
@@ -84,7 +85,7 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
     sink = PostbackSink(delay=0.3)
     await sink.start()
     args = ["--redis-url", url, "--workers", "4", "--lease-seconds", "1", "--base-delay", "0.05"]
-    first = await serve("postback", *args)
+    first = await serve("postback", *args, outbound_allow_cidrs=LOCAL_CIDRS)  # the sink is local
     jobs = [
         postback_pb2.PostbackJob(job_id=f"job-{n}", partner="p", url=f"{sink.url}/p?n={n}")
         for n in range(20)
@@ -109,7 +110,7 @@ async def test_a_killed_dispatcher_loses_nothing_and_repeats_no_success(redis_ur
         assert done_before, "nothing was recorded as delivered before the kill"
         assert len(done_before) < len(jobs), "everything finished before the kill"
 
-        second = await serve("postback", *args)
+        second = await serve("postback", *args, outbound_allow_cidrs=LOCAL_CIDRS)
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -143,7 +144,9 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
     await probe.close()
     sink = PostbackSink(status=400, reply_body="bad token")
     await sink.start()
-    dispatcher = await serve("postback", "--redis-url", url, "--max-attempts", "2")
+    dispatcher = await serve(
+        "postback", "--redis-url", url, "--max-attempts", "2", outbound_allow_cidrs=LOCAL_CIDRS
+    )
     try:
         async with admin_channel(dispatcher.address) as channel:
             stub = pb_grpc.PostbackDispatcherServiceStub(channel)

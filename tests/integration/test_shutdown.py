@@ -15,6 +15,7 @@ from lookback.api.types.v1 import touch_pb2
 from lookback.core.convert import micros_to_dur
 from lookback.core.tasks import cancel_and_wait
 from lookback.testing.builders import new_gaid
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
 from lookback.testing.processes import serve
 from lookback.testing.srn import FakeSrn
@@ -25,7 +26,13 @@ async def test_sigterm_lets_the_call_in_flight_finish(fake_srn: tuple[FakeSrn, s
     gaid = new_gaid()
     fake.claim("srn_slow", "com.slow", {"gaid": gaid}, "2026-01-01T00:00:00Z", campaign="late")
     fake.behaviour["srn_slow"] = {"delay_ms": 1500}
-    adapter = await serve("srn_adapter", "--srn-endpoints", f"srn_slow={url}", grace_period=10)
+    adapter = await serve(
+        "srn_adapter",
+        "--srn-endpoints",
+        f"srn_slow={url}",
+        grace_period=10,
+        outbound_allow_cidrs=LOCAL_CIDRS,
+    )
     process = adapter.process
     try:
         async with admin_channel(adapter.address) as channel:

@@ -25,6 +25,7 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.core import telemetry
 from lookback.testing.builders import create_app, iso_ago, new_app_id, new_gaid
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.otlp import Collector
 from lookback.testing.processes import serve
@@ -244,6 +245,7 @@ async def test_a_service_exports_traces_metrics_and_logs_over_otlp(
         f"http://{address}",
         "--srn-endpoints",
         f"srn_social={srn_url}",
+        outbound_allow_cidrs=LOCAL_CIDRS,
     )
     try:
         async with admin_channel(adapter.address) as channel:

@@ -19,11 +19,12 @@ APP = "com.example.engine"
 async def setup(**settings: object) -> MemoryEngine:
     m = memory_engine(claims=FixedClaims())
     app = app_pb2.App(app_id=APP, platform=app_pb2.PLATFORM_ANDROID)
-    app.settings.postbacks["networka"].install.url = "https://a.example/i?c={click_id}&k={kind}"
+    # A literal public address: destinations are checked (names resolved) when written.
+    app.settings.postbacks["networka"].install.url = "https://93.184.216.34/i?c={click_id}&k={kind}"
     app.settings.postbacks[
         "networka"
-    ].event.url = "https://a.example/e?n={event_name}&r={event_revenue}"
-    app.settings.postbacks["networka"].reengagement.url = "https://a.example/r?c={click_id}"
+    ].event.url = "https://93.184.216.34/e?n={event_name}&r={event_revenue}"
+    app.settings.postbacks["networka"].reengagement.url = "https://93.184.216.34/r?c={click_id}"
     for name, value in settings.items():
         setattr(app.settings, name, value)
     await m.engine.apps.create(app)
@@ -64,7 +65,7 @@ async def test_a_click_wins_is_recorded_and_its_postback_queued() -> None:
     assert d.method == decision_pb2.ATTRIBUTION_METHOD_DEVICE_ID and d.counted
     assert m.store.records[(APP, "i1")].decision.decision_id == d.decision_id
     (job,) = m.postbacks.jobs.values()
-    assert job.url == "https://a.example/i?c=c1&k=install"
+    assert job.url == "https://93.184.216.34/i?c=c1&k=install"
     assert job.job_id == f"{d.decision_id}:networka:install"
 
 
@@ -140,7 +141,7 @@ async def test_an_open_through_a_retargeting_click_is_a_reengagement() -> None:
     assert d.kind == decision_pb2.DECISION_KIND_REENGAGEMENT and d.click_id == "rt1"
     record = m.store.records[(APP, "i1")]
     assert record.latest_reengagement.decision_id == d.decision_id
-    assert any(j.url == "https://a.example/r?c=rt1" for j in m.postbacks.jobs.values())
+    assert any(j.url == "https://93.184.216.34/r?c=rt1" for j in m.postbacks.jobs.values())
 
 
 async def test_events_are_attributed_once_with_their_postback() -> None:
@@ -161,5 +162,5 @@ async def test_events_are_attributed_once_with_their_postback() -> None:
     assert first.media_source == "networka" and not first.duplicate
     assert again.duplicate and again.media_source == "networka"
     assert m.postbacks.jobs[f"event:{APP}:e1:networka:event"].url == (
-        "https://a.example/e?n=purchase&r=4.99"
+        "https://93.184.216.34/e?n=purchase&r=4.99"
     )

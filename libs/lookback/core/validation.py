@@ -7,6 +7,7 @@ in so validation stays deterministic.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import uuid
@@ -26,7 +27,8 @@ from lookback.api.types.v1 import (
     touch_pb2,
 )
 from lookback.core.convert import dur_to_micros, ts_to_micros
-from lookback.core.errors import Violations
+from lookback.core.errors import FieldViolation, InvalidArgument, Violations
+from lookback.core.outbound import ALLOW_HINT, OutboundPolicy
 from lookback.core.signing import bound_to
 from lookback.domain.durations import HOUR, SECOND
 from lookback.domain.model import Micros
@@ -68,6 +70,9 @@ _JOB_ID = re.compile(r"^[!-~]{1,600}$")
 MAX_REDIRECT_HOSTS = 50
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+MAX_SRN_NETWORKS = 20
+"""Self-reporting networks an app (and one SRN query) may name at most."""
+POSTBACK_TRIGGERS = ("install", "reattribution", "reengagement", "event")
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -310,6 +315,8 @@ def _check_template(v: Violations, t: postback_pb2.PostbackTemplate, path: str) 
         return
     if not re.match(r"^https?://", t.url):
         v.add(f"{path}.url", "must be an http:// or https:// URL")
+    elif re.search(r"[{}]", re.sub(r"[/?#].*", "", t.url.split("://", 1)[1])):
+        v.add(f"{path}.url", "the host and port may not contain macros")
     unknown = unknown_macros(t.url) + unknown_macros(t.body)
     if unknown:
         v.add(f"{path}.url", f"unknown macros: {', '.join(unknown)}")
@@ -342,6 +349,18 @@ def _check_click_signing(v: Violations, partner: str, p: postback_pb2.PartnerPos
             )
 
 
+def check_srn_networks(v: Violations, networks: Any, path: str) -> None:
+    """At most :data:`MAX_SRN_NETWORKS` valid network names, none twice."""
+    if len(networks) > MAX_SRN_NETWORKS:
+        v.add(path, f"must name at most {MAX_SRN_NETWORKS} networks")
+    seen: set[str] = set()
+    for i, network in enumerate(networks):
+        check_media_source(v, network, f"{path}[{i}]")
+        if network in seen:
+            v.add(f"{path}[{i}]", f"{network!r} is named twice")
+        seen.add(network)
+
+
 def check_app(v: Violations, app: app_pb2.App) -> None:
     _check_id(v, app.app_id, "app_id")
     if app.platform not in (app_pb2.PLATFORM_ANDROID, app_pb2.PLATFORM_IOS, app_pb2.PLATFORM_OTHER):
@@ -356,11 +375,17 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
             v, d, f"settings.click_lookback_by_source[{source}]", "click_lookback_by_source"
         )
     _check_app_sizes(v, s)
-    for i, network in enumerate(s.srn_networks):
-        check_media_source(v, network, f"settings.srn_networks[{i}]")
+    check_srn_networks(v, s.srn_networks, "settings.srn_networks")
     for partner, templates in s.postbacks.items():
         check_media_source(v, partner, f"settings.postbacks[{partner}]")
-        for trigger in ("install", "reattribution", "reengagement", "event"):
+        secret = templates.signing_secret
+        if secret and not bound_to(partner, secret):
+            v.add(
+                f"settings.postbacks[{partner}].signing_secret",
+                f"a secret of partner {partner!r} must be named {partner!r} or"
+                f" start with {partner + '.'!r}",
+            )
+        for trigger in POSTBACK_TRIGGERS:
             if templates.HasField(trigger):
                 _check_template(
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
@@ -374,7 +399,6 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
 
 def _check_app_sizes(v: Violations, s: app_pb2.AppSettings) -> None:
     """Bounds on how much one app's settings may hold."""
-    check_count(v, s.srn_networks, "settings.srn_networks", MAX_NETWORKS)
     check_count(v, s.postbacks, "settings.postbacks", 100)
     check_count(v, s.click_lookback_by_source, "settings.click_lookback_by_source", 1000)
     for partner, templates in s.postbacks.items():
@@ -476,7 +500,7 @@ def check_put_event(v: Violations, r: store_pb.PutEventRequest, now: Micros) -> 
 
 def check_srn_query(v: Violations, r: srn_pb.QueryClaimsRequest, now: Micros) -> None:
     _check_id(v, r.app_id, "app_id")
-    if check_count(v, r.networks, "networks", MAX_NETWORKS):
+    if check_count(v, r.networks, "networks", MAX_NETWORKS):  # duplicates collapse to 20
         for i, network in enumerate(r.networks):
             check_media_source(v, network, f"networks[{i}]")
     check_device(v, r.device, "device")
@@ -518,3 +542,35 @@ def check_postback_jobs(v: Violations, jobs: Sequence[postback_pb2.PostbackJob])
 def check_page_size(v: Violations, page_size: int, path: str = "page_size") -> None:
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         v.add(path, f"must be 0 to {MAX_PAGE_SIZE}")
+
+
+async def check_app_destinations(
+    app: app_pb2.App, policy: OutboundPolicy, prefix: str = ""
+) -> None:
+    """Every postback template URL of ``app`` must reach a destination the
+    policy allows (host names resolved): :class:`InvalidArgument` listing
+    each one that does not. Run after :func:`check_app` passed."""
+    postbacks: Any = app.settings.postbacks
+    urls = {
+        f"{prefix}settings.postbacks[{partner}].{trigger}.url": template.url
+        for partner, templates in postbacks.items()
+        for trigger in POSTBACK_TRIGGERS
+        if templates.HasField(trigger) and (template := getattr(templates, trigger)).url
+    }
+    problems = await asyncio.gather(*(policy.url_problem(url) for url in urls.values()))
+    violations = [
+        FieldViolation(path, f"{problem} ({ALLOW_HINT})")
+        for path, problem in zip(urls, problems, strict=True)
+        if problem is not None
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+
+
+async def validate_app(app: app_pb2.App, policy: OutboundPolicy, prefix: str = "app.") -> None:
+    """An app about to be written (by the settings API, and again by the
+    store): :func:`check_app`, then :func:`check_app_destinations`."""
+    v = Violations(prefix=prefix)
+    check_app(v, app)
+    v.raise_if_any()
+    await check_app_destinations(app, policy, prefix)

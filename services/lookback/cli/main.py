@@ -68,7 +68,11 @@ def run_service(name: str, argv: Sequence[str]) -> int:
         return 2
     configure_logging(config.log_level)
     assert isinstance(config, ServerConfig)
-    asyncio.run(_serve(spec, config))
+    try:
+        asyncio.run(_serve(spec, config))
+    except cfg.ConfigError as exc:  # found while starting (an SRN endpoint not allowed, say)
+        print(f"lookback serve {name}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -90,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP port")
     p_up.add_argument("--gateway-processes", type=int, default=1, help="gateways on one port")
     p_up.add_argument("--srn-endpoints", default="", help="network=url,... for the SRN adapter")
+    p_up.add_argument(
+        "--outbound-allow-cidrs",
+        default=None,
+        metavar="CIDRS",
+        help="ranges postbacks and SRN queries may reach although not public (127.0.0.0/8 for"
+        " local receivers), handed to every service; default: LOOKBACK_OUTBOUND_ALLOW_CIDRS,"
+        " else public addresses only",
+    )
     p_up.add_argument(
         "--cassandra",
         default="",

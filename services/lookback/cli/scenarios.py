@@ -53,6 +53,7 @@ from lookback.cli.scenario_files import (
     time_paths,
 )
 from lookback.core.auth import new_admin_key
+from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.srn import FakeSrn, start_fake_srn
 
@@ -272,8 +273,12 @@ async def run_scenarios(
 
             tmp = tempfile.TemporaryDirectory(prefix="lookback-scenarios-")
             admin_key = new_admin_key()
+            # The runner's fake SRN and postback sink are local: allowed explicitly.
             suite = EphemeralSuite(
-                Path(tmp.name), srn_endpoints={"*": fake_url}, admin_key=admin_key
+                Path(tmp.name),
+                srn_endpoints={"*": fake_url},
+                admin_key=admin_key,
+                outbound_allow_cidrs=LOCAL_CIDRS,
             )
             gateway = (await suite.start()).gateway_url
         else:
@@ -338,7 +343,8 @@ def main(argv: list[str]) -> int:
         "--srn-listen",
         default="127.0.0.1:0",
         help="where the runner's fake SRN listens; a --target suite's SRN"
-        " adapter must use it as its '*' endpoint",
+        " adapter must use it as its '*' endpoint (and the suite must allow"
+        " loopback destinations: --outbound-allow-cidrs 127.0.0.0/8)",
     )
     add_admin_key(parser)
     ns = parser.parse_args(argv)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lookback.cli.readiness import wait_health, wait_http_ready
 from lookback.core import auth
-from lookback.core.config import parse_map
+from lookback.core.config import ConfigError, env_name, parse_map
+from lookback.core.outbound import parse_cidrs
 from lookback.core.telemetry import configure_logging
 
 PORT_OFFSETS = {
@@ -40,14 +41,39 @@ class Child:
     started_at: float = 0.0
 
 
+ALLOW_CIDRS_ENV = env_name("outbound_allow_cidrs")
+
+
+def outbound_allow_cidrs(ns: argparse.Namespace) -> str:
+    """The ranges outbound requests may reach besides public addresses:
+    ``--outbound-allow-cidrs``, else ``LOOKBACK_OUTBOUND_ALLOW_CIDRS`` from
+    this process's environment; empty (public only) unless set."""
+    given = getattr(ns, "outbound_allow_cidrs", None)
+    return os.environ.get(ALLOW_CIDRS_ENV, "") if given is None else str(given)
+
+
 def child_commands(ns: argparse.Namespace) -> list[Child]:
     host, base, data = ns.host, ns.base_port, Path(ns.data_dir).resolve()
     addr = {n: f"{host}:{base + off}" for n, off in PORT_OFFSETS.items()}
+    allow = outbound_allow_cidrs(ns)
+    # Every service gets the ranges (handed on explicitly, not by chance of
+    # the environment); only the dispatcher, SRN adapter, decider and store use them.
     serve = [sys.executable, "-m", "lookback.cli.main", "serve"]
+    shared = ["--outbound-allow-cidrs", allow] if allow else []
 
     def grpc_child(name: str, *extra: str) -> Child:
         return Child(
-            name, [*serve, name, "--host", host, "--port", str(base + PORT_OFFSETS[name]), *extra]
+            name,
+            [
+                *serve,
+                name,
+                "--host",
+                host,
+                "--port",
+                str(base + PORT_OFFSETS[name]),
+                *shared,
+                *extra,
+            ],
         )
 
     srn_extra = ["--srn-endpoints", ns.srn_endpoints] if ns.srn_endpoints else []
@@ -102,6 +128,7 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
                     addr["touchpoint_store"],
                     "--decider-address",
                     addr["decider"],
+                    *shared,
                     # Off: local load tests come from one address and one key.
                     *("--link-rate-limit", "0", "--sdk-rate-limit", "0"),
                     *(["--http-reuse-port", "true"] if gateways > 1 else []),
@@ -244,6 +271,11 @@ async def _announce_and_wait(
 
 def run_up(ns: argparse.Namespace) -> int:
     configure_logging("WARNING")
-    if ns.srn_endpoints:
-        parse_map(ns.srn_endpoints)  # fail early on a malformed value
+    try:  # fail early on a malformed value
+        if ns.srn_endpoints:
+            parse_map(ns.srn_endpoints)
+        parse_cidrs(outbound_allow_cidrs(ns))
+    except ConfigError as exc:
+        print(f"lookback up: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(_up(ns))

@@ -13,7 +13,8 @@ from lookback.api.types.v1 import app_pb2
 from lookback.core import auth, convert
 from lookback.core.clock import Clock, now_micros
 from lookback.core.errors import Aborted, NotFound, Violations
-from lookback.core.validation import check_app
+from lookback.core.outbound import OutboundPolicy
+from lookback.core.validation import validate_app
 from lookback.decider.cache import LruCache
 from lookback.domain.model import Settings
 
@@ -44,12 +45,6 @@ class AppStore(Protocol):
         ...
 
 
-def validate(app: app_pb2.App) -> None:
-    v = Violations(prefix="app.")
-    check_app(v, app)
-    v.raise_if_any()
-
-
 MAX_GRACE_SECONDS = 30 * 86400
 """Longest grace period of a rotation."""
 
@@ -78,17 +73,21 @@ def _stamp(app: app_pb2.App, micros: int) -> None:
 
 
 class AppSettings:
-    """Apps are validated here and stored by the store; reads are cached."""
+    """Apps are validated here (postback destinations included: public
+    addresses only, unless ``outbound`` allows more) and stored by the store;
+    reads are cached."""
 
     def __init__(
         self,
         store: AppStore,
         cache: LruCache[str, CachedApp],
         clock: Clock = now_micros,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
+        self.outbound = outbound or OutboundPolicy()
         self.on_change: Callable[[str], Awaitable[None]] | None = None
         """Called with the app id after this replica changed an app (e.g. to
         tell other replicas to drop their cached copy)."""
@@ -116,7 +115,7 @@ class AppSettings:
     async def create(self, request: app_pb2.App) -> tuple[app_pb2.App, dict[int, str]]:
         """Store a new app with its first ``sdk`` and ``s2s`` keys; returns the
         app and the keys in clear, by scope."""
-        validate(request)
+        await validate_app(request, self.outbound)
         app = app_pb2.App()
         app.CopyFrom(request)
         app.version = 1
@@ -188,7 +187,7 @@ class AppSettings:
         else:
             updated.platform = request.platform
             updated.settings.CopyFrom(request.settings)
-        validate(updated)
+        await validate_app(updated, self.outbound)
         updated.version = current.version + 1
         _stamp(updated, self.clock())
         stored = await self.store.replace_app(updated, current.version)

@@ -14,6 +14,7 @@ from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pos
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import clients
+from lookback.core.outbound import OutboundPolicy
 from lookback.decider import metrics
 from lookback.decider.apps import AppSettings
 from lookback.decider.backends import PostbackClient, SrnClient, StoreClient
@@ -41,7 +42,9 @@ class DeciderComponent:
             clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, config.store_timeout, key)
         )
         self.apps = AppSettings(
-            store, LruCache(config.settings_cache_size, config.settings_cache_ttl)
+            store,
+            LruCache(config.settings_cache_size, config.settings_cache_ttl),
+            outbound=OutboundPolicy(config.outbound_allow_cidrs),
         )
         self.engine = DecisionEngine(
             apps=self.apps,

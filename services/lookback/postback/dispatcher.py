@@ -12,10 +12,12 @@ import random
 import time
 
 import aiohttp
+import yarl
 from opentelemetry.trace import Span
 
 from lookback.api.types.v1 import postback_pb2
-from lookback.core import redact, telemetry
+from lookback.core import outbound, redact, telemetry
+from lookback.core.signing import bound_to, secret_for
 from lookback.core.tasks import cancel_and_wait
 from lookback.postback import metrics
 from lookback.postback.config import PostbackConfig
@@ -32,9 +34,12 @@ log = logging.getLogger("lookback.postback")
 USER_AGENT = "Lookback-Postback/0.1"
 
 
-def signature(key: str, timestamp: str, method: str, url: str, body: str) -> str:
-    """``sha256=<hex>`` over ``timestamp.method.url.body``."""
-    message = f"{timestamp}.{method}.{url}.{body}".encode()
+def signature(key: str, timestamp: str, method: str, target: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 with ``key`` over the bytes
+    ``{timestamp}.{method}.{target}.`` followed by the body, where ``target``
+    is the request-target exactly as on the request line (path and query,
+    escapes untouched) and ``body`` the bytes sent (none for GET)."""
+    message = f"{timestamp}.{method}.{target}.".encode() + body
     return "sha256=" + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -52,6 +57,7 @@ class Dispatcher:
             max_attempts=config.max_attempts, max_age=config.max_age, base_delay=config.base_delay
         )
         self.rng = random.Random()
+        self.outbound = outbound.OutboundPolicy(config.outbound_allow_cidrs)
         self.wakeup = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +70,8 @@ class Dispatcher:
         metrics.watch(self)
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.config.workers),
-            headers={"User-Agent": USER_AGENT},
+        self.session = outbound.client_session(
+            self.outbound, limit=self.config.workers, headers={"User-Agent": USER_AGENT}
         )
         self._task = asyncio.create_task(self._loop())
         self._gauge = asyncio.create_task(self._measure_depth())
@@ -137,38 +142,56 @@ class Dispatcher:
         job = state.job
         assert self.session is not None
         method = "POST" if job.method == postback_pb2.HTTP_METHOD_POST else "GET"
+        payload = job.body.encode() if method == "POST" else b""
         headers = {"Idempotency-Key": job.job_id}
-        if job.signing_secret:
-            key = self.config.signing_secrets.get(job.signing_secret)
-            if key is None:
-                await self.queue.dead(job.job_id, f"unknown signing secret {job.signing_secret!r}")
-                return
-            stamp = str(int(time.time()))
-            headers["X-Lookback-Timestamp"] = stamp
-            headers["X-Lookback-Signature"] = signature(key, stamp, method, job.url, job.body)
         status: int | None = None
         error = ""
         retry_after: float | None = None
         body = ""
         try:
-            async with self.session.request(
-                method,
-                job.url,
-                data=job.body.encode() if method == "POST" else None,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
-            ) as response:
-                status = response.status
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
-                raw = await response.content.read(RESPONSE_EXCERPT * 4)
-                body = raw.decode(errors="replace").strip()
-        except Exception as exc:
-            # Network errors, timeouts, and what the HTTP client refuses to
-            # send (a malformed URL or header) alike: the attempt is judged
-            # (a retry, or a dead letter once out of attempts), never lost
-            # in a loop of leases running out.
+            # Sent as written (``%3A`` stays ``%3A``), so the signature is over
+            # exactly the request-target the partner receives.
+            url = outbound.wire_url(job.url)
+        except (ValueError, UnicodeError) as exc:
+            url = None
             error = f"{type(exc).__name__}: {exc}"
+        if url is not None:
+            refused = self._refused(url)
+            if refused:
+                return await self._dead(job, span, refused)
+            if job.signing_secret:
+                key = secret_for(self.config.signing_secrets, job.partner, job.signing_secret)
+                if key is None:
+                    return await self._dead(job, span, self._secret_problem(job))
+                stamp = str(int(time.time()))
+                headers["X-Lookback-Timestamp"] = stamp
+                headers["X-Lookback-Signature"] = signature(
+                    key, stamp, method, url.raw_path_qs, payload
+                )
+            try:
+                async with self.session.request(
+                    method,
+                    url,
+                    data=payload if method == "POST" else None,
+                    headers=headers,
+                    allow_redirects=False,  # a 3xx is judged like any other answer
+                    timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+                ) as response:
+                    status = response.status
+                    retry_after = retry_after_seconds(
+                        response.headers.get("Retry-After"), time.time()
+                    )
+                    raw = await outbound.read_bounded(response, RESPONSE_EXCERPT * 4, truncate=True)
+                    body = raw.decode(errors="replace").strip()
+            except outbound.DestinationNotAllowed as exc:
+                # The host resolved to addresses none of which may be reached.
+                return await self._dead(job, span, f"{outbound.REASON}: {exc}")
+            except Exception as exc:
+                # Network errors, timeouts, and what the HTTP client refuses to
+                # send (a malformed URL or header) alike: the attempt is judged
+                # (a retry, or a dead letter once out of attempts), never lost
+                # in a loop of leases running out.
+                error = f"{type(exc).__name__}: {exc}"
         if span is not None:
             span.set_attribute("http.response.status_code", status or 0)
         verdict = judge(
@@ -205,6 +228,38 @@ class Dispatcher:
                 await self.queue.dead(job.job_id, verdict.reason)
         except Exception:
             # The lease runs out and the job is claimed again: at least once.
+            log.exception("recording the outcome of postback %s failed", job.job_id)
+        async with self._outcomes:
+            self._outcomes.notify_all()
+
+    def _refused(self, url: yarl.URL) -> str:
+        """Why ``url`` may not be sent (its scheme, or an IP literal that is
+        not allowed: the resolver never sees those); empty if it may."""
+        try:
+            self.outbound.check_target(url)
+        except outbound.DestinationNotAllowed as exc:
+            return f"{outbound.REASON}: {exc}"
+        return ""
+
+    def _secret_problem(self, job: postback_pb2.PostbackJob) -> str:
+        if not bound_to(job.partner, job.signing_secret):
+            return (
+                f"signing secret {job.signing_secret!r} is not bound to partner"
+                f" {job.partner!r} (its name must be the partner's or start with"
+                f" {job.partner + '.'!r})"
+            )
+        return f"unknown signing secret {job.signing_secret!r}"
+
+    async def _dead(self, job: postback_pb2.PostbackJob, span: Span | None, reason: str) -> None:
+        """Straight to the dead letters, no attempt made, no retry."""
+        log.warning("postback %s dead: %s", job.job_id, reason)
+        metrics.outcomes.add(1, {"partner": job.partner, "outcome": "dead"})
+        if span is not None:
+            span.set_attribute("lookback.postback.outcome", "dead")
+            telemetry.record_error(span, "dead", reason)
+        try:
+            await self.queue.dead(job.job_id, reason)
+        except Exception:
             log.exception("recording the outcome of postback %s failed", job.job_id)
         async with self._outcomes:
             self._outcomes.notify_all()

@@ -12,16 +12,18 @@ them all; a network with its own API gets a class of its own with the same
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
+import yarl
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.types.v1 import device_pb2, touch_pb2
-from lookback.core import redact
+from lookback.core import outbound, redact
 from lookback.core.convert import micros_to_ts
 from lookback.domain.model import DEVICE_ID_TYPES
 
@@ -82,30 +84,49 @@ class CircuitBreaker:
 
 
 class HttpSrnAdapter:
-    """A network reached over HTTP at ``base_url``."""
+    """A network reached over HTTP at ``base_url``, through ``session``
+    (:func:`lookback.core.outbound.client_session`: destinations that are
+    not allowed are refused after resolution) and ``policy`` (IP literals
+    are checked before sending). No redirects are followed and an answer is
+    read up to :data:`~lookback.core.outbound.BODY_LIMIT`: a larger one is
+    that network failing."""
 
-    def __init__(self, network: str, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        network: str,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        policy: outbound.OutboundPolicy,
+    ) -> None:
         self.network = network
         self.base_url = base_url.rstrip("/")
         self.session = session
+        self.policy = policy
 
     async def query(self, q: SrnQuery, timeout: float) -> list[pb.SrnClaim]:
         params = {"network": self.network, "app_id": q.app_id, "installed_at": iso(q.installed_at)}
         params.update({t: getattr(q.device, t) for t in DEVICE_ID_TYPES if getattr(q.device, t)})
         try:
+            url = yarl.URL(f"{self.base_url}/v1/claims").with_query(params)
+            self.policy.check_target(url)
             async with self.session.get(
-                f"{self.base_url}/v1/claims",
-                params=params,
+                url,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
                 if response.status != 200:
                     raise SrnError(f"{self.network}: HTTP {response.status}")
-                body = await response.json()
-        except (aiohttp.ClientError, ValueError) as exc:
+                body = json.loads(await outbound.read_bounded(response))
+        except outbound.DestinationNotAllowed as exc:
+            raise SrnError(f"{self.network}: {outbound.REASON}: {redact.text(str(exc))}") from exc
+        except outbound.BodyTooLarge as exc:
+            raise SrnError(f"{self.network}: {exc}") from exc
+        except (aiohttp.ClientError, ValueError, RecursionError) as exc:
             # The client's message may name the URL, whose query holds the
             # device's identifiers: it is logged, so only its redacted form.
             raise SrnError(f"{self.network}: {redact.text(str(exc))}") from exc
+        if not isinstance(body, dict):
+            raise SrnError(f"{self.network}: malformed answer: not a JSON object")
         claims = []
         try:
             for item in body.get("claims", []):

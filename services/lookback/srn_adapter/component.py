@@ -7,7 +7,8 @@ import grpc
 
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as pb_grpc
-from lookback.core import auth
+from lookback.core import auth, outbound
+from lookback.core.config import ConfigError
 from lookback.srn_adapter.adapters import (
     HttpSrnAdapter,
     SrnAdapter,
@@ -23,6 +24,7 @@ class SrnComponent:
 
     def __init__(self, config: SrnConfig) -> None:
         self.config = config
+        self.outbound = outbound.OutboundPolicy(config.outbound_allow_cidrs)
         self.session: aiohttp.ClientSession | None = None
         self.adapters: dict[str, SrnAdapter] = {}
 
@@ -33,15 +35,31 @@ class SrnComponent:
 
     def _make_adapter(self, network: str, url: str) -> SrnAdapter:
         assert self.session is not None, "not started"
-        return HttpSrnAdapter(network, url, self.session)
+        return HttpSrnAdapter(network, url, self.session, self.outbound)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(connector=connector)
+        await check_endpoints(self.config.srn_endpoints, self.outbound)
+        self.session = outbound.client_session(
+            self.outbound, limit=self.config.max_concurrency, ttl_dns_cache=300
+        )
         for network, url in self.config.srn_endpoints.items():
             if network != "*":
-                self.adapters[network] = HttpSrnAdapter(network, url, self.session)
+                self.adapters[network] = self._make_adapter(network, url)
 
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+
+async def check_endpoints(endpoints: dict[str, str], policy: outbound.OutboundPolicy) -> None:
+    """Refuse to start (:class:`ConfigError`) with an endpoint that is not
+    http(s) or reaches addresses the policy does not allow. A host name that
+    does not resolve right now is let through (the resolver checks every
+    query again)."""
+    problems = []
+    for network, url in endpoints.items():
+        problem = await policy.url_problem(url, unresolved_ok=True)
+        if problem is not None:
+            problems.append(f"srn_endpoints[{network}] {url!r}: {problem}")
+    if problems:
+        raise ConfigError("; ".join(problems) + f" ({outbound.ALLOW_HINT})")

@@ -14,6 +14,8 @@ from lookback.core import telemetry
 from lookback.core import validation as check
 from lookback.core.clock import now_micros
 from lookback.core.convert import dur_to_micros, ts_to_micros
+from lookback.core.errors import Violations
+from lookback.core.validation import MAX_SRN_NETWORKS
 from lookback.srn_adapter import metrics
 from lookback.srn_adapter.adapters import (
     CircuitBreaker,
@@ -90,11 +92,15 @@ class SrnAdapterServicer(pb_grpc.SrnAdapterServiceServicer):
         self, request: pb.QueryClaimsRequest, context: object
     ) -> pb.QueryClaimsResponse:
         check.ensure(check.check_srn_query, request, now_micros())
+        networks = list(dict.fromkeys(request.networks))  # each asked once
+        if len(networks) > MAX_SRN_NETWORKS:
+            v = Violations()
+            v.add("networks", f"must name at most {MAX_SRN_NETWORKS} different networks")
+            v.raise_if_any()
         budget_us = dur_to_micros(request.budget) if request.HasField("budget") else 0
         budget = budget_us / 1e6 if budget_us > 0 else self.config.default_budget_ms / 1000
         deadline = time.monotonic() + budget
         response = pb.QueryClaimsResponse()
-        networks = list(dict.fromkeys(request.networks))
         adapters = {n: self.adapter_for(n) for n in networks}
         known = [n for n, a in adapters.items() if a is not None]
         response.unanswered.extend(n for n, a in adapters.items() if a is None)

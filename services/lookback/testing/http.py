@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+LOCAL_CIDRS = "127.0.0.0/8,::1/128"
+"""What ``outbound_allow_cidrs`` must allow for the services to reach these
+local fakes (outbound requests reach public addresses only by default)."""
+
 
 async def start_http(
     app: web.Application, host: str = "127.0.0.1", port: int = 0

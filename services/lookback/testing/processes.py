@@ -148,24 +148,40 @@ async def python_module(module: str, *args: str, **options: Unpack[Options]) -> 
     return await start([sys.executable, "-m", module, *args], name=module, **options)
 
 
+def _allow(cidrs: str) -> list[str]:
+    return ["--outbound-allow-cidrs", cidrs] if cidrs else []
+
+
 async def serve(
-    service: str, *args: str, grace_period: float = 2.0, **options: Unpack[Options]
+    service: str,
+    *args: str,
+    grace_period: float = 2.0,
+    outbound_allow_cidrs: str = "",
+    **options: Unpack[Options],
 ) -> RunningProcess:
     """``lookback serve SERVICE --grace-period G ARGS``, ready once listening
-    (``.address``)."""
-    argv = [*LOOKBACK, "serve", service, "--grace-period", str(grace_period), *args]
-    return await start(argv, name=service, **options)
+    (``.address``). ``outbound_allow_cidrs`` (e.g.
+    :data:`lookback.testing.http.LOCAL_CIDRS`) lets its postbacks and SRN
+    queries reach those ranges (local receivers); by default public only."""
+    argv = [*LOOKBACK, "serve", service, "--grace-period", str(grace_period)]
+    return await start([*argv, *_allow(outbound_allow_cidrs), *args], name=service, **options)
 
 
 async def up(
-    data_dir: Path, *args: str, base_port: int = 0, **options: Unpack[Options]
+    data_dir: Path,
+    *args: str,
+    base_port: int = 0,
+    outbound_allow_cidrs: str = "",
+    **options: Unpack[Options],
 ) -> RunningProcess:
     """``lookback up ARGS`` with its data in ``data_dir``, gRPC ports from
     ``base_port`` (a free block if 0) and the gateway on ``base_port + 100``;
     ready once the whole suite is (stop it with SIGINT), within three minutes
-    unless ``timeout`` says otherwise."""
+    unless ``timeout`` says otherwise. ``outbound_allow_cidrs`` as for
+    :func:`serve`, for every service."""
     base = base_port or free_base_port()
     argv = [*LOOKBACK, "up", "--base-port", str(base), "--http-port", str(base + 100)]
+    argv += _allow(outbound_allow_cidrs)
     options.setdefault("timeout", 180.0)
     return await start(
         [*argv, "--data-dir", str(data_dir), *args], name="lookback up", ready=UP_READY, **options

@@ -26,6 +26,10 @@ class Received:
     body: str
     at: float
     """When it arrived (``time.time()``)."""
+    target: str = ""
+    """The request-target exactly as on the request line (escapes as sent)."""
+    raw_body: bytes = b""
+    """The body's bytes as received."""
 
 
 @dataclass
@@ -70,13 +74,16 @@ class PostbackSink:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.delay:
             await asyncio.sleep(self.delay)
+        raw = await request.read()
         item = Received(
             partner=request.match_info["partner"],
             method=request.method,
             path_qs=request.path_qs,
             headers=dict(request.headers),
-            body=(await request.read()).decode(errors="replace"),
+            body=raw.decode(errors="replace"),
             at=time.time(),
+            target=request.raw_path,
+            raw_body=raw,
         )
         async with self._changed:
             self.received.append(item)

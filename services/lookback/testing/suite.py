@@ -42,6 +42,10 @@ class EphemeralSuite:
 
     data_dir: Path
     srn_endpoints: dict[str, str] = field(default_factory=dict)
+    outbound_allow_cidrs: str = ""
+    """Ranges postbacks and SRN queries may reach besides public addresses,
+    for every service (:data:`lookback.testing.http.LOCAL_CIDRS` for local
+    receivers and fake SRNs); empty: public only, as in production."""
     host: str = "127.0.0.1"
     admin_key: str = ADMIN_KEY
     """The admin key every service is given (and presents to the others)."""
@@ -69,6 +73,7 @@ class EphemeralSuite:
             "grace_period": 1.0,
             "admin_keys": self.admin_key,
             "require_keys": self.require_keys,
+            "outbound_allow_cidrs": self.outbound_allow_cidrs,
         }
         store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
         a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))

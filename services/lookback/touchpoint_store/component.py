@@ -7,6 +7,7 @@ import grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
 from lookback.core import auth
+from lookback.core.outbound import OutboundPolicy
 from lookback.touchpoint_store.backend import StoreBackend
 from lookback.touchpoint_store.config import StoreConfig
 from lookback.touchpoint_store.servicer import TouchpointStore
@@ -24,9 +25,12 @@ class StoreComponent:
         self.config = config
         self.backend: StoreBackend = backend or make_backend(config)
         self.health_interval = config.health_interval
+        self.outbound = OutboundPolicy(config.outbound_allow_cidrs)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        pb_grpc.add_TouchpointStoreServiceServicer_to_server(TouchpointStore(self.backend), server)
+        pb_grpc.add_TouchpointStoreServiceServicer_to_server(
+            TouchpointStore(self.backend, self.outbound), server
+        )
         return [pb.DESCRIPTOR.services_by_name["TouchpointStoreService"].full_name]
 
     async def start(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
@@ -13,6 +13,8 @@ from lookback.core import validation as check
 from lookback.core.clock import now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound, Violations
+from lookback.core.outbound import OutboundPolicy
+from lookback.core.validation import validate_app
 from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
 
 _FOREVER = 2**62
@@ -52,9 +54,12 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     """Every RPC is one backend call; the backend guarantees durability.
 
     Every request is validated first, with the rules every service applies
-    (a caller may skip ingestion and the decider), and bounded in size."""
+    (a caller may skip ingestion and the decider), and bounded in size.
+    Apps are validated before they are written, as the settings API does
+    (postback destinations included), whoever writes them."""
 
     backend: StoreBackend
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     async def PutTouches(
         self, request: pb.PutTouchesRequest, context: object
@@ -162,7 +167,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def CreateApp(
         self, request: pb.CreateAppRequest, context: object
     ) -> pb.CreateAppResponse:
-        check.ensure(check.check_app, request.app, prefix="app.")
+        await validate_app(request.app, self.outbound)
         if not await self.backend.create_app(request.app):
             raise AlreadyExists(f"app {request.app.app_id!r} exists already")
         return pb.CreateAppResponse(app=request.app)
@@ -176,7 +181,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def ReplaceApp(
         self, request: pb.ReplaceAppRequest, context: object
     ) -> pb.ReplaceAppResponse:
-        check.ensure(check.check_app, request.app, prefix="app.")
+        await validate_app(request.app, self.outbound)
         if not await self.backend.replace_app(request.app, request.expected_version):
             _known_app(await self.backend.get_app(request.app.app_id), request.app.app_id)
             raise Aborted(
