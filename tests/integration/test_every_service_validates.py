@@ -314,7 +314,7 @@ async def test_store_create_and_replace_app_check_the_app(
     await expect_invalid(store.CreateApp(store_pb.CreateAppRequest(app=bad_app(app_id))), field)
     await not_found(store.GetApp(store_pb.GetAppRequest(app_id=app_id)))
 
-    good = app(app_id, postbacks={"networka": "https://partner.example/pb?c={campaign}"})
+    good = app(app_id, postbacks={"networka": "https://93.184.216.34/pb?c={campaign}"})
     good.version = 1
     await store.CreateApp(store_pb.CreateAppRequest(app=good))
     replacement = bad_app(app_id)

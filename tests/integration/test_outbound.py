@@ -28,10 +28,11 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grp
 from lookback.api.types.v1 import postback_pb2
 from lookback.postback.component import PostbackComponent
 from lookback.testing.builders import app, new_app_id
+from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.processes import run_cli, serve
 from lookback.testing.receiver import PostbackSink
+from lookback.testing.rpc import violations_of
 from lookback.testing.suite import EphemeralSuite
-from tests.integration.test_bad_input import violations_of
 
 # Every kind of destination that is not public, as written in a URL's host.
 NOT_PUBLIC = [
@@ -81,7 +82,7 @@ def url_at(host: str, receivers: tuple[PostbackSink, PostbackSink], path: str = 
 
 
 async def http(suite: EphemeralSuite, method: str, path: str, body: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=admin_headers()) as session:
         async with session.request(method, suite.addresses.gateway_url + path, json=body) as r:
             return r.status, await r.json()
 
@@ -112,7 +113,7 @@ async def test_a_destination_that_is_not_public_is_refused_when_written(
     app_id = new_app_id()
     good = url_at(PUBLIC, receivers)
     assert (await http(strict, "POST", "/v1/apps", app_json(app_id, good)))[0] == 201
-    async with grpc.aio.insecure_channel(strict.addresses.decider) as channel:
+    async with admin_channel(strict.addresses.decider) as channel:
         update = app(app_id, postbacks={"networka": url})
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await apps_grpc.AppSettingsServiceStub(channel).UpdateApp(
@@ -122,7 +123,7 @@ async def test_a_destination_that_is_not_public_is_refused_when_written(
     assert f"app.{URL_FIELD}" in violations_of(refused.value)
 
     # And the store, written to directly, checks the same.
-    async with grpc.aio.insecure_channel(strict.addresses.store) as channel:
+    async with admin_channel(strict.addresses.store) as channel:
         store = store_grpc.TouchpointStoreServiceStub(channel)
         bad = app(new_app_id(), postbacks={"networka": url})
         with pytest.raises(grpc.aio.AioRpcError) as created:
@@ -149,7 +150,7 @@ async def test_a_public_destination_is_accepted_when_written(
         strict, "POST", "/v1/apps", app_json(app_id, f"https://{PUBLIC}/i?c={{click_id}}")
     )
     assert status == 201, body
-    async with grpc.aio.insecure_channel(strict.addresses.store) as channel:
+    async with admin_channel(strict.addresses.store) as channel:
         store = store_grpc.TouchpointStoreServiceStub(channel)
         direct = app(new_app_id(), postbacks={"networka": "http://[2606:4700:4700::1111]/x"})
         await store.CreateApp(store_pb.CreateAppRequest(app=direct))
@@ -197,7 +198,7 @@ async def test_a_destination_that_is_not_public_is_refused_when_sent(
     job = postback_pb2.PostbackJob(
         job_id=job_id, partner="networka", url=url_at(host, receivers).format(click_id="c1")
     )
-    async with grpc.aio.insecure_channel(strict.addresses.postback) as channel:
+    async with admin_channel(strict.addresses.postback) as channel:
         await pb_grpc.PostbackDispatcherServiceStub(channel).EnqueuePostbacks(
             pb.EnqueuePostbacksRequest(jobs=[job])
         )
@@ -230,7 +231,7 @@ async def test_the_allowed_range_is_delivered_to_and_nothing_else(tmp_path: Path
         "127.0.0.0/8",
     )
     try:
-        async with PostbackSink() as sink, grpc.aio.insecure_channel(dispatcher.address) as ch:
+        async with PostbackSink() as sink, admin_channel(dispatcher.address) as ch:
             port = sink.url.rsplit(":", 1)[1]
             stub = pb_grpc.PostbackDispatcherServiceStub(ch)
             jobs = [

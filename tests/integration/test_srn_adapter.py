@@ -29,8 +29,8 @@ from lookback.srn_adapter.component import SrnComponent
 from lookback.srn_adapter.config import SrnConfig
 from lookback.testing.http import LOCAL_CIDRS, start_http
 from lookback.testing.keys import ADMIN_KEY, admin_channel
+from lookback.testing.rpc import violations_of
 from lookback.testing.srn import FakeSrn
-from tests.integration.test_bad_input import violations_of
 
 
 @pytest.fixture
@@ -174,6 +174,7 @@ async def test_a_flooding_network_is_unanswered_and_stops_nothing_else(
     fake, url = fake_srn
     config = SrnConfig(
         port=0,
+        admin_keys=ADMIN_KEY,
         srn_endpoints={"flood": flood_url, "fast": url},
         outbound_allow_cidrs=LOCAL_CIDRS,
     )
@@ -182,7 +183,7 @@ async def test_a_flooding_network_is_unanswered_and_stops_nothing_else(
     try:
         app, gaid = f"app-{uuid.uuid4().hex}", str(uuid.uuid4())
         fake.claim("fast", app, {"gaid": gaid}, "2026-01-01T00:00:00Z", campaign="c-fast")
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with admin_channel(server.address) as channel:
             answer = await pb_grpc.SrnAdapterServiceStub(channel).QueryClaims(
                 query(app, gaid, "flood", "fast", budget_ms=5000)
             )
@@ -205,11 +206,16 @@ async def test_a_redirect_is_not_followed(fake_srn: tuple[FakeSrn, str]) -> None
     redirecting = web.Application()
     redirecting.router.add_get("/v1/claims", moved)
     runner, moved_url = await start_http(redirecting)
-    config = SrnConfig(port=0, srn_endpoints={"moved": moved_url}, outbound_allow_cidrs=LOCAL_CIDRS)
+    config = SrnConfig(
+        port=0,
+        admin_keys=ADMIN_KEY,
+        srn_endpoints={"moved": moved_url},
+        outbound_allow_cidrs=LOCAL_CIDRS,
+    )
     server = GrpcServer(SrnComponent(config), config)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with admin_channel(server.address) as channel:
             answer = await pb_grpc.SrnAdapterServiceStub(channel).QueryClaims(
                 query(app, gaid, "moved", budget_ms=2000)
             )
@@ -245,7 +251,7 @@ async def test_one_query_names_at_most_20_networks(
 async def test_the_adapter_refuses_to_start_with_an_endpoint_not_allowed(
     endpoints: dict[str, str],
 ) -> None:
-    component = SrnComponent(SrnConfig(port=0, srn_endpoints=endpoints))
+    component = SrnComponent(SrnConfig(port=0, admin_keys=ADMIN_KEY, srn_endpoints=endpoints))
     with pytest.raises(ConfigError, match=r"srn_endpoints\["):
         await component.start()
 
@@ -253,6 +259,7 @@ async def test_the_adapter_refuses_to_start_with_an_endpoint_not_allowed(
 async def test_allowed_and_unresolvable_endpoints_let_the_adapter_start() -> None:
     allowed = SrnConfig(
         port=0,
+        admin_keys=ADMIN_KEY,
         srn_endpoints={"srn_a": "http://10.0.0.1:9000", "srn_b": "http://srn.invalid"},
         outbound_allow_cidrs="10.0.0.0/8",
     )
