@@ -3,6 +3,7 @@ and the decisions as a table."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,10 +46,12 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-async def run_demo(gateway: str) -> int:
+async def run_demo(gateway: str, ssl_context: ssl.SSLContext | None = None) -> int:
+    """Drive the gateway at ``gateway`` (an ``https`` one verified with
+    ``ssl_context``, else the system's CAs) and print the decisions."""
     now = datetime.now(UTC)
     run = uuid.uuid4().hex[:6]
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True)) as s:
         await _call(
             s,
             "POST",

@@ -3,6 +3,8 @@
 lookback postbacks dead   [--target HOST:PORT] [--limit N]   list dead letters (JSON lines)
 lookback postbacks show   JOB_ID [--target HOST:PORT]        one job's state (JSON)
 lookback postbacks replay JOB_ID [--target HOST:PORT]        queue a dead letter again
+
+Over (mutual) TLS with --tls-ca/--tls-cert/--tls-key or LOOKBACK_TLS_*.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from google.protobuf import json_format
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
+from lookback.cli.tlsargs import add_tls_arguments, client_tls
+from lookback.core import clients
+from lookback.core.config import ConfigError
 
 
 def _print(message: object) -> None:
@@ -26,7 +31,12 @@ def _print(message: object) -> None:
 
 
 async def _run(ns: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ns.target) as channel:
+    try:
+        tls = client_tls(ns)
+    except ConfigError as exc:
+        print(f"lookback postbacks: {exc}", file=sys.stderr)
+        return 2
+    async with clients.channel(ns.target, tls) as channel:
         stub = pb_grpc.PostbackDispatcherServiceStub(channel)
         try:
             if ns.action == "dead":
@@ -71,4 +81,5 @@ def main(argv: Sequence[str]) -> int:
         p.add_argument(
             "--target", default="127.0.0.1:7405", help="the postback dispatcher (lookback up: 7405)"
         )
+        add_tls_arguments(p)
     return asyncio.run(_run(parser.parse_args(argv)))

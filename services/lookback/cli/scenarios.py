@@ -12,7 +12,8 @@ The runner
   exercised), registers SRN claims with a fake SRN it runs, and receives
   postbacks on a local sink it runs (``{sink}`` in templates);
 - without ``--target`` starts an ephemeral suite on loopback (embedded
-  store) and tears it down afterwards.
+  store) and tears it down afterwards; an ``https`` target is verified
+  against ``--tls-ca`` (default ``$LOOKBACK_TLS_CA``), else the system's CAs.
 
 Exit 0 when every expectation holds, 1 when any fails, 2 for an invalid file.
 """
@@ -23,6 +24,8 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
+import ssl
 import sys
 import tempfile
 import uuid
@@ -236,7 +239,11 @@ class Runner:
 
 
 async def run_scenarios(
-    scenarios: list[Scenario], target: str | None, srn_listen: str, as_json: bool
+    scenarios: list[Scenario],
+    target: str | None,
+    srn_listen: str,
+    as_json: bool,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     host, _, port = srn_listen.rpartition(":")
     fake, fake_runner, fake_url = await start_fake_srn(host or "127.0.0.1", int(port or 0))
@@ -254,7 +261,8 @@ async def run_scenarios(
         else:
             gateway = target if target.startswith("http") else f"http://{target}"
         passed = failed = 0
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=ssl_context or True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             runner = Runner(gateway, sink, fake, session)
             for sc in scenarios:
                 failures = await runner.run(sc)
@@ -314,7 +322,14 @@ def main(argv: list[str]) -> int:
         help="where the runner's fake SRN listens; a --target suite's SRN"
         " adapter must use it as its '*' endpoint",
     )
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("LOOKBACK_TLS_CA", ""),
+        help="PEM CA bundle an https --target is verified against"
+        " (default $LOOKBACK_TLS_CA; none: the system's CAs)",
+    )
     ns = parser.parse_args(argv)
+    ssl_context = ssl.create_default_context(cafile=ns.tls_ca) if ns.tls_ca else None
     scenarios, errors = load_files(ns.paths)
     for e in errors:
         print(f"invalid scenario: {e}", file=sys.stderr)
@@ -322,7 +337,9 @@ def main(argv: list[str]) -> int:
         print("no scenario files found", file=sys.stderr)
         return 2
     code = (
-        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json)) if scenarios else 0
+        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json, ssl_context))
+        if scenarios
+        else 0
     )
     # Valid files still run; an invalid one (run not at all) makes the exit 2.
     return 2 if errors else code

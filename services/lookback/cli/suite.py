@@ -1,6 +1,10 @@
 """``lookback up``: one process per service on fixed ports, supervised
 (restarted when one dies, all stopped on Ctrl-C or SIGTERM).
 
+The services inherit its environment, ``LOOKBACK_TLS_CERT``, ``_KEY`` and
+``_CA`` included: set them and every service serves (mutual) TLS and calls
+the others over it; the certificate must name ``--host`` (127.0.0.1).
+
 The in-process suite for tests and the scenario runner is
 :class:`lookback.testing.suite.EphemeralSuite`.
 """
@@ -18,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookback.cli.readiness import wait_health, wait_http_ready
-from lookback.core.config import parse_map
+from lookback.core.config import ConfigError, parse_map
 from lookback.core.telemetry import configure_logging
+from lookback.core.tls import ClientTls
 
 PORT_OFFSETS = {
     "touchpoint_store": 1,
@@ -181,30 +186,37 @@ async def _announce_and_wait(
     supervisor: Supervisor,
     runner: asyncio.Task[None],
 ) -> int:
-    gateway_url = f"http://{ns.host}:{ns.http_port}"
+    tls = ClientTls.from_env()  # what the services were given (checked by run_up)
+    https = bool(os.environ.get("LOOKBACK_TLS_CERT"))
+    gateway_url = f"{'https' if https else 'http'}://{ns.host}:{ns.http_port}"
+    ssl_context = tls.ssl_context() if tls is not None else None
     try:
         for child in children:
             if child.name.startswith("gateway"):
-                await wait_http_ready(gateway_url)
+                await wait_http_ready(gateway_url, ssl_context=ssl_context)
             else:
-                await wait_health(f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}")
+                address = f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}"
+                await wait_health(address, tls=tls)
     except TimeoutError as exc:
         print(f"lookback up: {exc}", file=sys.stderr)
         return 1
     print("\nLookback is up:")
     for name, offset in PORT_OFFSETS.items():
         print(f"  {name:<17} grpc {ns.host}:{ns.base_port + offset}")
-    print(f"  {'gateway':<17} http {gateway_url}")
+    print(f"  {'gateway':<17} {'https' if https else 'http'} {gateway_url}")
     if getattr(ns, "redis", ""):
         print(f"  postback queue    Redis {ns.redis} (also settings cache coherence)")
     if getattr(ns, "cassandra", ""):
         print(f"  store backend     Cassandra {ns.cassandra} (keyspace {ns.cassandra_keyspace})")
+    if tls is not None:
+        mode = "mutual TLS" if os.environ.get("LOOKBACK_TLS_CA") else "TLS"
+        print(f"  between services  {mode} (LOOKBACK_TLS_*)")
     print(f"  data folder       {Path(ns.data_dir).resolve()}\n", flush=True)
     if ns.demo:
         from lookback.cli.demo import run_demo
 
         try:
-            await run_demo(gateway_url)
+            await run_demo(gateway_url, ssl_context)
         except Exception as exc:
             print(f"lookback up: the demo failed: {exc}", file=sys.stderr)
             return 1
@@ -219,4 +231,9 @@ def run_up(ns: argparse.Namespace) -> int:
     configure_logging("WARNING")
     if ns.srn_endpoints:
         parse_map(ns.srn_endpoints)  # fail early on a malformed value
+    try:
+        ClientTls.from_env()  # fail early on half-set or unreadable TLS files
+    except ConfigError as exc:
+        print(f"lookback up: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(_up(ns))
