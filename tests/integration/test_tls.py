@@ -256,3 +256,23 @@ async def test_lookback_up_with_mutual_tls_runs_a_scenario(tmp_path: Path, pkis:
         assert code == 0, err
     finally:
         await suite.stop()
+
+
+async def test_the_server_name_can_differ_from_the_host_called(pkis: Pkis) -> None:
+    """In a pod the certificate names the Service (``decider``), not
+    127.0.0.1: an exec probe, or an operator through ``kubectl
+    port-forward``, says which name to expect."""
+    named = pkis.ours.issue("decider-only", loopback=False)
+    config = SrnConfig(port=0, grace_period=1, **named.server_settings(pkis.ours))
+    server = GrpcServer(SrnComponent(config), config)
+    await server.start()
+    try:
+        env = pkis.client.env(pkis.ours)
+        code, _, err = await run_cli("health", server.address, env=env)
+        assert code == 1 and "UNAVAILABLE" in err  # 127.0.0.1 is not in the certificate
+        code, out, err = await run_cli(
+            "health", server.address, "--tls-server-name", "decider-only", env=env
+        )
+        assert (code, out.strip()) == (0, "SERVING"), err
+    finally:
+        await server.stop()
