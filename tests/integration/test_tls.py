@@ -168,6 +168,10 @@ async def test_a_half_set_config_fails_at_start(pkis: Pkis) -> None:
     code, _, err = await run_cli("serve", "srn_adapter", env={"LOOKBACK_TLS_KEY": pkis.server.key})
     assert code == 2, err
     assert "tls_key is set but tls_cert is not" in err
+    # Found while the component is made: a Redis CA without a TLS URL.
+    args = ("--redis-url", "redis://127.0.0.1:1/0", "--redis-tls-ca", pkis.ours.ca_cert)
+    code, _, err = await run_cli("serve", "postback", *args)
+    assert code == 2 and "rediss://" in err, err
 
 
 # --- the whole suite ---------------------------------------------------------

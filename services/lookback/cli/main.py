@@ -70,7 +70,11 @@ def run_service(name: str, argv: Sequence[str]) -> int:
         return 2
     configure_logging(config.log_level)
     assert isinstance(config, ServerConfig)
-    asyncio.run(_serve(spec, config, client_tls))
+    try:
+        asyncio.run(_serve(spec, config, client_tls))
+    except cfg.ConfigError as exc:  # found at start (e.g. redis_tls_ca without rediss://)
+        print(f"lookback serve {name}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
