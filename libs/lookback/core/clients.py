@@ -123,11 +123,6 @@ def using_tls(tls: ClientTls | None) -> Iterator[None]:
         _default_tls.reset(token)
 
 
-def default_tls() -> ClientTls | None:
-    """What :func:`channel` uses when given no ``tls``."""
-    return _default_tls.get()
-
-
 def channel(address: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
     """A channel to ``address`` (``host:port``) that retries UNAVAILABLE: TLS
     with ``tls``, else with the default (:func:`using_tls`), else plain text."""
