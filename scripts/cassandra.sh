@@ -26,6 +26,7 @@ cached in \$LOOKBACK_CACHE, default ~/.cache/lookback) on 127.0.0.1 under JDK 17
 Commands:
   fetch                      make sure the jars are cached; print the lib dir
   start [--dir DIR] [--port PORT] [--storage-port PORT] [--heap SIZE] [--paxos v1|v2]
+        [--auth] [--tls-keystore PEM]
                              write the config under DIR, start Cassandra in the
                              background and wait (up to ${START_TIMEOUT_S} s) until CQL answers;
                              prints one line:
@@ -43,6 +44,10 @@ Options:
                              instance running at the same time its own ports
   --heap SIZE                JVM heap, -Xms = -Xmx (default 512m)
   --paxos v1|v2              paxos_variant of the lightweight transactions (default v2)
+  --auth                     PasswordAuthenticator (the default superuser cassandra/cassandra)
+  --tls-keystore PEM         TLS for clients with this PEM file (private key, then the
+                             certificate chain); plain-text clients are still accepted
+                             (optional: true), so the readiness check works unchanged
 
 Environment:
   LOOKBACK_CACHE                     cache root (default ~/.cache/lookback)
@@ -162,12 +167,17 @@ parse_opts() {
     STORAGE_PORT=7000
     HEAP=512m
     PAXOS=v2
+    AUTH=no
+    TLS_KEYSTORE=
     local allow=$1; shift
     while (($#)); do
         case $1 in
             --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
             --dir=*) DIR=${1#*=}; shift ;;
-            --port|--storage-port|--heap|--paxos)
+            --auth)
+                [[ $allow == start ]] || die "$1 is only valid for start"
+                AUTH=yes; shift ;;
+            --port|--storage-port|--heap|--paxos|--tls-keystore)
                 [[ $allow == start ]] || die "$1 is only valid for start"
                 [[ $# -ge 2 ]] || die "$1 needs a value"
                 case $1 in
@@ -175,9 +185,10 @@ parse_opts() {
                     --storage-port) STORAGE_PORT=$2 ;;
                     --heap) HEAP=$2 ;;
                     --paxos) PAXOS=$2 ;;
+                    --tls-keystore) TLS_KEYSTORE=$2 ;;
                 esac
                 shift 2 ;;
-            --port=*|--storage-port=*|--heap=*|--paxos=*)
+            --port=*|--storage-port=*|--heap=*|--paxos=*|--tls-keystore=*)
                 [[ $allow == start ]] || die "${1%%=*} is only valid for start"
                 set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
             -h|--help) usage; exit 0 ;;
@@ -189,6 +200,10 @@ parse_opts() {
     ((PORT != STORAGE_PORT)) || die "--port and --storage-port must differ"
     [[ $HEAP =~ ^[0-9]+[mMgG]$ ]] || die "bad --heap: $HEAP (e.g. 512m, 1g)"
     [[ $PAXOS == v1 || $PAXOS == v2 ]] || die "bad --paxos: $PAXOS (v1 or v2)"
+    if [[ -n $TLS_KEYSTORE ]]; then
+        [[ -r $TLS_KEYSTORE ]] || die "--tls-keystore: cannot read $TLS_KEYSTORE"
+        case $TLS_KEYSTORE in /*) ;; *) TLS_KEYSTORE=$PWD/$TLS_KEYSTORE ;; esac
+    fi
     # Absolute path; the directory itself is created only by start.
     case $DIR in /*) ;; *) DIR=$PWD/$DIR ;; esac
     DIR=${DIR%/}
@@ -299,6 +314,24 @@ memtable_allocation_type: offheap_objects
 batch_size_warn_threshold: 64KiB
 unlogged_batch_across_partitions_warn_threshold: 1000
 EOF
+    if [[ $AUTH == yes ]]; then
+        cat >>"$DIR/conf/cassandra.yaml" <<EOF
+# --auth: users and passwords (the default superuser is cassandra/cassandra).
+authenticator: PasswordAuthenticator
+EOF
+    fi
+    if [[ -n $TLS_KEYSTORE ]]; then
+        cat >>"$DIR/conf/cassandra.yaml" <<EOF
+# --tls-keystore: TLS for clients; optional, so plain-text clients still connect.
+client_encryption_options:
+  enabled: true
+  optional: true
+  require_client_auth: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: $TLS_KEYSTORE
+EOF
+    fi
     cat >"$DIR/conf/logback.xml" <<EOF
 <!-- Written by scripts/cassandra.sh on every start; edits are overwritten. -->
 <configuration scan="false">

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import ipaddress
 import json
 import os
 import posixpath
@@ -229,6 +230,19 @@ class Container:
         own = self.spec.get("securityContext", {})
         return own[key] if key in own else self.pod.get("securityContext", {}).get(key)
 
+    def mount_of(self, path: str) -> tuple[Obj, Obj] | None:
+        """The volume mount ``path`` is under (the deepest) and its volume."""
+        volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
+        mounts = [m for m in self.spec.get("volumeMounts", []) if is_under(path, m["mountPath"])]
+        if not mounts:
+            return None
+        mount = max(mounts, key=lambda m: len(m["mountPath"]))
+        return mount, volumes.get(mount["name"], {})
+
+    def peer(self) -> Peer:
+        """This container's pod as a NetworkPolicy peer."""
+        return Peer.pod(self.manifests.namespace, self.pod_labels)
+
     def writable_mounts(self) -> list[str]:
         """Mount paths of writable volumes (emptyDir, claims)."""
         volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
@@ -243,6 +257,97 @@ class Container:
             if "emptyDir" in volume or "persistentVolumeClaim" in volume or mount["name"] in claims:
                 out.append(mount["mountPath"])
         return out
+
+
+# --- NetworkPolicies ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """One end of a connection: a pod (its namespace, that namespace's
+    labels, its labels) or an address outside the cluster."""
+
+    namespace: str = ""
+    namespace_labels: tuple[tuple[str, str], ...] = ()
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    ip: str = ""
+
+    @classmethod
+    def pod(cls, namespace: str, labels: dict[str, str], **ns_labels: str) -> Peer:
+        ns = {"kubernetes.io/metadata.name": namespace, **ns_labels}
+        return cls(namespace, tuple(sorted(ns.items())), tuple(sorted(labels.items())))
+
+    @classmethod
+    def address(cls, ip: str) -> Peer:
+        return cls(ip=ip)
+
+    @property
+    def is_pod(self) -> bool:
+        return not self.ip
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.pod_labels)
+
+
+def policy_types(policy: Obj) -> list[str]:
+    spec = policy["spec"]
+    return list(spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])])
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A label selector (``matchLabels``, ``matchExpressions``) against labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def peer_matches(rule: Obj, peer: Peer, namespace: str) -> bool:
+    if "ipBlock" in rule:
+        if peer.is_pod:
+            return False  # pod addresses are not modelled: rules name pods by label
+        ip = ipaddress.ip_address(peer.ip)
+        block = rule["ipBlock"]
+        inside = ip in ipaddress.ip_network(block["cidr"])
+        return inside and not any(
+            ip in ipaddress.ip_network(e) for e in block.get("except", []) if _same_family(ip, e)
+        )
+    if not peer.is_pod:
+        return False
+    if "namespaceSelector" in rule:
+        if not selects(rule["namespaceSelector"], dict(peer.namespace_labels)):
+            return False
+    elif peer.namespace != namespace:
+        return False
+    return "podSelector" not in rule or selects(rule["podSelector"], peer.labels)
+
+
+def _same_family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, cidr: str) -> bool:
+    return ipaddress.ip_network(cidr).version == ip.version
+
+
+def port_matches(ports: list[Obj] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in p:
+            return True
+        assert isinstance(p["port"], int), f"named port {p['port']!r}: use numbers"
+        if p["port"] <= port <= p.get("endPort", p["port"]):
+            return True
+    return False
 
 
 def data_of(obj: Obj) -> dict[str, str]:
@@ -301,6 +406,53 @@ class Manifests:
                 assert c.service not in out, f"k8s/{self.name}: two containers run {c.service}"
                 out[c.service] = c
         return out
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the objects go to (``""``: whichever ``kubectl`` uses)."""
+        names = {
+            o["metadata"].get("namespace", "") for o in self.objects if o["kind"] != "Namespace"
+        }
+        assert len(names) == 1, f"k8s/{self.name}: objects in several namespaces: {names}"
+        return names.pop()
+
+    def allows(
+        self,
+        source: Peer,
+        target: Peer,
+        port: int,
+        protocol: str = "TCP",
+        sides: tuple[str, ...] = ("Ingress", "Egress"),
+    ) -> bool:
+        """Whether the NetworkPolicies let ``source`` open ``port`` on
+        ``target``: the target's ingress policies (if it is a pod here) and
+        the source's egress policies (if it is a pod here) must both allow it
+        (``sides`` picks one of them, to check each policy on its own)."""
+        return (
+            "Ingress" not in sides or self._side("Ingress", target, source, port, protocol)
+        ) and ("Egress" not in sides or self._side("Egress", source, target, port, protocol))
+
+    def _side(self, kind: str, pod: Peer, other: Peer, port: int, protocol: str) -> bool:
+        if not pod.is_pod or pod.namespace != self.namespace:
+            return True  # not ours to police
+        policies = [
+            p
+            for p in self.of_kind("NetworkPolicy")
+            if kind in policy_types(p) and selects(p["spec"]["podSelector"], pod.labels)
+        ]
+        if not policies:
+            return True
+        key, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
+        for policy in policies:
+            for rule in policy["spec"].get(key, []):
+                peers = rule.get(peers_key)
+                if peers is not None and not any(
+                    peer_matches(r, other, self.namespace) for r in peers
+                ):
+                    continue
+                if port_matches(rule.get("ports"), port, protocol):
+                    return True
+        return False
 
     def services_selecting(self, container: Container) -> list[Obj]:
         """The Services whose selector picks the container's pods."""

@@ -9,6 +9,7 @@ import dataclasses
 import re
 import signal
 import socket
+import ssl
 import time
 import uuid
 from pathlib import Path
@@ -37,10 +38,14 @@ from lookback.testing.processes import (
     wait_health,
 )
 from lookback.testing.receiver import PostbackSink
+from lookback.testing.tls import TestPki
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.client import index_touch
+from lookback.touchpoint_store.component import make_backend
+from lookback.touchpoint_store.config import StoreConfig
+from lookback.touchpoint_store.cql import LoopConnection
 from tests import REPO
-from tests.backends import CassandraNode
+from tests.backends import CassandraNode, start_backend
 
 
 async def test_fifty_concurrent_reports_through_two_deciders_decide_once(
@@ -373,3 +378,78 @@ async def test_store_is_unavailable_while_cassandra_is_down_and_recovers(
     finally:
         await store.stop()
         await asyncio.to_thread(node.script, "wipe")
+
+
+async def test_the_store_reaches_cassandra_with_a_password_over_tls(tmp_path: Path) -> None:
+    """A node of its own with PasswordAuthenticator and client TLS: the store
+    logs in (PlainTextAuthProvider) over TLS verified against the test CA,
+    and a burst of writes and large reads runs whole over the TLS sockets the
+    event loop serves (cql.py); a wrong password or another CA gets nowhere."""
+    from cassandra.cluster import NoHostAvailable
+
+    pki = TestPki.create(tmp_path / "pki")
+    node_cert = pki.issue("cassandra")  # names 127.0.0.1, the address the driver uses
+    keystore = tmp_path / "node.pem"
+    keystore.write_text(Path(node_cert.key).read_text() + Path(node_cert.cert).read_text())
+    port, storage_port = free_ports(2)
+    node = CassandraNode("127.0.0.1", port, directory=tmp_path / "node")
+    start_backend(
+        "cassandra.sh",
+        *("--dir", str(node.directory), "--port", str(port), "--storage-port", str(storage_port)),
+        *("--auth", "--tls-keystore", str(keystore)),
+    )
+    try:
+        config = StoreConfig(
+            cassandra_hosts="127.0.0.1",
+            cassandra_port=port,
+            cassandra_keyspace=node.keyspace,
+            cassandra_username="cassandra",
+            cassandra_password="cassandra",
+            cassandra_tls_ca=pki.ca_cert,
+            cassandra_request_timeout=30.0,
+        )
+        backend = make_backend(config)
+        assert isinstance(backend, CassandraBackend)
+        await backend.open()
+        try:
+            assert backend.session is not None
+            sockets = [
+                c._socket for pool in backend.session.get_pools() for c in pool.get_connections()
+            ]
+            assert sockets and all(isinstance(s, ssl.SSLSocket) for s in sockets)
+            for s in sockets:  # a small send buffer: TLS writes that cannot go at once
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            app = f"app-{uuid.uuid4().hex[:8]}"
+            at = micros_to_ts(time.time_ns() // 1000 - 3_600_000_000)
+            items = []
+            for i in range(1500):
+                t = touch_pb2.Touch(
+                    app_id=app, click_id=f"c{i}", type=touch_pb2.TOUCH_TYPE_CLICK, engaged_at=at
+                )
+                t.user_agent = "x" * 200
+                items.append(store_pb.IndexedTouch(touch=t, match_keys=[f"k:{i % 30}"]))
+            stored = await asyncio.gather(
+                *(backend.put_touches(items[n : n + 500]) for n in range(0, 1500, 500))
+            )
+            assert sum(stored) == 1500
+            keys = [f"k:{i}" for i in range(20)]  # 1,000 touches: answers of many TLS records
+            found = await asyncio.gather(
+                *(backend.find_touches(app, keys, [], 0, 2**62) for _ in range(3))
+            )
+            expected = {f"c{i}" for i in range(1500) if i % 30 < 20}
+            assert all({t.click_id for t in f} == expected for f in found)
+        finally:
+            await backend.close()
+
+        async def refused(**changes: object) -> None:
+            bad = make_backend(dataclasses.replace(config, **changes))  # type: ignore[arg-type]
+            assert isinstance(bad, CassandraBackend)
+            bad.connection_class = LoopConnection.bound_to(asyncio.get_running_loop())
+            with pytest.raises(NoHostAvailable):
+                await asyncio.to_thread(bad._connect)
+
+        await refused(cassandra_password="wrong")
+        other = TestPki.create(tmp_path / "other-ca", "Someone else's CA")
+        await refused(cassandra_tls_ca=other.ca_cert)
+    finally:
+        node.script("stop")

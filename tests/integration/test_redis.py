@@ -9,19 +9,25 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
+import pytest
 from google.protobuf import field_mask_pb2
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import app_pb2, postback_pb2
+from lookback.decider.coherence import RedisInvalidation
 from lookback.postback.redis_queue import RedisQueue
 from lookback.testing.builders import create_app, new_app_id
 from lookback.testing.http import LOCAL_CIDRS
 from lookback.testing.keys import admin_channel
-from lookback.testing.processes import run_cli, serve
+from lookback.testing.processes import free_ports, run_cli, serve, start
 from lookback.testing.receiver import PostbackSink
+from lookback.testing.tls import TestPki
 
 
 async def test_two_deciders_drop_changed_settings_at_once(redis_url: str, tmp_path: Path) -> None:
@@ -190,3 +196,79 @@ async def test_operators_list_and_replay_dead_letters_from_the_command_line(
     finally:
         await dispatcher.stop()
         await sink.stop()
+
+
+async def test_queue_and_settings_channel_reach_redis_with_a_password_over_tls(
+    tmp_path: Path, receiver: PostbackSink
+) -> None:
+    """A Redis of the test's own that speaks only TLS and wants a password
+    (``requirepass``): the dispatcher (a real process, its password from the
+    environment as from a Secret) opens its queue there and delivers, the
+    deciders' settings channel subscribes and hears; a wrong password, a
+    plain-text URL and another CA get nowhere. The password is not logged."""
+    pki = TestPki.create(tmp_path / "pki")
+    cert = pki.issue("redis")
+    (port,) = free_ports(1)
+    password = "s3cret-redis-password"
+    server = await start(
+        [
+            *("redis-server", "--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port)),
+            *("--tls-cert-file", cert.cert, "--tls-key-file", cert.key),
+            *("--tls-ca-cert-file", pki.ca_cert, "--tls-auth-clients", "no"),
+            *("--requirepass", password, "--save", "", "--appendonly", "no"),
+            *("--dir", str(tmp_path)),
+        ],
+        name="redis-server",
+        ready=r"Ready to accept connections",
+    )
+    url = f"rediss://127.0.0.1:{port}/0"
+    try:
+        dispatcher = await serve(
+            "postback",
+            *("--redis-url", url, "--redis-tls-ca", pki.ca_cert),
+            env={"LOOKBACK_REDIS_PASSWORD": password},
+        )
+        try:
+            async with grpc.aio.insecure_channel(dispatcher.address) as channel:
+                await pb_grpc.PostbackDispatcherServiceStub(channel).EnqueuePostbacks(
+                    pb.EnqueuePostbacksRequest(
+                        jobs=[
+                            postback_pb2.PostbackJob(
+                                job_id="tls-1", partner="p", url=f"{receiver.url}/p"
+                            )
+                        ]
+                    )
+                )
+            await receiver.wait_for("p", count=1, timeout=20)
+        finally:
+            await dispatcher.stop()
+        assert password not in dispatcher.output()
+
+        heard: list[str] = []
+        arrived = asyncio.Event()
+
+        def drop(app_id: str) -> None:
+            heard.append(app_id)
+            arrived.set()
+
+        channel_ = RedisInvalidation(url, drop, heard.clear, password=password, tls_ca=pki.ca_cert)
+        await channel_.start()
+        try:
+            await channel_.publish("com.tls.app")
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert heard == ["com.tls.app"]
+        finally:
+            await channel_.stop()
+
+        other = TestPki.create(tmp_path / "other-ca", "Someone else's CA")
+        for bad, error in (
+            (RedisQueue(url, password="wrong", tls_ca=pki.ca_cert), AuthenticationError),
+            (RedisQueue(url, tls_ca=pki.ca_cert), AuthenticationError),  # no password
+            (RedisQueue(url.replace("rediss", "redis"), password=password), RedisConnectionError),
+            (RedisQueue(url, password=password, tls_ca=other.ca_cert), RedisConnectionError),
+        ):
+            with pytest.raises(error):
+                await bad.open()
+            await bad.close()
+    finally:
+        await server.stop()

@@ -6,18 +6,25 @@ over channels made by :func:`channel`. A call without an explicit
 and a failed call raises the project error it carried
 (:class:`~lookback.core.errors.LookbackError`, via :mod:`lookback.core.wire`),
 so callers never handle gRPC errors themselves.
+
+Channels are TLS when the process's service has TLS settings: the bootstrap
+makes its :class:`~lookback.core.tls.ClientTls` the default (:func:`using_tls`)
+before the component makes its channels, so call sites never pass it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
 
 from lookback.core import auth, telemetry, wire
+from lookback.core.tls import ClientTls
 
 # Retry transient UNAVAILABLE (a peer restarting) a few times, fast.
 _SERVICE_CONFIG = json.dumps(
@@ -138,19 +145,42 @@ def _key_interceptors(key: str) -> list[Any]:
     return [_KeyUnaryUnary(key), _KeyUnaryStream(key), _KeyStreamStream(key)]
 
 
-def channel(address: str, key: str = "") -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (``host:port``) that retries
-    UNAVAILABLE; with ``key``, every call on it presents that key (for tools
-    and tests; services give their stubs the key instead, see :func:`stub`)."""
-    return grpc.aio.insecure_channel(
+_OPTIONS = [
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+_default_tls: ContextVar[ClientTls | None] = ContextVar("lookback_client_tls", default=None)
+
+
+@contextlib.contextmanager
+def using_tls(tls: ClientTls | None) -> Iterator[None]:
+    """Make ``tls`` the default of :func:`channel` within the block (and the
+    tasks it starts): the bootstrap wraps a service in it, the in-process
+    suite each of its services."""
+    token = _default_tls.set(tls)
+    try:
+        yield
+    finally:
+        _default_tls.reset(token)
+
+
+def channel(address: str, tls: ClientTls | None = None, key: str = "") -> grpc.aio.Channel:
+    """A channel to ``address`` (``host:port``) that retries UNAVAILABLE: TLS
+    with ``tls``, else with the default (:func:`using_tls`), else plain text.
+    With ``key``, every call on it presents that key (for tools and tests;
+    services give their stubs the key instead, see :func:`stub`)."""
+    tls = tls or _default_tls.get()
+    interceptors = _key_interceptors(key) if key else None
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(
         address,
-        interceptors=_key_interceptors(key) if key else None,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-        ],
+        tls.credentials(),
+        options=[*_OPTIONS, *tls.channel_options()],
+        interceptors=interceptors,
     )
 
 

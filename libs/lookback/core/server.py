@@ -10,7 +10,10 @@ in ``stop``. :class:`GrpcServer` wraps it in a ``grpc.aio`` server with
 - interceptors that log each call and map project errors
   (:mod:`lookback.core.errors`) to gRPC status (:mod:`lookback.core.wire`);
 - a graceful stop: new calls are refused, in-flight calls get ``grace_period``
-  seconds to finish.
+  seconds to finish;
+- TLS, or mutual TLS, when the config names certificate files
+  (:mod:`lookback.core.tls`), and then, if asked, a plain-text port serving
+  the health service alone, for probes that cannot present a certificate.
 
 :func:`serve` runs one until SIGTERM or SIGINT.
 """
@@ -33,7 +36,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
-from lookback.core import auth, redact, telemetry, wire
+from lookback.core import auth, redact, telemetry, tls, wire
 from lookback.core.errors import Code, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
@@ -82,6 +85,10 @@ class ServerConfig:
     tls_ca: str = ""
     """PEM CA bundle: servers require client certificates signed by it (mutual
     TLS), clients verify the services they call against it."""
+    health_port: int = 0
+    """A second, plain-text gRPC port serving only the health service, for
+    probes that cannot present a client certificate (Kubernetes' gRPC
+    probes); 0: none."""
 
     def outgoing_key(self) -> str:
         """The key this service presents to the services it calls (its first
@@ -347,6 +354,8 @@ class GrpcServer:
             self.server,
         )
         self.port = 0
+        self.health_port = 0
+        self._health_server: grpc.aio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
 
@@ -356,11 +365,18 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind, start, warm up, then report SERVING. Returns the bound port."""
+        credentials = tls.server_credentials(self.config)  # ConfigError if half set
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        listen = f"{self.config.host}:{self.config.port}"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(listen)
+        else:
+            self.port = self.server.add_secure_port(listen, credentials)
         if not self.port:
-            raise OSError(f"cannot bind {self.config.host}:{self.config.port}")
+            raise OSError(f"cannot bind {listen}")
+        if self.config.health_port:
+            await self._start_health_port()
         await self.server.start()
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.component.start()
@@ -372,8 +388,23 @@ class GrpcServer:
         if probe is not None:
             interval = getattr(self.component, "health_interval", 1.0)
             self._monitor = asyncio.create_task(self._watch_health(probe, interval))
-        log.info("%s serving on %s", self.component.name, self.address)
+        mode = (
+            "plain text" if credentials is None else "mutual TLS" if self.config.tls_ca else "TLS"
+        )
+        log.info("%s serving on %s (%s)", self.component.name, self.address, mode)
         return self.port
+
+    async def _start_health_port(self) -> None:
+        """The health service alone, in plain text, on ``health_port``: what
+        it tells (SERVING or not) is no secret, and nothing else is served."""
+        self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        listen = f"{self.config.host}:{self.config.health_port}"
+        self.health_port = self._health_server.add_insecure_port(listen)
+        if not self.health_port:
+            raise OSError(f"cannot bind {listen}")
+        await self._health_server.start()
+        log.info("%s health (plain text) on port %d", self.component.name, self.health_port)
 
     async def _watch_health(self, probe: Callable[[], Awaitable[bool]], interval: float) -> None:
         """Follow the component's own health: NOT_SERVING while its backend
@@ -412,6 +443,8 @@ class GrpcServer:
         await cancel_and_wait(self._monitor)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         await self.component.stop()
         log.info("%s stopped", self.component.name)
 

@@ -5,7 +5,8 @@ lookback apps show APP_ID
 lookback apps rotate-key APP_ID --scope sdk|s2s [--grace 24h]
 
 Each takes ``--target HOST:PORT`` (the decider; ``lookback up``: 7402) and
-``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``). Output is JSON; ``create`` and
+``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``), and the TLS flags of the other
+tools (``--tls-ca``, ...; default ``LOOKBACK_TLS_*``). Output is JSON; ``create`` and
 ``rotate-key`` print the new keys, which are never shown again.
 """
 
@@ -22,7 +23,9 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.types.v1 import app_pb2
 from lookback.cli.options import add_admin_key, admin_key
+from lookback.cli.tlsargs import add_tls_arguments, client_tls
 from lookback.core import auth, clients, jsonapi
+from lookback.core.config import ConfigError
 from lookback.core.errors import LookbackError
 
 
@@ -42,7 +45,12 @@ def _shown(app: app_pb2.App) -> dict[str, Any]:
 
 
 async def _run(ns: argparse.Namespace) -> int:
-    channel = clients.channel(ns.target)
+    try:
+        tls = client_tls(ns)
+    except ConfigError as exc:
+        print(f"lookback apps: {exc}", file=sys.stderr)
+        return 2
+    channel = clients.channel(ns.target, tls)
     stub = clients.stub(
         apps_grpc.AppSettingsServiceStub, channel, 30.0, admin_key(ns, "lookback apps")
     )
@@ -96,4 +104,5 @@ def main(argv: Sequence[str]) -> int:
         p.add_argument("app_id")
         p.add_argument("--target", default="127.0.0.1:7402", help="the decider (lookback up: 7402)")
         add_admin_key(p)
+        add_tls_arguments(p)
     return asyncio.run(_run(parser.parse_args(argv)))

@@ -3,6 +3,7 @@ and the decisions as a table."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,10 +73,13 @@ async def _sdk_key(s: aiohttp.ClientSession, gateway: str, admin: dict[str, str]
     return str(rotated["key"])
 
 
-async def run_demo(gateway: str, admin_key: str) -> int:
+async def run_demo(gateway: str, admin_key: str, ssl_context: ssl.SSLContext | None = None) -> int:
+    """Drive the gateway at ``gateway`` (an ``https`` one verified with
+    ``ssl_context``, else the system's CAs) with ``admin_key`` and the demo
+    app's own key, and print the decisions."""
     now = datetime.now(UTC)
     run = uuid.uuid4().hex[:6]
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True)) as s:
         admin = {"Authorization": f"Bearer {admin_key}"}
         sdk = {"Authorization": f"Bearer {await _sdk_key(s, gateway, admin)}"}
         alice, bob, carol = _gaid(), _gaid(), _gaid()

@@ -6,6 +6,7 @@ lookback demo [--gateway URL]               clicks and installs, as a table
 lookback postbacks dead|show|replay         dead letters (--help)
 lookback apps create|show|rotate-key        apps and their keys (--help)
 lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
+lookback health HOST:PORT [--service NAME]  one health check (TLS: --help)
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookback.cli.options import add_admin_key, admin_key
+from lookback.core import clients
 from lookback.core import config as cfg
 from lookback.core.server import Component, ServerConfig, serve
 from lookback.core.telemetry import configure_logging
+from lookback.core.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,26 @@ def run_service(name: str, argv: Sequence[str]) -> int:
         return 0
     try:
         config: Any = cfg.load(spec.config, argv)
+        client_tls = ClientTls.from_config(config)  # half-set or unreadable TLS files
     except cfg.ConfigError as exc:
         print(f"lookback serve {name}: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
     assert isinstance(config, ServerConfig)
     try:
-        asyncio.run(_serve(spec, config))
-    except cfg.ConfigError as exc:  # found while starting (an SRN endpoint not allowed, say)
+        asyncio.run(_serve(spec, config, client_tls))
+    except cfg.ConfigError as exc:  # found at start (e.g. redis_tls_ca without rediss://)
         print(f"lookback serve {name}: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _serve(spec: ServiceSpec, config: ServerConfig) -> None:
-    # The component is made inside the running loop: its gRPC channels belong to it.
-    await serve(spec.component(config), config)
+async def _serve(spec: ServiceSpec, config: ServerConfig, client_tls: ClientTls | None) -> None:
+    # The component is made inside the running loop: its gRPC channels belong
+    # to it; and inside using_tls: they call the other services over TLS if
+    # this service has TLS settings.
+    with clients.using_tls(client_tls):
+        await serve(spec.component(config), config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
     sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
+    sub.add_parser("health", help="HOST:PORT: one gRPC health check (over TLS: --help)")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
     p_demo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
     add_admin_key(p_demo)
@@ -131,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.apps import main as apps
 
         return apps(args[1:])
+    if args[:1] == ["health"]:
+        from lookback.cli.health import main as health
+
+        return health(args[1:])
     if args[:1] == ["postbacks"]:
         from lookback.cli.postbacks import main as postbacks
 
@@ -146,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "demo":
         from lookback.cli.demo import run_demo
 
-        return asyncio.run(run_demo(ns.gateway, admin_key(ns, "lookback demo")))
+        tls = ClientTls.from_env()  # an https gateway with a private CA: LOOKBACK_TLS_CA
+        demo_key = admin_key(ns, "lookback demo")
+        return asyncio.run(run_demo(ns.gateway, demo_key, tls.ssl_context() if tls else None))
     return 2
 
 

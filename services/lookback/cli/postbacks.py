@@ -5,6 +5,7 @@ lookback postbacks show   JOB_ID [--target HOST:PORT]        one job's state (JS
 lookback postbacks replay JOB_ID [--target HOST:PORT]        queue a dead letter again
 
 Each presents ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``).
+Over (mutual) TLS with --tls-ca/--tls-cert/--tls-key or LOOKBACK_TLS_*.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from google.protobuf import json_format
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.cli.options import add_admin_key, admin_key
+from lookback.cli.tlsargs import add_tls_arguments, client_tls
 from lookback.core import clients
+from lookback.core.config import ConfigError
 
 
 def _print(message: object) -> None:
@@ -31,7 +34,12 @@ def _print(message: object) -> None:
 
 async def _run(ns: argparse.Namespace) -> int:
     key = admin_key(ns, "lookback postbacks")
-    async with clients.channel(ns.target, key=key) as channel:
+    try:
+        tls = client_tls(ns)
+    except ConfigError as exc:
+        print(f"lookback postbacks: {exc}", file=sys.stderr)
+        return 2
+    async with clients.channel(ns.target, tls, key=key) as channel:
         stub = pb_grpc.PostbackDispatcherServiceStub(channel)
         try:
             if ns.action == "dead":
@@ -77,4 +85,5 @@ def main(argv: Sequence[str]) -> int:
             "--target", default="127.0.0.1:7405", help="the postback dispatcher (lookback up: 7405)"
         )
         add_admin_key(p)
+        add_tls_arguments(p)
     return asyncio.run(_run(parser.parse_args(argv)))

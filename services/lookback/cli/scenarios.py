@@ -17,7 +17,9 @@ The runner
   postbacks on a local sink it runs (``{sink}`` in templates);
 - without ``--target`` starts an ephemeral suite on loopback (embedded
   store, a fresh admin key) and tears it down afterwards; with ``--target``
-  it presents ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``).
+  it presents ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``); an ``https``
+  target is verified against ``--tls-ca`` (default ``$LOOKBACK_TLS_CA``),
+  else the system's CAs.
 
 Exit 0 when every expectation holds, 1 when any fails, 2 for an invalid file.
 """
@@ -28,6 +30,8 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
+import ssl
 import sys
 import tempfile
 import uuid
@@ -260,6 +264,7 @@ async def run_scenarios(
     srn_listen: str,
     as_json: bool,
     admin_key: str = "",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     host, _, port = srn_listen.rpartition(":")
     fake, fake_runner, fake_url = await start_fake_srn(host or "127.0.0.1", int(port or 0))
@@ -285,7 +290,8 @@ async def run_scenarios(
             gateway = target if target.startswith("http") else f"http://{target}"
         passed = failed = 0
         headers = {"Authorization": f"Bearer {admin_key}"}
-        async with aiohttp.ClientSession(headers=headers) as session:
+        connector = aiohttp.TCPConnector(ssl=ssl_context or True)
+        async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
             runner = Runner(gateway, sink, fake, session)
             for sc in scenarios:
                 failures = await runner.run(sc)
@@ -347,7 +353,14 @@ def main(argv: list[str]) -> int:
         " loopback destinations: --outbound-allow-cidrs 127.0.0.0/8)",
     )
     add_admin_key(parser)
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("LOOKBACK_TLS_CA", ""),
+        help="PEM CA bundle an https --target is verified against"
+        " (default $LOOKBACK_TLS_CA; none: the system's CAs)",
+    )
     ns = parser.parse_args(argv)
+    ssl_context = ssl.create_default_context(cafile=ns.tls_ca) if ns.tls_ca else None
     key = admin_key(ns, "lookback scenario run") if ns.target else ""
     scenarios, errors = load_files(ns.paths)
     for e in errors:
@@ -356,7 +369,7 @@ def main(argv: list[str]) -> int:
         print("no scenario files found", file=sys.stderr)
         return 2
     code = (
-        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json, key))
+        asyncio.run(run_scenarios(scenarios, ns.target, ns.srn_listen, ns.json, key, ssl_context))
         if scenarios
         else 0
     )

@@ -1,6 +1,10 @@
 """``lookback up``: one process per service on fixed ports, supervised
 (restarted when one dies, all stopped on Ctrl-C or SIGTERM).
 
+The services inherit its environment, ``LOOKBACK_TLS_CERT``, ``_KEY`` and
+``_CA`` included: set them and every service serves (mutual) TLS and calls
+the others over it; the certificate must name ``--host`` (127.0.0.1).
+
 The in-process suite for tests and the scenario runner is
 :class:`lookback.testing.suite.EphemeralSuite`.
 """
@@ -22,6 +26,7 @@ from lookback.core import auth
 from lookback.core.config import ConfigError, env_name, parse_map
 from lookback.core.outbound import parse_cidrs
 from lookback.core.telemetry import configure_logging
+from lookback.core.tls import ClientTls
 
 PORT_OFFSETS = {
     "touchpoint_store": 1,
@@ -229,24 +234,31 @@ async def _announce_and_wait(
     supervisor: Supervisor,
     runner: asyncio.Task[None],
 ) -> int:
-    gateway_url = f"http://{ns.host}:{ns.http_port}"
+    tls = ClientTls.from_env()  # what the services were given (checked by run_up)
+    https = bool(os.environ.get("LOOKBACK_TLS_CERT"))
+    gateway_url = f"{'https' if https else 'http'}://{ns.host}:{ns.http_port}"
+    ssl_context = tls.ssl_context() if tls is not None else None
     try:
         for child in children:
             if child.name.startswith("gateway"):
-                await wait_http_ready(gateway_url)
+                await wait_http_ready(gateway_url, ssl_context=ssl_context)
             else:
-                await wait_health(f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}")
+                address = f"{ns.host}:{ns.base_port + PORT_OFFSETS[child.name]}"
+                await wait_health(address, tls=tls)
     except TimeoutError as exc:
         print(f"lookback up: {exc}", file=sys.stderr)
         return 1
     print("\nLookback is up:")
     for name, offset in PORT_OFFSETS.items():
         print(f"  {name:<17} grpc {ns.host}:{ns.base_port + offset}")
-    print(f"  {'gateway':<17} http {gateway_url}")
+    print(f"  {'gateway':<17} {'https' if https else 'http'} {gateway_url}")
     if getattr(ns, "redis", ""):
         print(f"  postback queue    Redis {ns.redis} (also settings cache coherence)")
     if getattr(ns, "cassandra", ""):
         print(f"  store backend     Cassandra {ns.cassandra} (keyspace {ns.cassandra_keyspace})")
+    if tls is not None:
+        mode = "mutual TLS" if os.environ.get("LOOKBACK_TLS_CA") else "TLS"
+        print(f"  between services  {mode} (LOOKBACK_TLS_*)")
     print(f"  data folder       {Path(ns.data_dir).resolve()}")
     if ns.admin_key_generated:
         print(f"  admin key         {ns.admin_key_generated}")
@@ -258,7 +270,7 @@ async def _announce_and_wait(
         from lookback.cli.demo import run_demo
 
         try:
-            await run_demo(gateway_url, ns.admin_key)
+            await run_demo(gateway_url, ns.admin_key, ssl_context)
         except Exception as exc:
             print(f"lookback up: the demo failed: {exc}", file=sys.stderr)
             return 1
@@ -275,6 +287,7 @@ def run_up(ns: argparse.Namespace) -> int:
         if ns.srn_endpoints:
             parse_map(ns.srn_endpoints)
         parse_cidrs(outbound_allow_cidrs(ns))
+        ClientTls.from_env()  # half-set or unreadable TLS files
     except ConfigError as exc:
         print(f"lookback up: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from lookback.core import redis_client
 from lookback.core.tasks import cancel_and_wait
 
 log = logging.getLogger("lookback.decider.coherence")
@@ -23,8 +24,20 @@ CHANNEL = "lookback:apps:changed"
 
 
 class RedisInvalidation:
-    def __init__(self, url: str, drop: Callable[[str], None], drop_all: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        drop: Callable[[str], None],
+        drop_all: Callable[[], None],
+        *,
+        username: str = "",
+        password: str = "",
+        tls_ca: str = "",
+    ) -> None:
         self.url = url
+        self._options = redis_client.connect_options(
+            url, username=username, password=password, tls_ca=tls_ca
+        )
         self.drop = drop
         self.drop_all = drop_all
         self.redis: aioredis.Redis | None = None
@@ -33,7 +46,7 @@ class RedisInvalidation:
         self._stopping = False
 
     async def start(self) -> None:
-        self.redis = aioredis.from_url(self.url)
+        self.redis = aioredis.from_url(self.url, **self._options)
         self._task = asyncio.create_task(self._listen())
         await asyncio.wait_for(self.subscribed.wait(), timeout=30)
 

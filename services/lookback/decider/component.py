@@ -74,7 +74,15 @@ class DeciderComponent:
         await clients.wait_ready(self.channels)
         if self.config.redis_url:
             cache = self.apps.cache
-            self.invalidation = RedisInvalidation(self.config.redis_url, cache.drop, cache.clear)
+            c = self.config
+            self.invalidation = RedisInvalidation(
+                c.redis_url,
+                cache.drop,
+                cache.clear,
+                username=c.redis_username,
+                password=c.redis_password,
+                tls_ca=c.redis_tls_ca,
+            )
             await self.invalidation.start()
             self.apps.on_change = self.invalidation.publish
 

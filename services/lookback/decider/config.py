@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lookback.core.server import ServerConfig
 
@@ -33,3 +33,11 @@ class DeciderConfig(ServerConfig):
     redis_url: str = ""
     """Redis for settings cache coherence across replicas (pub/sub); empty for
     none (then ``settings_cache_ttl`` bounds staleness)."""
+    redis_username: str = ""
+    """Redis ACL user; empty: the default user."""
+    redis_password: str = field(default="", repr=False)
+    """Redis password (from a Secret, so that ``redis_url`` need not carry
+    one); never logged."""
+    redis_tls_ca: str = ""
+    """PEM CA bundle a ``rediss://`` (TLS) Redis is verified against; empty:
+    the system's CAs."""

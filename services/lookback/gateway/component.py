@@ -1,5 +1,6 @@
 """The gateway as a component on the shared bootstrap: its HTTP site starts
-when it is warm and stops first on SIGTERM; its gRPC port serves health."""
+when it is warm and stops first on SIGTERM; its gRPC port serves health.
+With a TLS certificate (``tls_cert``/``tls_key``) the HTTP site is HTTPS."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2_grpc
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.core import auth, clients
+from lookback.core import auth, clients, tls
 from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.config import GatewayConfig
 from lookback.gateway.http import Gateway, RedactedAccessLog
@@ -54,13 +55,15 @@ class GatewayComponent:
         )
         self.runner: web.AppRunner | None = None
         self.http_port = 0
+        self.ssl_context = tls.server_ssl_context(config)  # ConfigError if half set
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         return []
 
     def listening(self) -> str:
         """What ``serve`` announces: the HTTP address."""
-        return f"http://{self.config.http_host}:{self.http_port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.config.http_host}:{self.http_port}"
 
     async def start(self) -> None:
         await clients.wait_ready(self.channels)
@@ -79,7 +82,7 @@ class GatewayComponent:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.config.http_host, self.config.http_port))
         self.http_port = sock.getsockname()[1]
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock, ssl_context=self.ssl_context).start()
 
     async def stop(self) -> None:
         self.gateway.draining = True

@@ -47,5 +47,11 @@ def make_queue(config: PostbackConfig) -> PostbackQueue:
     if config.redis_url:
         from lookback.postback.redis_queue import RedisQueue
 
-        return RedisQueue(config.redis_url, retention=config.delivered_retention)
+        return RedisQueue(
+            config.redis_url,
+            retention=config.delivered_retention,
+            username=config.redis_username,
+            password=config.redis_password,
+            tls_ca=config.redis_tls_ca,
+        )
     return SqliteQueue(config.queue_path, retention=config.delivered_retention)

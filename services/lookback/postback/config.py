@@ -34,5 +34,13 @@ class PostbackConfig(ServerConfig):
     job id enqueued again within this time is not sent again)."""
     redis_url: str = ""
     """Redis for the queue (``redis://host:6379/0``); empty for the embedded SQLite queue."""
+    redis_username: str = ""
+    """Redis ACL user; empty: the default user."""
+    redis_password: str = field(default="", repr=False)
+    """Redis password (from a Secret, so that ``redis_url`` need not carry
+    one); never logged."""
+    redis_tls_ca: str = ""
+    """PEM CA bundle a ``rediss://`` (TLS) Redis is verified against; empty:
+    the system's CAs."""
     health_interval: float = 1.0
     """Seconds between queue health checks."""

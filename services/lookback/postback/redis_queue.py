@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from lookback.api.types.v1 import postback_pb2
+from lookback.core import redis_client
 from lookback.postback.queue import DEAD, DELIVERED, PENDING, JobState
 
 PREFIX = "lookback:pb:"
@@ -92,8 +93,16 @@ class RedisQueue:
         consumer: str | None = None,
         prefix: str = PREFIX,
         retention: float = 7 * 86400.0,
+        *,
+        username: str = "",
+        password: str = "",
+        tls_ca: str = "",
     ) -> None:
         self.url = url
+        # Checked now (a bad combination fails at start), used by open().
+        self._options = redis_client.connect_options(
+            url, username=username, password=password, tls_ca=tls_ca
+        )
         self.retention = retention
         self.prefix = prefix
         self.stream = prefix + "stream"
@@ -115,7 +124,7 @@ class RedisQueue:
         return self.redis
 
     async def open(self) -> None:
-        self.redis = aioredis.from_url(self.url)
+        self.redis = aioredis.from_url(self.url, **self._options)
         try:
             await self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:

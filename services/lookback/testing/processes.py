@@ -254,15 +254,17 @@ async def serve_suite(
     )
 
 
-async def run_cli(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
-    """Run ``lookback ARGV...`` to completion (with the test admin key in its
-    environment): exit code, stdout, stderr."""
+async def run_cli(
+    *argv: str, timeout: float = 120, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``lookback ARGV...`` to completion: exit code, stdout, stderr.
+    ``env`` is added to this process's environment."""
     process = await asyncio.create_subprocess_exec(
         *LOOKBACK,
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **admin_env()},
+        env={**os.environ, **admin_env(), **(env or {})},
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None

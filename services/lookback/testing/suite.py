@@ -1,15 +1,19 @@
 """The whole suite inside this event loop: every service a real gRPC server
 on a free loopback port (embedded SQLite store and queue in ``data_dir``),
 talking to the others only through the generated stubs, and the HTTP
-gateway in front. For tests and the scenario runner."""
+gateway in front. For tests and the scenario runner. With ``tls`` settings
+every service serves (mutual) TLS and calls the others over it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from lookback.core.server import GrpcServer
+from lookback.core import clients
+from lookback.core.server import Component, GrpcServer, ServerConfig
+from lookback.core.tls import ClientTls
 from lookback.decider.component import DeciderComponent
 from lookback.decider.config import DeciderConfig
 from lookback.gateway.component import GatewayComponent
@@ -23,6 +27,8 @@ from lookback.srn_adapter.config import SrnConfig
 from lookback.testing.keys import ADMIN_KEY
 from lookback.touchpoint_store.component import StoreComponent
 from lookback.touchpoint_store.config import StoreConfig
+
+C = TypeVar("C", bound=ServerConfig)
 
 
 @dataclass
@@ -56,8 +62,27 @@ class EphemeralSuite:
     gateway_overrides: dict[str, object] = field(default_factory=dict)
     """Gateway settings; its rate limits are off unless set here (tests and
     the scenario runner call it from one address, quickly)."""
+    tls: dict[str, str] = field(default_factory=dict)
+    """TLS settings every service gets: ``tls_cert`` and ``tls_key`` (TLS),
+    plus ``tls_ca`` (mutual TLS); see :mod:`lookback.testing.tls`. The
+    certificate must name ``host``."""
     servers: dict[str, GrpcServer] = field(default_factory=dict)
     addresses: SuiteAddresses = field(default_factory=SuiteAddresses)
+
+    @property
+    def client_tls(self) -> ClientTls | None:
+        """How a test's client reaches the services (their own certificate)."""
+        get = self.tls.get
+        return (
+            ClientTls(get("tls_ca", ""), get("tls_cert", ""), get("tls_key", ""))
+            if self.tls
+            else None
+        )
+
+    def _server(self, make: Callable[[C], Component], config: C) -> GrpcServer:
+        # The component makes its channels now: over TLS if it has TLS settings.
+        with clients.using_tls(ClientTls.from_config(config)):
+            return GrpcServer(make(config), config)
 
     async def _start(self, name: str, server: GrpcServer) -> str:
         await server.start()
@@ -74,11 +99,12 @@ class EphemeralSuite:
             "admin_keys": self.admin_key,
             "require_keys": self.require_keys,
             "outbound_allow_cidrs": self.outbound_allow_cidrs,
+            **self.tls,
         }
         store = StoreConfig(**base, sqlite_path=str(self.data_dir / "store.sqlite3"))
-        a.store = await self._start("touchpoint_store", GrpcServer(StoreComponent(store), store))
+        a.store = await self._start("touchpoint_store", self._server(StoreComponent, store))
         srn = SrnConfig(**base, srn_endpoints=self.srn_endpoints)
-        a.srn = await self._start("srn_adapter", GrpcServer(SrnComponent(srn), srn))
+        a.srn = await self._start("srn_adapter", self._server(SrnComponent, srn))
         postback = PostbackConfig(
             **{
                 **base,
@@ -86,9 +112,7 @@ class EphemeralSuite:
                 **self.postback_overrides,
             }
         )
-        a.postback = await self._start(
-            "postback", GrpcServer(PostbackComponent(postback), postback)
-        )
+        a.postback = await self._start("postback", self._server(PostbackComponent, postback))
         decider = DeciderConfig(
             **{
                 **base,
@@ -98,14 +122,13 @@ class EphemeralSuite:
                 **self.decider_overrides,
             }
         )
-        a.decider = await self._start("decider", GrpcServer(DeciderComponent(decider), decider))
+        a.decider = await self._start("decider", self._server(DeciderComponent, decider))
         ingestion = IngestionConfig(**base, store_address=a.store, decider_address=a.decider)
-        a.ingestion = await self._start(
-            "ingestion", GrpcServer(IngestionComponent(ingestion), ingestion)
-        )
-        server, a.gateway_url = await start_gateway(
-            a, **{**base, "http_host": self.host, **self.gateway_overrides}
-        )
+        a.ingestion = await self._start("ingestion", self._server(IngestionComponent, ingestion))
+        with clients.using_tls(self.client_tls):
+            server, a.gateway_url = await start_gateway(
+                a, **{**base, "http_host": self.host, **self.gateway_overrides}
+            )
         self.servers["gateway"] = server
         return a
 

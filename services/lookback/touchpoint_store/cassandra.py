@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import (
@@ -31,6 +32,7 @@ from cassandra import (
     RequestExecutionException,
 )
 from cassandra import Unavailable as CassandraUnavailable
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
@@ -83,6 +85,29 @@ class CassandraSettings:
     request_timeout: float = 2.0
     connect_timeout: float = 5.0
     migrate: bool = True
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: bool = False
+    tls_ca: str = ""
+    tls_check_hostname: bool = True
+
+
+def auth_provider(s: CassandraSettings) -> PlainTextAuthProvider | None:
+    """User name and password for PasswordAuthenticator; None without a user."""
+    if not s.username:
+        return None
+    return PlainTextAuthProvider(username=s.username, password=s.password)
+
+
+def ssl_context(s: CassandraSettings) -> ssl.SSLContext | None:
+    """TLS to the nodes, verified against ``tls_ca`` (else the system's CAs);
+    None for plain text."""
+    if not (s.tls or s.tls_ca):
+        return None
+    context = ssl.create_default_context(cafile=s.tls_ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = s.tls_check_hostname
+    return context
 
 
 def _ttl(expires_at_us: int, now_us: int) -> int:
@@ -128,6 +153,8 @@ class CassandraBackend:
             reconnection_policy=ConstantReconnectionPolicy(delay=1.0, max_attempts=None),
             connect_timeout=s.connect_timeout,
             idle_heartbeat_interval=5,
+            auth_provider=auth_provider(s),
+            ssl_context=ssl_context(s),
         )
         try:
             session = cluster.connect()

@@ -60,5 +60,10 @@ def make_backend(config: StoreConfig) -> StoreBackend:
             consistency=config.cassandra_consistency,
             request_timeout=config.cassandra_request_timeout,
             migrate=config.cassandra_migrate,
+            username=config.cassandra_username,
+            password=config.cassandra_password,
+            tls=config.cassandra_tls or bool(config.cassandra_tls_ca),
+            tls_ca=config.cassandra_tls_ca,
+            tls_check_hostname=config.cassandra_tls_check_hostname,
         )
     )

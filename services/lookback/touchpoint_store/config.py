@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lookback.core.server import ServerConfig
 
@@ -29,6 +29,22 @@ class StoreConfig(ServerConfig):
     Lightweight transactions always use LOCAL_SERIAL."""
     cassandra_request_timeout: float = 2.0
     """Seconds one Cassandra request may take."""
+    cassandra_username: str = ""
+    """Cassandra user (PasswordAuthenticator, through the driver's
+    PlainTextAuthProvider); empty: no authentication."""
+    cassandra_password: str = field(default="", repr=False)
+    """That user's password (from a Secret); never logged."""
+    cassandra_tls: bool = False
+    """Connect to Cassandra over TLS (its ``client_encryption_options``),
+    verifying its certificates against ``cassandra_tls_ca``, else the
+    system's CAs."""
+    cassandra_tls_ca: str = ""
+    """PEM CA bundle Cassandra's certificates are verified against; setting
+    it turns TLS on."""
+    cassandra_tls_check_hostname: bool = True
+    """Check that each node's certificate names the address it is reached at
+    (the contact points, then the addresses the nodes advertise); turn off
+    only if the certificates do not name them (the chain is still verified)."""
     cassandra_migrate: bool = True
     """Apply schema migrations at start-up. Set false where ``lookback migrate``
     runs first (a Kubernetes Job before a rollout); the store then refuses to

@@ -9,6 +9,12 @@ reads and writes the driver's sockets on the event loop itself: a request is
 written to the socket in the call that sends it, and its answer is decoded
 and its future settled in the loop's own read callback.
 
+Over TLS (a cluster's ``ssl_context``) the driver wraps the socket and
+shakes hands while connecting (blocking, in its thread); afterwards the
+non-blocking TLS socket's "want read"/"want write" mean what EAGAIN means
+for a plain one, and decrypted bytes it still holds are read before waiting
+for the socket again.
+
 The driver still runs its own threads for connecting, heartbeats and
 reconnection; they reach a connection only through ``call_soon_threadsafe``.
 Nothing blocking runs on the loop: connecting (which waits for the
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +38,12 @@ from cassandra.connection import Connection, ConnectionShutdown
 log = logging.getLogger("lookback.store.cql")
 
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS)
+# A non-blocking TLS socket's way of saying the same (during a read or a write).
+_TLS_WOULD_BLOCK = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _would_block(exc: OSError) -> bool:
+    return isinstance(exc, _TLS_WOULD_BLOCK) or exc.errno in _WOULD_BLOCK
 
 
 class _Timer:
@@ -130,7 +143,7 @@ class LoopConnection(Connection):  # type: ignore[misc]
         try:
             sent = self._socket.send(data)
         except OSError as exc:
-            if exc.errno not in _WOULD_BLOCK:
+            if not _would_block(exc):
                 self.defunct(exc)
                 return
             sent = 0
@@ -153,7 +166,7 @@ class LoopConnection(Connection):  # type: ignore[misc]
             try:
                 sent = self._socket.send(data)
             except OSError as exc:
-                if exc.errno in _WOULD_BLOCK:
+                if _would_block(exc):
                     self._out.appendleft(data)
                     return
                 self.defunct(exc)
@@ -176,10 +189,10 @@ class LoopConnection(Connection):  # type: ignore[misc]
                     closed = True
                     break
                 self._iobuf.write(buf)
-                if len(buf) < self.in_buffer_size:
+                if len(buf) < self.in_buffer_size and not self._tls_pending():
                     break
         except OSError as exc:
-            if exc.errno not in _WOULD_BLOCK:
+            if not _would_block(exc):
                 self.defunct(exc)
                 return
         if self._iobuf.tell():
@@ -187,6 +200,12 @@ class LoopConnection(Connection):  # type: ignore[misc]
         if closed:
             log.debug("connection to %s closed by the server", self.endpoint)
             self.close()
+
+    def _tls_pending(self) -> int:
+        """Decrypted bytes a TLS socket holds (the socket itself may have
+        nothing more to read); 0 for a plain socket."""
+        pending = getattr(self._socket, "pending", None)
+        return int(pending()) if pending is not None else 0
 
     # --- closing ---------------------------------------------------------
 
