@@ -292,14 +292,23 @@ def test_request_path_services_autoscale_on_cpu_with_a_disruption_budget(m: Mani
 
 
 def test_signing_keys_come_from_a_secret(m: Manifests) -> None:
-    c = m.lookback()["postback"]
-    sources = {name: source for name, _, source in c.env_sources()}
     name = cfg.env_name("signing_secrets")
-    assert sources[name].startswith("Secret "), sources[name]
-    assert parse_map(c.env[name])
+    for service in ("postback", "gateway"):  # postbacks; signed links
+        c = m.lookback()[service]
+        sources = {n: source for n, _, source in c.env_sources()}
+        assert sources[name].startswith("Secret "), sources[name]
+        assert parse_map(c.env[name])
     for service, other in m.lookback().items():
-        if service != "postback":
+        if service not in ("postback", "gateway"):
             assert name not in other.env, other.name
+
+
+def test_every_service_has_admin_keys_from_a_secret(m: Manifests) -> None:
+    name = cfg.env_name("admin_keys")
+    for service, c in m.lookback().items():
+        sources = {n: source for n, _, source in c.env_sources()}
+        assert sources.get(name, "").startswith("Secret "), (service, sources.get(name))
+        assert len(c.env[name].split(",")[0]) >= 16
 
 
 def _replicas(m: Manifests) -> dict[str, tuple[int, int]]:

@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from redis.exceptions import AuthenticationError
@@ -226,10 +225,10 @@ async def test_queue_and_settings_channel_reach_redis_with_a_password_over_tls(
         dispatcher = await serve(
             "postback",
             *("--redis-url", url, "--redis-tls-ca", pki.ca_cert),
-            env={"LOOKBACK_REDIS_PASSWORD": password},
+            env={"LOOKBACK_REDIS_PASSWORD": password, "LOOKBACK_OUTBOUND_ALLOW_CIDRS": LOCAL_CIDRS},
         )
         try:
-            async with grpc.aio.insecure_channel(dispatcher.address) as channel:
+            async with admin_channel(dispatcher.address) as channel:
                 await pb_grpc.PostbackDispatcherServiceStub(channel).EnqueuePostbacks(
                     pb.EnqueuePostbacksRequest(
                         jobs=[

@@ -9,6 +9,7 @@ scenario runner."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from lookback.core.tls import ClientTls
 from lookback.srn_adapter.component import SrnComponent
 from lookback.srn_adapter.config import SrnConfig
 from lookback.testing.builders import create_app, new_app_id
+from lookback.testing.keys import ADMIN_KEY, admin_headers
 from lookback.testing.processes import free_ports, run_cli, up
 from lookback.testing.suite import EphemeralSuite
 from lookback.testing.tls import Identity, TestPki
@@ -72,7 +74,11 @@ async def mtls_server(pkis: Pkis) -> AsyncIterator[Running]:
     """An SRN adapter (it calls nothing) serving mutual TLS, with a health port."""
     (health_port,) = free_ports(1)
     config = SrnConfig(
-        port=0, grace_period=1, health_port=health_port, **pkis.server.server_settings(pkis.ours)
+        port=0,
+        grace_period=1,
+        admin_keys=ADMIN_KEY,
+        health_port=health_port,
+        **pkis.server.server_settings(pkis.ours),
     )
     server = GrpcServer(SrnComponent(config), config)
     await server.start()
@@ -97,7 +103,9 @@ async def _refused(address: str, tls: ClientTls | None) -> None:
 async def test_the_right_client_certificate_gets_through(mtls_server: Running, pkis: Pkis) -> None:
     tls = pkis.client.client(pkis.ours)
     assert await _check(mtls_server.address, tls) == SERVING
-    async with clients.channel(mtls_server.address, tls) as channel:  # a real call too
+    async with clients.channel(
+        mtls_server.address, tls, key=ADMIN_KEY
+    ) as channel:  # a real call too
         stub = clients.stub(srn_grpc.SrnAdapterServiceStub, channel)
         answer = await stub.QueryClaims(srn_pb.QueryClaimsRequest(app_id="com.tls"))
         assert not answer.claims
@@ -186,7 +194,7 @@ async def test_the_suite_in_this_loop_with_mutual_tls_and_an_https_gateway(
         assert a.gateway_url.startswith("https://")
         ssl_context = ClientTls(pkis.ours.ca_cert).ssl_context()  # HTTPS: no client cert
         app_id = new_app_id("com.tls.https")
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=admin_headers()) as http:
             # /readyz: the gateway reached the decider and the store over mTLS.
             async with http.get(a.gateway_url + "/readyz", ssl=ssl_context) as r:
                 assert r.status == 200
@@ -203,7 +211,7 @@ async def test_the_suite_in_this_loop_with_mutual_tls_and_an_https_gateway(
         for address in (a.store, a.decider, a.ingestion, a.srn, a.postback):
             assert await _check(address, tls) == SERVING, address
             await _refused(address, ClientTls(pkis.ours.ca_cert))
-        async with clients.channel(a.decider, tls) as channel:
+        async with clients.channel(a.decider, tls, key=ADMIN_KEY) as channel:
             await create_app(apps_grpc.AppSettingsServiceStub(channel), new_app_id("com.tls.grpc"))
     finally:
         await suite.stop()
@@ -223,7 +231,6 @@ async def test_lookback_up_with_mutual_tls_runs_a_scenario(tmp_path: Path, pkis:
         **pkis.server.env(pkis.ours),
         # Loopback receivers and keys for when outbound checks and API keys are on.
         "LOOKBACK_OUTBOUND_ALLOW_CIDRS": "127.0.0.0/8",
-        "LOOKBACK_ADMIN_KEYS": "tls-test-admin-key",
     }
     suite = await up(
         tmp_path / "data", "--demo", "--srn-endpoints", f"*=http://127.0.0.1:{srn_port}", env=env
@@ -232,9 +239,9 @@ async def test_lookback_up_with_mutual_tls_runs_a_scenario(tmp_path: Path, pkis:
         text = suite.output()
         assert "between services  mutual TLS" in text
         assert "https://127.0.0.1:" in text and "organic" in text  # the demo ran over HTTPS
-        gateway = next(
-            line.split()[-1] for line in suite.log if line.strip().startswith("gateway ")
-        )
+        found = re.search(r"gateway +https? (https://\S+)", text)
+        assert found is not None, text
+        gateway = found.group(1)
         assert gateway.startswith("https://")
         code, out, err = await run_cli(
             "scenario",
@@ -247,7 +254,6 @@ async def test_lookback_up_with_mutual_tls_runs_a_scenario(tmp_path: Path, pkis:
             pkis.ours.ca_cert,
             "--srn-listen",
             f"127.0.0.1:{srn_port}",
-            env={"LOOKBACK_ADMIN_KEY": "tls-test-admin-key"},
         )
         assert code == 0, out + err
         (line,) = out.strip().splitlines()
