@@ -253,3 +253,23 @@ async def test_http_refusals_of_the_server_itself_are_json(suite: SuiteAddresses
         headers={"Content-Type": "application/json"},
     )
     assert status == 413 and "body" in _fields(body)
+
+
+# Found by the fuzz test (test_fuzz.py) ---------------------------------------
+
+
+async def test_grpc_request_that_cannot_be_decoded_is_invalid_argument(
+    suite: SuiteAddresses,
+) -> None:
+    """grpc itself answered UNKNOWN for bytes that are not the method's
+    request (corrupt, or a string that is not UTF-8); the key is checked first."""
+    path = "/lookback.ingestion.v1.IngestionService/RecordTouch"
+    for junk in (b"\xff\xff\xff", b"\x0a\x03\x0a\x01\xff"):
+        async with admin_channel(suite.ingestion) as channel:
+            call = channel.unary_unary(path, request_serializer=lambda b: b)
+            await expect_invalid(call(junk, timeout=10), "request")
+        async with grpc.aio.insecure_channel(suite.ingestion) as channel:
+            call = channel.unary_unary(path, request_serializer=lambda b: b)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(junk, timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
