@@ -12,11 +12,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import install_pb2, touch_pb2
+from lookback.testing import builders
 from lookback.testing.builders import new_gaid
 from lookback.testing.keys import admin_channel, admin_headers
 from lookback.testing.suite import SuiteAddresses
@@ -273,3 +276,22 @@ async def test_grpc_request_that_cannot_be_decoded_is_invalid_argument(
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call(junk, timeout=10)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_grpc_errors_quoting_huge_values_still_reach_the_caller(
+    apps: apps_grpc.AppSettingsServiceStub,
+) -> None:
+    """An error quoting a huge value made a status larger than the caller's
+    metadata limit: it got RESOURCE_EXHAUSTED instead of the error."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await apps.GetApp(apps_pb.GetAppRequest(app_id="x" * 20_000))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    app = builders.app(builders.new_app_id())
+    for i in range(50):
+        app.settings.click_lookback_by_source[f"{'Y' * 2000}{i}"].seconds = -1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await apps.CreateApp(apps_pb.CreateAppRequest(app=app))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert any(
+        f.startswith("app.settings.click_lookback_by_source[") for f in violations_of(info.value)
+    )
