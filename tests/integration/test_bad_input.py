@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -18,7 +19,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.testing import builders
 from lookback.testing.builders import new_gaid
 from lookback.testing.keys import admin_channel, admin_headers
@@ -295,3 +296,16 @@ async def test_grpc_errors_quoting_huge_values_still_reach_the_caller(
     assert any(
         f.startswith("app.settings.click_lookback_by_source[") for f in violations_of(info.value)
     )
+
+
+@pytest.mark.parametrize("path", ["platform.x", "settings.no_such_setting", "settings..x"])
+async def test_update_mask_paths_must_be_fields_of_an_app(
+    apps: apps_grpc.AppSettingsServiceStub, app_id: str, path: str
+) -> None:
+    """``platform.x`` made the mask merge raise (INTERNAL); an unknown path
+    was accepted and did nothing."""
+    request = apps_pb.UpdateAppRequest(
+        app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_IOS),
+        update_mask=field_mask_pb2.FieldMask(paths=[path]),
+    )
+    await expect_invalid(apps.UpdateApp(request), "update_mask")
