@@ -309,3 +309,23 @@ async def test_update_mask_paths_must_be_fields_of_an_app(
         update_mask=field_mask_pb2.FieldMask(paths=[path]),
     )
     await expect_invalid(apps.UpdateApp(request), "update_mask")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
+        ("application/json; charset=bogus", b"{}"),  # LookupError: 500
+        ("application/json", b'{"app_id": "a", "version": ' + b"9" * 5000 + b"}"),  # int(): 500
+        ("application/json", b'{"app_id": "a", "version": "\xc2\xb2"}'),  # "²".isdigit(): 500
+        ("application/json", b'{"app_id": "a", "platform": "\\ud800"}'),  # enum lookup: 500
+        ("application/json", b'{"app_id": "a", "settings": {"min_ctit": "' + b"9" * 400 + b'd"}}'),
+    ],
+)
+async def test_http_bodies_that_were_500s(
+    suite: SuiteAddresses, content_type: str, data: bytes
+) -> None:
+    status, body = await _http(
+        suite, "POST", "/v1/apps", data=data, headers={"Content-Type": content_type}
+    )
+    assert status == 400, body
+    assert _fields(body) & {"body", "version", "platform", "settings.min_ctit"}, body

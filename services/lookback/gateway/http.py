@@ -173,10 +173,21 @@ def _guard(
 
 
 async def _json_body(request: web.Request) -> Any:
+    charset = request.charset or "utf-8"
+    raw = await request.read()
     try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode(charset)
+    except LookupError as exc:
+        unknown = FieldViolation("body", f"has an unknown charset {charset[:40]!r}")
+        raise InvalidArgument([unknown]) from exc
+    except UnicodeDecodeError as exc:
         raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InvalidArgument([FieldViolation("body", "has a number that is too long")]) from exc
     except RecursionError as exc:
         raise InvalidArgument([FieldViolation("body", "is nested too deeply")]) from exc
 
