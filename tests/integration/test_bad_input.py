@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from yarl import URL
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -329,3 +330,19 @@ async def test_http_bodies_that_were_500s(
     )
     assert status == 400, body
     assert _fields(body) & {"body", "version", "platform", "settings.min_ctit"}, body
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("&=x", "query"),  # a parameter without a name was named ""
+        ("&click_lookback=" + "9" * 400 + "d", "click_lookback"),  # OverflowError: 500
+    ],
+)
+async def test_http_links_that_were_500s_or_unnamed(
+    suite: SuiteAddresses, app_id: str, query: str, field: str
+) -> None:
+    url = f"{suite.gateway_url}/v1/click?app_id={app_id}&media_source=networka{query}"
+    async with aiohttp.ClientSession() as http, http.get(URL(url, encoded=True)) as r:
+        assert r.status == 400
+        assert field in _fields(await r.json())
