@@ -3,6 +3,7 @@ body names it (HTTP); nothing is half-written and nothing crashes."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -346,3 +347,42 @@ async def test_http_links_that_were_500s_or_unnamed(
     async with aiohttp.ClientSession() as http, http.get(URL(url, encoded=True)) as r:
         assert r.status == 400
         assert field in _fields(await r.json())
+
+
+HUGE_BODIES = {
+    "1 MB string": b'{"app_id": "' + b"x" * 1_000_000 + b'", "install_id": "i"}',
+    "10,000 hashed ids": json.dumps(
+        {
+            "app_id": "a",
+            "install_id": "i",
+            "device": {"hashed": [{"type": "gaid", "algorithm": "md5", "value": "x"}] * 10_000},
+        }
+    ).encode(),
+    "10,000 touches": json.dumps({"touches": [{"app_id": "a"}] * 10_000}).encode(),
+    "10,000 numbers": json.dumps({"app_id": "a", "x": list(range(10_000))}).encode(),
+    "100,000 nested arrays": b"[" * 100_000 + b"]" * 100_000,
+    "100,000 nested objects": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "over 1 MiB": b'{"a": "' + b"x" * 1_100_000 + b'"}',
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE_BODIES))
+@pytest.mark.parametrize("path", ["/v1/installs", "/v1/touches", "/v1/apps"])
+async def test_http_huge_bodies_are_refused_quickly_and_briefly(
+    suite: SuiteAddresses, name: str, path: str
+) -> None:
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession(headers=admin_headers()) as http,
+        http.post(
+            suite.gateway_url + path,
+            data=HUGE_BODIES[name],
+            headers={"Content-Type": "application/json"},
+        ) as r,
+    ):
+        answer = await r.read()
+    assert r.status in (400, 413), answer[:300]
+    assert time.monotonic() - started < 2.0
+    # At most 100 violations listed (10,000 bad elements made a 1 MB answer).
+    assert len(answer) < 32_000
+    assert json.loads(answer)["error"]["field_violations"]

@@ -99,14 +99,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(exc.status, code, exc.reason, violations)
 
 
+MAX_VIOLATIONS = 100
+"""Field violations an error answer lists at most (its message says how many
+there were): a body of 10,000 bad elements gets a short answer."""
+MAX_MESSAGE = 500
+
+
 def error_response(
     status: int, code: str, message: str, violations: Sequence[FieldViolation] = ()
 ) -> web.Response:
+    shown = violations[:MAX_VIOLATIONS]
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "\u2026"
+    if len(violations) > len(shown):
+        message += f" ({len(violations)} violations, first {len(shown)} listed)"
     body: dict[str, Any] = {"code": code, "message": message}
-    if violations:
-        body["field_violations"] = [
-            {"field": v.field, "description": v.description} for v in violations
-        ]
+    if shown:
+        body["field_violations"] = [{"field": v.field, "description": v.description} for v in shown]
     return web.json_response({"error": body}, status=status)
 
 
