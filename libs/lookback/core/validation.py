@@ -22,12 +22,14 @@ from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
 from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
 
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
-_SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
-_HEX = re.compile(r"^[0-9a-f]+$")
+# Whole values only (``fullmatch``: ``$`` would let a trailing newline in),
+# and ASCII digits only (``\d`` also matches other scripts' digits).
+_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+_SOURCE = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
+_HEX = re.compile(r"[0-9a-f]+")
 _UUID_IDS = ("gaid", "idfa", "idfv", "fire_id")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_REVENUE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_REVENUE = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,6})?")
 # Earliest and latest times accepted (2000-01-01 and now + this skew).
 _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
@@ -40,14 +42,14 @@ def _check_id(v: Violations, value: str, path: str, required: bool = True) -> No
         if required:
             v.add(path, "is required")
         return
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         v.add(path, "must be 1 to 200 characters of letters, digits and . _ : -")
 
 
 def check_media_source(v: Violations, value: str, path: str) -> None:
     if not value:
         v.add(path, "is required")
-    elif not _SOURCE.match(value):
+    elif not _SOURCE.fullmatch(value):
         v.add(path, "must be lower-case letters, digits, '_', '.' or '-' (at most 100)")
 
 
@@ -90,7 +92,7 @@ def check_device(v: Violations, d: device_pb2.DeviceIdentifiers, path: str) -> N
         v.add(f"{path}.oaid", "must be up to 128 hex digits or dashes")
     if d.android_id and not re.fullmatch(r"[0-9A-Fa-f]{1,64}", d.android_id):
         v.add(f"{path}.android_id", "must be up to 64 hex digits")
-    if d.imei and not re.fullmatch(r"\d{14,17}", d.imei):
+    if d.imei and not re.fullmatch(r"[0-9]{14,17}", d.imei):
         v.add(f"{path}.imei", "must be 14 to 17 digits")
     for i, h in enumerate(d.hashed):
         hp = f"{path}.hashed[{i}]"
@@ -106,7 +108,7 @@ def check_device(v: Violations, d: device_pb2.DeviceIdentifiers, path: str) -> N
         else:
             v.add(f"{hp}.algorithm", "must be sha1 or md5")
             continue
-        if len(h.value) != length or not _HEX.match(h.value.lower()):
+        if len(h.value) != length or not _HEX.fullmatch(h.value.lower()):
             v.add(f"{hp}.value", f"must be {length} hex digits")
 
 
@@ -195,9 +197,9 @@ def check_event(v: Violations, e: install_pb2.InAppEvent, now: Micros) -> None:
     elif len(e.name) > 100:
         v.add("name", "must be at most 100 characters")
     check_time(v, e.occurred_at, "occurred_at", now)
-    if e.revenue and not _REVENUE.match(e.revenue):
+    if e.revenue and not _REVENUE.fullmatch(e.revenue):
         v.add("revenue", "must be a decimal number such as 4.99")
-    if e.currency and not _CURRENCY.match(e.currency):
+    if e.currency and not _CURRENCY.fullmatch(e.currency):
         v.add("currency", "must be an ISO 4217 code such as USD")
     if e.revenue and not e.currency:
         v.add("currency", "is required with revenue")

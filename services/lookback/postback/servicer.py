@@ -13,7 +13,7 @@ from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import JobState, PostbackQueue
 
-JOB_ID = re.compile(r"^[!-~]{1,600}$")
+JOB_ID = re.compile(r"[!-~]{1,600}")
 """A job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 
 
@@ -29,7 +29,7 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
     ) -> pb.EnqueuePostbacksResponse:
         v = Violations()
         for i, job in enumerate(request.jobs):
-            if not JOB_ID.match(job.job_id):
+            if not JOB_ID.fullmatch(job.job_id):
                 v.add(f"jobs[{i}].job_id", "must be 1 to 600 printable ASCII characters, no spaces")
             if not job.url.startswith(("http://", "https://")):
                 v.add(f"jobs[{i}].url", "must be an http:// or https:// URL")
