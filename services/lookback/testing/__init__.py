@@ -10,7 +10,9 @@ and the scenario runner.
 - :mod:`lookback.testing.otlp`: a local OpenTelemetry collector;
 - :mod:`lookback.testing.processes`: ``lookback serve``/``lookback up`` and
   other processes, health polling, free ports;
-- :mod:`lookback.testing.builders`: apps, touches, installs, fresh ids.
+- :mod:`lookback.testing.builders`: apps, touches, installs, fresh ids;
+- :mod:`lookback.testing.fuzz`: hypothesis strategies for fuzzing requests
+  (protobuf from descriptors, friendly JSON, raw bytes; needs ``hypothesis``).
 
 Nothing here is imported by the services.
 """
