@@ -354,11 +354,16 @@ async def test_a_job_the_http_client_refuses_ends_dead_and_is_not_sent(
 async def test_enqueue_refuses_job_ids_that_cannot_be_sent(
     rpc: pb_grpc.PostbackDispatcherServiceStub, dispatcher: Dispatcher
 ) -> None:
-    bad = [job("a\r\nb", "https://p.example/x"), job("with space", "https://p.example/x")]
+    bad = [
+        job("a\r\nb", "https://p.example/x"),
+        job("with space", "https://p.example/x"),
+        job("trailing-newline\n", "https://p.example/x"),  # `$` let it through
+    ]
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await rpc.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=bad))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "jobs[0].job_id" in (refused.value.details() or "")
+    details = refused.value.details() or ""
+    assert all(f"jobs[{i}].job_id" in details for i in range(3)), details
     for j in bad:  # nothing of the batch was queued
         assert await dispatcher.queue.get(j.job_id) is None
         # Such an id cannot name a job: asking for one is refused as well.

@@ -9,10 +9,12 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2
 from lookback.core import fastjson, jsonapi
 from lookback.core.errors import InvalidArgument
+from lookback.domain.durations import parse_duration
 
 GAID = "38400000-8cf0-11bd-b23e-10b96e40000d"
 
@@ -123,3 +125,28 @@ def test_what_the_fast_path_refuses_is_named_by_the_general_path(
     with pytest.raises(InvalidArgument) as info:
         jsonapi.parse(install_pb2.Install, body, prefix="install.")
     assert f"install.{field}" in {v.field for v in info.value.violations}
+
+
+@pytest.mark.parametrize(
+    ("cls", "body", "field"),
+    [
+        # Found by the fuzz test (tests/integration/test_fuzz.py): each was a 500.
+        (app_pb2.App, {"version": "²"}, "version"),  # a digit to isdigit(), not to int()
+        (app_pb2.App, {"version": 2**64}, "version"),  # beyond int64
+        (app_pb2.App, {"version": "9" * 5000}, "version"),  # beyond int()'s digit limit
+        (install_pb2.Install, {"att_status": "\ud800"}, "att_status"),  # enum name not Unicode
+        (apps_pb.RotateAppKeyRequest, {"grace_period": "9" * 400 + "d"}, "grace_period"),
+    ],
+)
+def test_values_the_fast_path_choked_on_are_named(
+    cls: type[Message], body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        jsonapi.parse(cls, body)
+    assert field in {v.field for v in info.value.violations}
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "d", "9" * 30 + "mo", "\u0661d", "\uff17d"])
+def test_durations_too_long_or_not_ascii_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)

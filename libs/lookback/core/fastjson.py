@@ -43,6 +43,22 @@ _LONGS = frozenset(
 )
 
 
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+"""What each integer type holds (a value outside is for the general path,
+which names the field; only ASCII digits are a number there)."""
+
+
 class Unsupported(Exception):
     """Not for the fast path: use the general one."""
 
@@ -76,11 +92,11 @@ def _scalar_in(f: Field, value: Any) -> Any:
     if t == FieldDescriptor.TYPE_BOOL and isinstance(value, bool):
         return value
     if (t in _INTS or t in _LONGS) and not isinstance(value, bool):
-        if isinstance(value, int):
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+            value = int(value)
+        if isinstance(value, int) and _INT_RANGES[t][0] <= value <= _INT_RANGES[t][1]:
             return value
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-    if t == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+    if t == FieldDescriptor.TYPE_ENUM and isinstance(value, str) and value.isascii():
         prefix = _prefix(f.enum_type)
         name = value.strip().upper()
         found = f.enum_type.values_by_name.get(name if name.startswith(prefix) else prefix + name)

@@ -49,7 +49,7 @@ def _in_value(field: FieldDescriptor, value: Any, path: str) -> Any:
                 raise InvalidArgument([FieldViolation(path, str(exc))]) from exc
             return f"{micros / SECOND:f}s"
         if isinstance(value, dict):
-            return _to_proto_json(field.message_type, value, path)
+            return _to_proto_json(field.message_type, value, f"{path}.")
     return value
 
 

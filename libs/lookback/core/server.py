@@ -37,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import Span
 
 from lookback.core import auth, redact, telemetry, tls, wire
-from lookback.core.errors import Code, LookbackError
+from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError
 from lookback.core.tasks import cancel_and_wait
 
 log = logging.getLogger("lookback.server")
@@ -272,6 +272,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def handle(request: Any, context: grpc.aio.ServicerContext, span: Span | None) -> Any:
             started = time.perf_counter()
             try:
+                if isinstance(request, _Undecodable):
+                    await check(rule, None, context)  # the key first, as for any request
+                    raise InvalidArgument([FieldViolation("request", request.description)])
                 await check(rule, request, context)
                 return await behavior(request, context)
             except LookbackError as exc:
@@ -291,9 +294,30 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return grpc.unary_unary_rpc_method_handler(
             wrapper,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request its method's deserializer could not read (grpc itself would
+    answer UNKNOWN); the wrapper answers INVALID_ARGUMENT naming ``request``."""
+
+    description: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError: corrupt wire format, strings not UTF-8
+            return _Undecodable(f"is not a valid serialized request: {exc}")
+
+    return deserialize
 
 
 # Failures an operator should see (the others are the caller's own mistakes).

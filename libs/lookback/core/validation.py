@@ -35,12 +35,14 @@ from lookback.domain.model import Micros
 from lookback.domain.postbacks import unknown_macros
 from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
 
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
-_SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,99}$")
-_HEX = re.compile(r"^[0-9a-f]+$")
+# Whole values only (``fullmatch``: ``$`` would let a trailing newline in),
+# and ASCII digits only (``\d`` also matches other scripts' digits).
+_ID = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+_SOURCE = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,99}")
+_HEX = re.compile(r"[0-9a-f]+")
 _UUID_IDS = ("gaid", "idfa", "idfv", "fire_id")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_REVENUE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_REVENUE = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,6})?")
 # Earliest and latest times accepted (2000-01-01 and now + this skew).
 _EPOCH_2000 = 946_684_800 * 1_000_000
 MAX_CLOCK_SKEW = 1 * HOUR
@@ -65,7 +67,7 @@ MAX_URL = 4000
 """Characters of a postback URL (template or rendered) at most."""
 MAX_BODY = 64 * 1024
 """Characters of a postback body (template or rendered) at most."""
-_JOB_ID = re.compile(r"^[!-~]{1,600}$")
+_JOB_ID = re.compile(r"[!-~]{1,600}")
 """A postback job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 MAX_REDIRECT_HOSTS = 50
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -80,7 +82,7 @@ def _check_id(v: Violations, value: str, path: str, required: bool = True) -> No
         if required:
             v.add(path, "is required")
         return
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         v.add(path, "must be 1 to 200 characters of letters, digits and . _ : -")
 
 
@@ -94,7 +96,7 @@ def ensure(check: Callable[..., None], *args: Any, prefix: str = "") -> None:
 
 def is_id(value: str) -> bool:
     """True when ``value`` is a well-formed id (app, install, click, event, decision)."""
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))
 
 
 def check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -151,7 +153,7 @@ def check_enum(v: Violations, value: int, enum: Any, path: str, required: bool =
 def check_media_source(v: Violations, value: str, path: str) -> None:
     if not value:
         v.add(path, "is required")
-    elif not _SOURCE.match(value):
+    elif not _SOURCE.fullmatch(value):
         v.add(path, "must be lower-case letters, digits, '_', '.' or '-' (at most 100)")
 
 
@@ -194,7 +196,7 @@ def check_device(v: Violations, d: device_pb2.DeviceIdentifiers, path: str) -> N
         v.add(f"{path}.oaid", "must be up to 128 hex digits or dashes")
     if d.android_id and not re.fullmatch(r"[0-9A-Fa-f]{1,64}", d.android_id):
         v.add(f"{path}.android_id", "must be up to 64 hex digits")
-    if d.imei and not re.fullmatch(r"\d{14,17}", d.imei):
+    if d.imei and not re.fullmatch(r"[0-9]{14,17}", d.imei):
         v.add(f"{path}.imei", "must be 14 to 17 digits")
     if len(d.hashed) > MAX_HASHED_IDS:
         v.add(f"{path}.hashed", f"at most {MAX_HASHED_IDS} hashed identifiers")
@@ -213,7 +215,7 @@ def check_device(v: Violations, d: device_pb2.DeviceIdentifiers, path: str) -> N
         else:
             v.add(f"{hp}.algorithm", "must be sha1 or md5")
             continue
-        if len(h.value) != length or not _HEX.match(h.value.lower()):
+        if len(h.value) != length or not _HEX.fullmatch(h.value.lower()):
             v.add(f"{hp}.value", f"must be {length} hex digits")
 
 
@@ -302,9 +304,9 @@ def check_event(v: Violations, e: install_pb2.InAppEvent, now: Micros) -> None:
     elif len(e.name) > 100:
         v.add("name", "must be at most 100 characters")
     check_time(v, e.occurred_at, "occurred_at", now)
-    if e.revenue and not _REVENUE.match(e.revenue):
+    if e.revenue and not _REVENUE.fullmatch(e.revenue):
         v.add("revenue", "must be a decimal number such as 4.99")
-    if e.currency and not _CURRENCY.match(e.currency):
+    if e.currency and not _CURRENCY.fullmatch(e.currency):
         v.add("currency", "must be an ISO 4217 code such as USD")
     if e.revenue and not e.currency:
         v.add("currency", "is required with revenue")
@@ -514,7 +516,7 @@ def check_srn_query(v: Violations, r: srn_pb.QueryClaimsRequest, now: Micros) ->
 
 
 def check_job_id(v: Violations, job_id: str, path: str) -> None:
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         v.add(path, "must be 1 to 600 printable ASCII characters, no spaces")
 
 

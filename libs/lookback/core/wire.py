@@ -21,6 +21,14 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 MAX_VIOLATIONS = 100
 """Field violations sent back at most (a status travels in trailing metadata,
 which is small); the message says how many there were."""
+MAX_MESSAGE = 200
+MAX_FIELD = 100
+MAX_DESCRIPTION = 200
+MAX_VIOLATION_BYTES = 2000
+"""Bounds (characters, and bytes of all violations together) that keep a
+status well under the 8 KiB of metadata a client accepts: messages and
+violations may quote the request, and a longer status would reach the
+caller as RESOURCE_EXHAUSTED instead of the error it is."""
 
 _TO_GRPC = {c: grpc.StatusCode[c.name] for c in Code}
 _FROM_GRPC = {v: k for k, v in _TO_GRPC.items()}
@@ -30,22 +38,30 @@ def grpc_code(code: Code) -> grpc.StatusCode:
     return _TO_GRPC[code]
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def to_status(exc: LookbackError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` for an error, with details."""
+    """The ``google.rpc.Status`` for an error, with details (bounded in size)."""
     details: list[any_pb2.Any] = []
-    message = exc.message
+    message = _clip(exc.message, MAX_MESSAGE)
     if isinstance(exc, InvalidArgument):
-        shown = exc.violations[:MAX_VIOLATIONS]
-        if len(exc.violations) > len(shown):
-            message = f"{message} ({len(exc.violations)} violations, first {len(shown)} listed)"
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in shown
-            ]
-        )
+        bad = error_details_pb2.BadRequest()
+        size = 0
+        for v in exc.violations[:MAX_VIOLATIONS]:
+            shown = error_details_pb2.BadRequest.FieldViolation(
+                field=_clip(v.field, MAX_FIELD), description=_clip(v.description, MAX_DESCRIPTION)
+            )
+            size += shown.ByteSize()
+            if bad.field_violations and size > MAX_VIOLATION_BYTES:
+                break
+            bad.field_violations.append(shown)
+        if len(exc.violations) > len(bad.field_violations):
+            message = (
+                f"{_clip(exc.message, MAX_MESSAGE - 50)} ({len(exc.violations)} violations, "
+                f"first {len(bad.field_violations)} listed)"
+            )
         packed = any_pb2.Any()
         packed.Pack(bad)
         details.append(packed)

@@ -11,8 +11,11 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 MONTH = 30 * DAY
 
+MAX_DURATION = 315_576_000_000 * SECOND
+"""The longest duration a ``google.protobuf.Duration`` holds (10,000 years)."""
+
 _UNITS = {"s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "mo": MONTH}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mo|s|m|h|d)\s*$")
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mo|s|m|h|d)\s*$", re.ASCII)
 
 
 def parse_duration(text: str) -> int:
@@ -23,7 +26,10 @@ def parse_duration(text: str) -> int:
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 90m, 24h, 7d, 3mo or 0)")
     number, unit = match.groups()
-    return round(float(number) * _UNITS[unit])
+    micros = float(number) * _UNITS[unit]
+    if not micros <= MAX_DURATION:  # also infinity (from a very long number)
+        raise ValueError(f"too long: {text[:40]!r} (at most 10000 years)")
+    return round(micros)
 
 
 def format_duration(micros: int) -> str:

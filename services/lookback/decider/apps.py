@@ -178,6 +178,10 @@ class AppSettings:
             for path in mask.paths:
                 if path.split(".")[0] not in UPDATABLE:
                     v.add("update_mask", f"cannot update {path!r}; only platform and settings")
+                elif not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(
+                    app_pb2.App.DESCRIPTOR
+                ):
+                    v.add("update_mask", f"{path!r} is not a field of an app")
             v.raise_if_any()
             # Replace (not merge) the named fields, so repeated and map fields
             # are set to exactly what the caller sent.

@@ -135,14 +135,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(exc.status, code, exc.reason, violations)
 
 
+MAX_VIOLATIONS = 100
+"""Field violations an error answer lists at most (its message says how many
+there were): a body of 10,000 bad elements gets a short answer."""
+MAX_MESSAGE = 500
+
+
 def error_response(
     status: int, code: str, message: str, violations: Sequence[FieldViolation] = ()
 ) -> web.Response:
+    shown = violations[:MAX_VIOLATIONS]
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "\u2026"
+    if len(violations) > len(shown):
+        message += f" ({len(violations)} violations, first {len(shown)} listed)"
     body: dict[str, Any] = {"code": code, "message": message}
-    if violations:
-        body["field_violations"] = [
-            {"field": v.field, "description": v.description} for v in violations
-        ]
+    if shown:
+        body["field_violations"] = [{"field": v.field, "description": v.description} for v in shown]
     return web.json_response({"error": body}, status=status)
 
 
@@ -211,10 +220,21 @@ def _guard(
 
 
 async def _json_body(request: web.Request) -> Any:
+    charset = request.charset or "utf-8"
+    raw = await request.read()
     try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode(charset)
+    except LookupError as exc:
+        unknown = FieldViolation("body", f"has an unknown charset {charset[:40]!r}")
+        raise InvalidArgument([unknown]) from exc
+    except UnicodeDecodeError as exc:
         raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument([FieldViolation("body", f"is not valid JSON: {exc}")]) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InvalidArgument([FieldViolation("body", "has a number that is too long")]) from exc
     except RecursionError as exc:
         raise InvalidArgument([FieldViolation("body", "is nested too deeply")]) from exc
 

@@ -42,7 +42,12 @@ def touch_from_link(
     to the request's. Raises :class:`InvalidArgument` naming each bad parameter."""
     violations: list[FieldViolation] = []
     unknown = sorted(k for k in q if k not in LINK_PARAMS and k not in HASHED_PARAMS)
-    violations += [FieldViolation(k, "is not a known parameter") for k in unknown]
+    violations += [
+        FieldViolation(k, "is not a known parameter")
+        if k
+        else FieldViolation("query", "has a parameter without a name")
+        for k in unknown
+    ]
     touch = touch_pb2.Touch(
         type=touch_type,  # type: ignore[arg-type]
         app_id=q.get("app_id", ""),

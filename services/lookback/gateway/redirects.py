@@ -37,7 +37,7 @@ PLAY_HOST = "play.google.com"
 PLAY_PATH = "/store/apps/details"
 APPLE_HOSTS = frozenset({"apps.apple.com", "itunes.apple.com"})
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
-_APPLE_ID = re.compile(r"^(?:id)?(\d{1,20})$")
+_APPLE_ID = re.compile(r"(?:id)?([0-9]{1,20})")
 
 
 def _host(url: URL) -> str:
@@ -71,7 +71,7 @@ def is_store_page(url: URL, app: app_pb2.App) -> bool:
             and url.query.getall("id", []) == [app.app_id]
         )
     if app.platform == app_pb2.PLATFORM_IOS:
-        digits = _APPLE_ID.match(app.app_id)
+        digits = _APPLE_ID.fullmatch(app.app_id)
         last = url.path.rstrip("/").rsplit("/", 1)[-1]
         return host in APPLE_HOSTS and digits is not None and last == f"id{digits.group(1)}"
     return False

@@ -12,6 +12,8 @@ and the scenario runner.
   other processes, health polling, free ports;
 - :mod:`lookback.testing.builders`: apps, touches, installs, fresh ids;
 - :mod:`lookback.testing.tls`: a throw-away CA and certificates (``openssl``).
+- :mod:`lookback.testing.fuzz`: hypothesis strategies for fuzzing requests
+  (protobuf from descriptors, friendly JSON, raw bytes; needs ``hypothesis``).
 
 Nothing here is imported by the services.
 """
