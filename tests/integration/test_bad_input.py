@@ -268,7 +268,8 @@ async def test_grpc_errors_quoting_huge_values_still_reach_the_caller(
     metadata limit: it got RESOURCE_EXHAUSTED instead of the error."""
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await apps.GetApp(apps_pb.GetAppRequest(app_id="x" * 20_000))
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # too long an id
+    assert list(violations_of(info.value)) == ["app_id"]
     app = builders.app(builders.new_app_id())
     for i in range(50):
         app.settings.click_lookback_by_source[f"{'Y' * 2000}{i}"].seconds = -1
