@@ -27,70 +27,85 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookback.api.types.v1 import app_pb2 as lookback_dot_types_dot_v1_dot_app__pb2
 from lookback.api.types.v1 import decision_pb2 as lookback_dot_types_dot_v1_dot_decision__pb2
 from lookback.api.types.v1 import install_pb2 as lookback_dot_types_dot_v1_dot_install__pb2
+from lookback.api.types.v1 import postback_pb2 as lookback_dot_types_dot_v1_dot_postback__pb2
 from lookback.api.types.v1 import touch_pb2 as lookback_dot_types_dot_v1_dot_touch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lookback/store/v1/touchpoint_store_service.proto\x12\x11lookback.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blookback/types/v1/app.proto\x1a lookback/types/v1/decision.proto\x1a\x1flookback/types/v1/install.proto\x1a\x1dlookback/types/v1/touch.proto\"K\n\x0cIndexedTouch\x12\'\n\x05touch\x18\x01 \x01(\x0b\x32\x18.lookback.types.v1.Touch\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\"\xf3\x01\n\rInstallRecord\x12+\n\x07install\x18\x01 \x01(\x0b\x32\x1a.lookback.types.v1.Install\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x04 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x05 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"E\n\x11PutTouchesRequest\x12\x30\n\x07touches\x18\x01 \x03(\x0b\x32\x1f.lookback.store.v1.IndexedTouch\"$\n\x12PutTouchesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xe2\x01\n\x19GatherInstallFactsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\x12\x12\n\ntouch_keys\x18\x03 \x03(\t\x12\x11\n\tclick_ids\x18\x04 \x03(\t\x12\x31\n\rengaged_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_keys\x18\x07 \x03(\t\"\xac\x01\n\x1aGatherInstallFactsResponse\x12\x32\n\x08\x65xisting\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12)\n\x07touches\x18\x02 \x03(\x0b\x32\x18.lookback.types.v1.Touch\x12/\n\x05prior\x18\x03 \x03(\x0b\x32 .lookback.store.v1.InstallRecord\"\xb2\x01\n\x12\x46indTouchesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12\x11\n\tclick_ids\x18\x03 \x03(\t\x12\x31\n\rengaged_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x13\x46indTouchesResponse\x12)\n\x07touches\x18\x01 \x03(\x0b\x32\x18.lookback.types.v1.Touch\"N\n\x1a\x43reateInstallRecordRequest\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"`\n\x1b\x43reateInstallRecordResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x30\n\x06record\x18\x02 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"=\n\x17GetInstallRecordRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"L\n\x18GetInstallRecordResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"q\n\x19RecordOpenDecisionRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x17.lookback.types.v1.Open\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"N\n\x1aRecordOpenDecisionResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"y\n\x0fPutEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.lookback.types.v1.InAppEvent\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\"]\n\x10PutEventResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"R\n\x11ReplaceAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\"9\n\x12ReplaceAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9c\x01\n\x1b\x45xchangeDecisionWorkRequest\x12=\n\x07gathers\x18\x01 \x03(\x0b\x32,.lookback.store.v1.GatherInstallFactsRequest\x12>\n\x07\x63reates\x18\x02 \x03(\x0b\x32-.lookback.store.v1.CreateInstallRecordRequest\"\x87\x01\n\x18GatherInstallFactsResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12<\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32-.lookback.store.v1.GatherInstallFactsResponse\"\x8c\x01\n\x19\x43reateInstallRecordResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12@\n\x08response\x18\x02 \x01(\x0b\x32..lookback.store.v1.CreateInstallRecordResponse\"\x9b\x01\n\x1c\x45xchangeDecisionWorkResponse\x12<\n\x07gathers\x18\x01 \x03(\x0b\x32+.lookback.store.v1.GatherInstallFactsResult\x12=\n\x07\x63reates\x18\x02 \x03(\x0b\x32,.lookback.store.v1.CreateInstallRecordResult2\xea\x08\n\x16TouchpointStoreService\x12Y\n\nPutTouches\x12$.lookback.store.v1.PutTouchesRequest\x1a%.lookback.store.v1.PutTouchesResponse\x12q\n\x12GatherInstallFacts\x12,.lookback.store.v1.GatherInstallFactsRequest\x1a-.lookback.store.v1.GatherInstallFactsResponse\x12w\n\x14\x45xchangeDecisionWork\x12..lookback.store.v1.ExchangeDecisionWorkRequest\x1a/.lookback.store.v1.ExchangeDecisionWorkResponse\x12\\\n\x0b\x46indTouches\x12%.lookback.store.v1.FindTouchesRequest\x1a&.lookback.store.v1.FindTouchesResponse\x12t\n\x13\x43reateInstallRecord\x12-.lookback.store.v1.CreateInstallRecordRequest\x1a..lookback.store.v1.CreateInstallRecordResponse\x12k\n\x10GetInstallRecord\x12*.lookback.store.v1.GetInstallRecordRequest\x1a+.lookback.store.v1.GetInstallRecordResponse\x12q\n\x12RecordOpenDecision\x12,.lookback.store.v1.RecordOpenDecisionRequest\x1a-.lookback.store.v1.RecordOpenDecisionResponse\x12S\n\x08PutEvent\x12\".lookback.store.v1.PutEventRequest\x1a#.lookback.store.v1.PutEventResponse\x12V\n\tCreateApp\x12#.lookback.store.v1.CreateAppRequest\x1a$.lookback.store.v1.CreateAppResponse\x12M\n\x06GetApp\x12 .lookback.store.v1.GetAppRequest\x1a!.lookback.store.v1.GetAppResponse\x12Y\n\nReplaceApp\x12$.lookback.store.v1.ReplaceAppRequest\x1a%.lookback.store.v1.ReplaceAppResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lookback/store/v1/touchpoint_store_service.proto\x12\x11lookback.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blookback/types/v1/app.proto\x1a lookback/types/v1/decision.proto\x1a\x1flookback/types/v1/install.proto\x1a lookback/types/v1/postback.proto\x1a\x1dlookback/types/v1/touch.proto\"\xef\x01\n\x07Outcome\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.DecisionH\x00\x12\x34\n\x05\x65vent\x18\x03 \x01(\x0b\x32#.lookback.types.v1.EventAttributionH\x00\x12\x31\n\tpostbacks\x18\x04 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12/\n\x0brecord_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07outcome\"J\n\x13ReadOutcomesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"Y\n\x14ReadOutcomesResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.lookback.store.v1.Outcome\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"9\n\x12GetDecisionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"D\n\x13GetDecisionResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"\xf1\x01\n\x14ListDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.lookback.types.v1.DecisionKind\x12\x14\n\x0cmedia_source\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"`\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x0cIndexedTouch\x12\'\n\x05touch\x18\x01 \x01(\x0b\x32\x18.lookback.types.v1.Touch\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\"\xf3\x01\n\rInstallRecord\x12+\n\x07install\x18\x01 \x01(\x0b\x32\x1a.lookback.types.v1.Install\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x04 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x05 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"E\n\x11PutTouchesRequest\x12\x30\n\x07touches\x18\x01 \x03(\x0b\x32\x1f.lookback.store.v1.IndexedTouch\"$\n\x12PutTouchesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xe2\x01\n\x19GatherInstallFactsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\x12\x12\n\ntouch_keys\x18\x03 \x03(\t\x12\x11\n\tclick_ids\x18\x04 \x03(\t\x12\x31\n\rengaged_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_keys\x18\x07 \x03(\t\"\xac\x01\n\x1aGatherInstallFactsResponse\x12\x32\n\x08\x65xisting\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12)\n\x07touches\x18\x02 \x03(\x0b\x32\x18.lookback.types.v1.Touch\x12/\n\x05prior\x18\x03 \x03(\x0b\x32 .lookback.store.v1.InstallRecord\"\xb2\x01\n\x12\x46indTouchesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12\x11\n\tclick_ids\x18\x03 \x03(\t\x12\x31\n\rengaged_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x13\x46indTouchesResponse\x12)\n\x07touches\x18\x01 \x03(\x0b\x32\x18.lookback.types.v1.Touch\"\x81\x01\n\x1a\x43reateInstallRecordRequest\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12\x31\n\tpostbacks\x18\x02 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"`\n\x1b\x43reateInstallRecordResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x30\n\x06record\x18\x02 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"=\n\x17GetInstallRecordRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"L\n\x18GetInstallRecordResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xa4\x01\n\x19RecordOpenDecisionRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x17.lookback.types.v1.Open\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"N\n\x1aRecordOpenDecisionResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xac\x01\n\x0fPutEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.lookback.types.v1.InAppEvent\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"]\n\x10PutEventResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"R\n\x11ReplaceAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\"9\n\x12ReplaceAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9c\x01\n\x1b\x45xchangeDecisionWorkRequest\x12=\n\x07gathers\x18\x01 \x03(\x0b\x32,.lookback.store.v1.GatherInstallFactsRequest\x12>\n\x07\x63reates\x18\x02 \x03(\x0b\x32-.lookback.store.v1.CreateInstallRecordRequest\"\x87\x01\n\x18GatherInstallFactsResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12<\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32-.lookback.store.v1.GatherInstallFactsResponse\"\x8c\x01\n\x19\x43reateInstallRecordResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12@\n\x08response\x18\x02 \x01(\x0b\x32..lookback.store.v1.CreateInstallRecordResponse\"\x9b\x01\n\x1c\x45xchangeDecisionWorkResponse\x12<\n\x07gathers\x18\x01 \x03(\x0b\x32+.lookback.store.v1.GatherInstallFactsResult\x12=\n\x07\x63reates\x18\x02 \x03(\x0b\x32,.lookback.store.v1.CreateInstallRecordResult2\x8d\x0b\n\x16TouchpointStoreService\x12Y\n\nPutTouches\x12$.lookback.store.v1.PutTouchesRequest\x1a%.lookback.store.v1.PutTouchesResponse\x12q\n\x12GatherInstallFacts\x12,.lookback.store.v1.GatherInstallFactsRequest\x1a-.lookback.store.v1.GatherInstallFactsResponse\x12w\n\x14\x45xchangeDecisionWork\x12..lookback.store.v1.ExchangeDecisionWorkRequest\x1a/.lookback.store.v1.ExchangeDecisionWorkResponse\x12\\\n\x0b\x46indTouches\x12%.lookback.store.v1.FindTouchesRequest\x1a&.lookback.store.v1.FindTouchesResponse\x12t\n\x13\x43reateInstallRecord\x12-.lookback.store.v1.CreateInstallRecordRequest\x1a..lookback.store.v1.CreateInstallRecordResponse\x12k\n\x10GetInstallRecord\x12*.lookback.store.v1.GetInstallRecordRequest\x1a+.lookback.store.v1.GetInstallRecordResponse\x12q\n\x12RecordOpenDecision\x12,.lookback.store.v1.RecordOpenDecisionRequest\x1a-.lookback.store.v1.RecordOpenDecisionResponse\x12S\n\x08PutEvent\x12\".lookback.store.v1.PutEventRequest\x1a#.lookback.store.v1.PutEventResponse\x12V\n\tCreateApp\x12#.lookback.store.v1.CreateAppRequest\x1a$.lookback.store.v1.CreateAppResponse\x12M\n\x06GetApp\x12 .lookback.store.v1.GetAppRequest\x1a!.lookback.store.v1.GetAppResponse\x12Y\n\nReplaceApp\x12$.lookback.store.v1.ReplaceAppRequest\x1a%.lookback.store.v1.ReplaceAppResponse\x12_\n\x0cReadOutcomes\x12&.lookback.store.v1.ReadOutcomesRequest\x1a\'.lookback.store.v1.ReadOutcomesResponse\x12\\\n\x0bGetDecision\x12%.lookback.store.v1.GetDecisionRequest\x1a&.lookback.store.v1.GetDecisionResponse\x12\x62\n\rListDecisions\x12\'.lookback.store.v1.ListDecisionsRequest\x1a(.lookback.store.v1.ListDecisionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.store.v1.touchpoint_store_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INDEXEDTOUCH']._serialized_start=231
-  _globals['_INDEXEDTOUCH']._serialized_end=306
-  _globals['_INSTALLRECORD']._serialized_start=309
-  _globals['_INSTALLRECORD']._serialized_end=552
-  _globals['_PUTTOUCHESREQUEST']._serialized_start=554
-  _globals['_PUTTOUCHESREQUEST']._serialized_end=623
-  _globals['_PUTTOUCHESRESPONSE']._serialized_start=625
-  _globals['_PUTTOUCHESRESPONSE']._serialized_end=661
-  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_start=664
-  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_end=890
-  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_start=893
-  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_end=1065
-  _globals['_FINDTOUCHESREQUEST']._serialized_start=1068
-  _globals['_FINDTOUCHESREQUEST']._serialized_end=1246
-  _globals['_FINDTOUCHESRESPONSE']._serialized_start=1248
-  _globals['_FINDTOUCHESRESPONSE']._serialized_end=1312
-  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_start=1314
-  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_end=1392
-  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_start=1394
-  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_end=1490
-  _globals['_GETINSTALLRECORDREQUEST']._serialized_start=1492
-  _globals['_GETINSTALLRECORDREQUEST']._serialized_end=1553
-  _globals['_GETINSTALLRECORDRESPONSE']._serialized_start=1555
-  _globals['_GETINSTALLRECORDRESPONSE']._serialized_end=1631
-  _globals['_RECORDOPENDECISIONREQUEST']._serialized_start=1633
-  _globals['_RECORDOPENDECISIONREQUEST']._serialized_end=1746
-  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_start=1748
-  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_end=1826
-  _globals['_PUTEVENTREQUEST']._serialized_start=1828
-  _globals['_PUTEVENTREQUEST']._serialized_end=1949
-  _globals['_PUTEVENTRESPONSE']._serialized_start=1951
-  _globals['_PUTEVENTRESPONSE']._serialized_end=2044
-  _globals['_CREATEAPPREQUEST']._serialized_start=2046
-  _globals['_CREATEAPPREQUEST']._serialized_end=2101
-  _globals['_CREATEAPPRESPONSE']._serialized_start=2103
-  _globals['_CREATEAPPRESPONSE']._serialized_end=2159
-  _globals['_GETAPPREQUEST']._serialized_start=2161
-  _globals['_GETAPPREQUEST']._serialized_end=2192
-  _globals['_GETAPPRESPONSE']._serialized_start=2194
-  _globals['_GETAPPRESPONSE']._serialized_end=2247
-  _globals['_REPLACEAPPREQUEST']._serialized_start=2249
-  _globals['_REPLACEAPPREQUEST']._serialized_end=2331
-  _globals['_REPLACEAPPRESPONSE']._serialized_start=2333
-  _globals['_REPLACEAPPRESPONSE']._serialized_end=2390
-  _globals['_ITEMSTATUS']._serialized_start=2392
-  _globals['_ITEMSTATUS']._serialized_end=2435
-  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_start=2438
-  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_end=2594
-  _globals['_GATHERINSTALLFACTSRESULT']._serialized_start=2597
-  _globals['_GATHERINSTALLFACTSRESULT']._serialized_end=2732
-  _globals['_CREATEINSTALLRECORDRESULT']._serialized_start=2735
-  _globals['_CREATEINSTALLRECORDRESULT']._serialized_end=2875
-  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_start=2878
-  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_end=3033
-  _globals['_TOUCHPOINTSTORESERVICE']._serialized_start=3036
-  _globals['_TOUCHPOINTSTORESERVICE']._serialized_end=4166
+  _globals['_OUTCOME']._serialized_start=266
+  _globals['_OUTCOME']._serialized_end=505
+  _globals['_READOUTCOMESREQUEST']._serialized_start=507
+  _globals['_READOUTCOMESREQUEST']._serialized_end=581
+  _globals['_READOUTCOMESRESPONSE']._serialized_start=583
+  _globals['_READOUTCOMESRESPONSE']._serialized_end=672
+  _globals['_GETDECISIONREQUEST']._serialized_start=674
+  _globals['_GETDECISIONREQUEST']._serialized_end=731
+  _globals['_GETDECISIONRESPONSE']._serialized_start=733
+  _globals['_GETDECISIONRESPONSE']._serialized_end=801
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=804
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1045
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1047
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1143
+  _globals['_INDEXEDTOUCH']._serialized_start=1145
+  _globals['_INDEXEDTOUCH']._serialized_end=1220
+  _globals['_INSTALLRECORD']._serialized_start=1223
+  _globals['_INSTALLRECORD']._serialized_end=1466
+  _globals['_PUTTOUCHESREQUEST']._serialized_start=1468
+  _globals['_PUTTOUCHESREQUEST']._serialized_end=1537
+  _globals['_PUTTOUCHESRESPONSE']._serialized_start=1539
+  _globals['_PUTTOUCHESRESPONSE']._serialized_end=1575
+  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_start=1578
+  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_end=1804
+  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_start=1807
+  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_end=1979
+  _globals['_FINDTOUCHESREQUEST']._serialized_start=1982
+  _globals['_FINDTOUCHESREQUEST']._serialized_end=2160
+  _globals['_FINDTOUCHESRESPONSE']._serialized_start=2162
+  _globals['_FINDTOUCHESRESPONSE']._serialized_end=2226
+  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_start=2229
+  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_end=2358
+  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_start=2360
+  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_end=2456
+  _globals['_GETINSTALLRECORDREQUEST']._serialized_start=2458
+  _globals['_GETINSTALLRECORDREQUEST']._serialized_end=2519
+  _globals['_GETINSTALLRECORDRESPONSE']._serialized_start=2521
+  _globals['_GETINSTALLRECORDRESPONSE']._serialized_end=2597
+  _globals['_RECORDOPENDECISIONREQUEST']._serialized_start=2600
+  _globals['_RECORDOPENDECISIONREQUEST']._serialized_end=2764
+  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_start=2766
+  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_end=2844
+  _globals['_PUTEVENTREQUEST']._serialized_start=2847
+  _globals['_PUTEVENTREQUEST']._serialized_end=3019
+  _globals['_PUTEVENTRESPONSE']._serialized_start=3021
+  _globals['_PUTEVENTRESPONSE']._serialized_end=3114
+  _globals['_CREATEAPPREQUEST']._serialized_start=3116
+  _globals['_CREATEAPPREQUEST']._serialized_end=3171
+  _globals['_CREATEAPPRESPONSE']._serialized_start=3173
+  _globals['_CREATEAPPRESPONSE']._serialized_end=3229
+  _globals['_GETAPPREQUEST']._serialized_start=3231
+  _globals['_GETAPPREQUEST']._serialized_end=3262
+  _globals['_GETAPPRESPONSE']._serialized_start=3264
+  _globals['_GETAPPRESPONSE']._serialized_end=3317
+  _globals['_REPLACEAPPREQUEST']._serialized_start=3319
+  _globals['_REPLACEAPPREQUEST']._serialized_end=3401
+  _globals['_REPLACEAPPRESPONSE']._serialized_start=3403
+  _globals['_REPLACEAPPRESPONSE']._serialized_end=3460
+  _globals['_ITEMSTATUS']._serialized_start=3462
+  _globals['_ITEMSTATUS']._serialized_end=3505
+  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_start=3508
+  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_end=3664
+  _globals['_GATHERINSTALLFACTSRESULT']._serialized_start=3667
+  _globals['_GATHERINSTALLFACTSRESULT']._serialized_end=3802
+  _globals['_CREATEINSTALLRECORDRESULT']._serialized_start=3805
+  _globals['_CREATEINSTALLRECORDRESULT']._serialized_end=3945
+  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_start=3948
+  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_end=4103
+  _globals['_TOUCHPOINTSTORESERVICE']._serialized_start=4106
+  _globals['_TOUCHPOINTSTORESERVICE']._serialized_end=5527
 # @@protoc_insertion_point(module_scope)

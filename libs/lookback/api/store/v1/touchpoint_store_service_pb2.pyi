@@ -12,6 +12,7 @@ from google.protobuf.internal import containers as _containers
 from lookback.api.types.v1 import app_pb2 as _app_pb2
 from lookback.api.types.v1 import decision_pb2 as _decision_pb2
 from lookback.api.types.v1 import install_pb2 as _install_pb2
+from lookback.api.types.v1 import postback_pb2 as _postback_pb2
 from lookback.api.types.v1 import touch_pb2 as _touch_pb2
 import builtins as _builtins
 import sys
@@ -23,6 +24,246 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class Outcome(_message.Message):
+    """One entry of an app's outcomes log: what one decision or event attribution
+    produced, written in the same write as the decision itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    POSTBACKS_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Position in the app's log: entries compare in the order they were
+    recorded (an opaque string to clients).
+    """
+    @_builtins.property
+    def decision(self) -> _decision_pb2.Decision:
+        """A decision (installs and opens, duplicates and organic included)."""
+
+    @_builtins.property
+    def event(self) -> _decision_pb2.EventAttribution:
+        """An in-app event's attribution."""
+
+    @_builtins.property
+    def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
+        """The postback jobs it triggers (the outbox)."""
+
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        decision: _decision_pb2.Decision | None = ...,
+        event: _decision_pb2.EventAttribution | None = ...,
+        postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "event", b"event", "outcome", b"outcome", "record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "decision", b"decision", "event", b"event", "outcome", b"outcome", "postbacks", b"postbacks", "record_time", b"record_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["decision", "event"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class ReadOutcomesRequest(_message.Message):
+    """Request for ReadOutcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    after_cursor: _builtins.str
+    """Read entries after this cursor; empty: from the oldest kept."""
+    limit: _builtins.int
+    """At most this many entries (1 to 1000; 0: 100)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        after_cursor: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "app_id", b"app_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOutcomesRequest: _TypeAlias = ReadOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class ReadOutcomesResponse(_message.Message):
+    """Response for ReadOutcomes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """The cursor to read on from (the last entry's; `after_cursor` when none)."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outcome]:
+        """The entries, in log order."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___Outcome] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadOutcomesResponse: _TypeAlias = ReadOutcomesResponse  # noqa: Y015
+
+@_typing.final
+class GetDecisionRequest(_message.Message):
+    """Request for GetDecision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    decision_id: _builtins.str
+    """The decision's id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "decision_id", b"decision_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDecisionRequest: _TypeAlias = GetDecisionRequest  # noqa: Y015
+
+@_typing.final
+class GetDecisionResponse(_message.Message):
+    """Response for GetDecision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> _decision_pb2.Decision:
+        """The decision. NOT_FOUND when there is none."""
+
+    def __init__(
+        self,
+        *,
+        decision: _decision_pb2.Decision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDecisionResponse: _TypeAlias = GetDecisionResponse  # noqa: Y015
+
+@_typing.final
+class ListDecisionsRequest(_message.Message):
+    """Request for ListDecisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    MEDIA_SOURCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    media_source: _builtins.str
+    """Only this media source ("organic" included); empty: every one."""
+    page_size: _builtins.int
+    """At most this many (1 to 1000; 0: 100)."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty: the first page."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Decisions made at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Decisions made before this time; unset: now."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_decision_pb2.DecisionKind.ValueType]:
+        """Only these kinds; empty: every kind."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        kinds: _abc.Iterable[_decision_pb2.DecisionKind.ValueType] | None = ...,
+        media_source: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "end_time", b"end_time", "kinds", b"kinds", "media_source", b"media_source", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsRequest: _TypeAlias = ListDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListDecisionsResponse(_message.Message):
+    """Response for ListDecisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.Decision]:
+        """The decisions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[_decision_pb2.Decision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsResponse: _TypeAlias = ListDecisionsResponse  # noqa: Y015
 
 @_typing.final
 class IndexedTouch(_message.Message):
@@ -319,18 +560,26 @@ class CreateInstallRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORD_FIELD_NUMBER: _builtins.int
+    POSTBACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def record(self) -> Global___InstallRecord:
         """The record to create."""
+
+    @_builtins.property
+    def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
+        """The postback jobs the decision triggers: recorded in the outcomes log
+        with it, in the same write (the outbox).
+        """
 
     def __init__(
         self,
         *,
         record: Global___InstallRecord | None = ...,
+        postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["postbacks", b"postbacks", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -422,6 +671,7 @@ class RecordOpenDecisionRequest(_message.Message):
 
     OPEN_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    POSTBACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def open(self) -> _install_pb2.Open:
         """The open."""
@@ -430,15 +680,20 @@ class RecordOpenDecisionRequest(_message.Message):
     def decision(self) -> _decision_pb2.Decision:
         """Its decision."""
 
+    @_builtins.property
+    def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
+        """The postback jobs the decision triggers (recorded with it, the outbox)."""
+
     def __init__(
         self,
         *,
         open: _install_pb2.Open | None = ...,
         decision: _decision_pb2.Decision | None = ...,
+        postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "open", b"open"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "open", b"open", "postbacks", b"postbacks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -476,6 +731,7 @@ class PutEventRequest(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     ATTRIBUTION_FIELD_NUMBER: _builtins.int
+    POSTBACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _install_pb2.InAppEvent:
         """The event."""
@@ -484,15 +740,20 @@ class PutEventRequest(_message.Message):
     def attribution(self) -> _decision_pb2.EventAttribution:
         """Its attribution."""
 
+    @_builtins.property
+    def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
+        """The postback jobs the attribution triggers (recorded with it, the outbox)."""
+
     def __init__(
         self,
         *,
         event: _install_pb2.InAppEvent | None = ...,
         attribution: _decision_pb2.EventAttribution | None = ...,
+        postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "event", b"event", "postbacks", b"postbacks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,6 +93,21 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppResponse.FromString,
                 _registered_method=True)
+        self.ReadOutcomes = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ReadOutcomes',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesResponse.FromString,
+                _registered_method=True)
+        self.GetDecision = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/GetDecision',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionResponse.FromString,
+                _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ListDecisions',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class TouchpointStoreServiceServicer:
@@ -187,6 +202,27 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadOutcomes(self, request, context):
+        """Reads an app's outcomes log after a cursor, in the order recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecision(self, request, context):
+        """Reads one decision by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisions(self, request, context):
+        """Lists an app's decisions in a time range, newest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TouchpointStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +280,21 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.ReplaceApp,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppResponse.SerializeToString,
+            ),
+            'ReadOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadOutcomes,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesResponse.SerializeToString,
+            ),
+            'GetDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecision,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -546,6 +597,87 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/ReplaceApp',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReplaceAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ReadOutcomes',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/GetDecision',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ListDecisions',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

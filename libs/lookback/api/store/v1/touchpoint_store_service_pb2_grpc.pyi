@@ -73,6 +73,12 @@ class TouchpointStoreServiceStub:
     """Reads an app; NOT_FOUND if it does not exist."""
     ReplaceApp: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReplaceAppRequest, _touchpoint_store_service_pb2.ReplaceAppResponse]
     """Replaces an app, bumping its version; ABORTED on a version mismatch."""
+    ReadOutcomes: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadOutcomesRequest, _touchpoint_store_service_pb2.ReadOutcomesResponse]
+    """Reads an app's outcomes log after a cursor, in the order recorded."""
+    GetDecision: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetDecisionRequest, _touchpoint_store_service_pb2.GetDecisionResponse]
+    """Reads one decision by id."""
+    ListDecisions: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListDecisionsRequest, _touchpoint_store_service_pb2.ListDecisionsResponse]
+    """Lists an app's decisions in a time range, newest first, paged."""
 
 @_typing.type_check_only
 class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
@@ -118,6 +124,12 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     """Reads an app; NOT_FOUND if it does not exist."""
     ReplaceApp: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReplaceAppRequest, _touchpoint_store_service_pb2.ReplaceAppResponse]  # type: ignore[assignment]
     """Replaces an app, bumping its version; ABORTED on a version mismatch."""
+    ReadOutcomes: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadOutcomesRequest, _touchpoint_store_service_pb2.ReadOutcomesResponse]  # type: ignore[assignment]
+    """Reads an app's outcomes log after a cursor, in the order recorded."""
+    GetDecision: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetDecisionRequest, _touchpoint_store_service_pb2.GetDecisionResponse]  # type: ignore[assignment]
+    """Reads one decision by id."""
+    ListDecisions: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListDecisionsRequest, _touchpoint_store_service_pb2.ListDecisionsResponse]  # type: ignore[assignment]
+    """Lists an app's decisions in a time range, newest first, paged."""
 
 class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores and finds attribution data. Match keys are opaque strings derived
@@ -226,5 +238,29 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_touchpoint_store_service_pb2.ReplaceAppResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ReplaceAppResponse]]:
         """Replaces an app, bumping its version; ABORTED on a version mismatch."""
+
+    @_abc_1.abstractmethod
+    def ReadOutcomes(
+        self,
+        request: _touchpoint_store_service_pb2.ReadOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ReadOutcomesResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ReadOutcomesResponse]]:
+        """Reads an app's outcomes log after a cursor, in the order recorded."""
+
+    @_abc_1.abstractmethod
+    def GetDecision(
+        self,
+        request: _touchpoint_store_service_pb2.GetDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.GetDecisionResponse, _abc.Awaitable[_touchpoint_store_service_pb2.GetDecisionResponse]]:
+        """Reads one decision by id."""
+
+    @_abc_1.abstractmethod
+    def ListDecisions(
+        self,
+        request: _touchpoint_store_service_pb2.ListDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ListDecisionsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListDecisionsResponse]]:
+        """Lists an app's decisions in a time range, newest first, paged."""
 
 def add_TouchpointStoreServiceServicer_to_server(servicer: TouchpointStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
