@@ -27,6 +27,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as postback_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
@@ -46,6 +47,7 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
     "decider": [
         decider_pb.DESCRIPTOR.services_by_name["DeciderService"],
         apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
+        outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"],
     ],
     "ingestion": [ingestion_pb.DESCRIPTOR.services_by_name["IngestionService"]],
     "srn": [srn_pb.DESCRIPTOR.services_by_name["SrnAdapterService"]],

@@ -164,3 +164,18 @@ async def test_events_are_attributed_once_with_their_postback() -> None:
     assert m.postbacks.jobs[f"event:{APP}:e1:networka:event"].url == (
         "https://93.184.216.34/e?n=purchase&r=4.99"
     )
+
+
+async def test_postbacks_are_recorded_with_their_decision() -> None:
+    """The jobs go into the same write as the decision (the outcomes log is
+    the outbox), whatever becomes of the hand-over to the dispatcher."""
+    m = await setup()
+    m.store.add_touch(click("c1", HOUR))
+    d = await m.engine.decide_install(install("i1"))
+    (recorded,) = m.store.outbox
+    assert recorded.job_id == f"{d.decision_id}:networka:install"
+    assert recorded == m.postbacks.jobs[recorded.job_id]
+    # A duplicate report records nothing more; an organic install nothing at all.
+    await m.engine.decide_install(install("i1"))
+    await m.engine.decide_install(install("i2", gaid="00000000-0000-4000-8000-000000000002"))
+    assert len(m.store.outbox) == 1

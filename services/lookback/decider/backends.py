@@ -139,21 +139,33 @@ class StoreClient:
         return r.record
 
     async def create_install(
-        self, record: store_pb.InstallRecord
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
     ) -> tuple[bool, store_pb.InstallRecord]:
-        created = await self._work.submit(store_pb.CreateInstallRecordRequest(record=record))
+        created = await self._work.submit(
+            store_pb.CreateInstallRecordRequest(record=record, postbacks=postbacks)
+        )
         assert isinstance(created, tuple)
         return created
 
-    async def record_open(self, open_: install_pb2.Open, decision: decision_pb2.Decision) -> None:
+    async def record_open(
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
+    ) -> None:
         await self.stub.RecordOpenDecision(
-            store_pb.RecordOpenDecisionRequest(open=open_, decision=decision)
+            store_pb.RecordOpenDecisionRequest(open=open_, decision=decision, postbacks=postbacks)
         )
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> tuple[bool, decision_pb2.EventAttribution]:
-        r = await self.stub.PutEvent(store_pb.PutEventRequest(event=event, attribution=attribution))
+        r = await self.stub.PutEvent(
+            store_pb.PutEventRequest(event=event, attribution=attribution, postbacks=postbacks)
+        )
         return r.created, r.attribution
 
     async def create_app(self, app: app_pb2.App) -> app_pb2.App:

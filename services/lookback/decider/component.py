@@ -10,6 +10,8 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
@@ -22,6 +24,8 @@ from lookback.decider.cache import LruCache
 from lookback.decider.coherence import RedisInvalidation
 from lookback.decider.config import DeciderConfig
 from lookback.decider.engine import DecisionEngine
+from lookback.decider.outcomes import RULES as OUTCOMES_RULES
+from lookback.decider.outcomes import OutcomesServicer
 from lookback.decider.servicers import RULES, AppSettingsServicer, DeciderServicer
 
 log = logging.getLogger("lookback.decider")
@@ -29,7 +33,7 @@ log = logging.getLogger("lookback.decider")
 
 class DeciderComponent:
     name = "decider"
-    auth_rules = RULES
+    auth_rules = {**RULES, **OUTCOMES_RULES}
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
@@ -65,9 +69,13 @@ class DeciderComponent:
     def register(self, server: grpc.aio.Server) -> list[str]:
         pb_grpc.add_DeciderServiceServicer_to_server(DeciderServicer(self.engine), server)
         apps_grpc.add_AppSettingsServiceServicer_to_server(AppSettingsServicer(self.apps), server)
+        outcomes_grpc.add_OutcomesServiceServicer_to_server(
+            OutcomesServicer(self.store.stub), server
+        )
         return [
             pb.DESCRIPTOR.services_by_name["DeciderService"].full_name,
             apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"].full_name,
+            outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"].full_name,
         ]
 
     async def start(self) -> None:

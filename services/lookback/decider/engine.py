@@ -88,17 +88,25 @@ class Records(Protocol):
     """Where decisions are recorded (durably before the call returns)."""
 
     async def create_install(
-        self, record: store_pb.InstallRecord
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
     ) -> tuple[bool, store_pb.InstallRecord]:
-        """Create unless the install id exists: (created, the stored record)."""
+        """Create unless the install id exists: (created, the stored record).
+        ``postbacks`` are recorded with the decision, in the same write (the
+        outcomes log is the outbox)."""
         ...
 
     async def record_open(
-        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> None: ...
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> tuple[bool, decision_pb2.EventAttribution]:
         """Store unless the event id exists: (created, the stored attribution)."""
         ...
@@ -203,11 +211,12 @@ class DecisionEngine:
             record.attributed_decision.CopyFrom(holder.attributed_decision)
         else:
             record.attributed_decision.CopyFrom(decision)
-        created, stored = await self.records.create_install(record)
+        jobs = self._jobs(decision, app)
+        created, stored = await self.records.create_install(record, jobs)
         if not created:
             return await self._known(stored.decision, app)
         self.install_cache.put((install.app_id, install.install_id), decision)
-        await self._send_postbacks(decision, app)
+        await self._hand_over(jobs)
         return decision
 
     def _decision(
@@ -240,16 +249,30 @@ class DecisionEngine:
         return as_duplicate(decision)
 
     async def _send_postbacks(self, decision: decision_pb2.Decision, app: CachedApp) -> None:
-        if not decision.counted or decision.media_source not in app.settings.postbacks:
-            return  # nothing to send (checked first: this runs for every decision)
-        rendered = for_decision(app.settings, convert.recorded_decision(decision))
-        await self._enqueue(rendered, decision.app_id, convert.ts_to_micros(decision.decided_at))
+        await self._hand_over(self._jobs(decision, app))
 
-    async def _enqueue(self, rendered: Sequence[Postback], app_id: str, created: int) -> None:
-        if rendered:
-            await self.postbacks.enqueue(
-                [convert.postback_job(p, app_id, created) for p in rendered]
-            )
+    def _jobs(
+        self, decision: decision_pb2.Decision, app: CachedApp
+    ) -> list[postback_pb2.PostbackJob]:
+        """The postback jobs a decision triggers (rendered before it is
+        recorded, so that they are recorded with it)."""
+        if not decision.counted or decision.media_source not in app.settings.postbacks:
+            return []  # nothing to send (checked first: this runs for every decision)
+        rendered = for_decision(app.settings, convert.recorded_decision(decision))
+        created = convert.ts_to_micros(decision.decided_at)
+        return [convert.postback_job(p, decision.app_id, created) for p in rendered]
+
+    async def _hand_over(self, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
+        """Queue jobs with the dispatcher at once (the fast path; the outcomes
+        log holds them too, for when this hand-over fails)."""
+        if jobs:
+            await self.postbacks.enqueue(jobs)
+
+    @staticmethod
+    def _event_jobs(
+        rendered: Sequence[Postback], app_id: str, created: int
+    ) -> list[postback_pb2.PostbackJob]:
+        return [convert.postback_job(p, app_id, created) for p in rendered]
 
     # --- opens ------------------------------------------------------------------
 
@@ -264,8 +287,9 @@ class DecisionEngine:
         )
         decision = self._decision(outcome, open_, facts_open.opened_at, started)
         if outcome.kind is Kind.REENGAGEMENT:
-            await self.records.record_open(open_, decision)
-            await self._send_postbacks(decision, app)
+            jobs = self._jobs(decision, app)
+            await self.records.record_open(open_, decision, jobs)
+            await self._hand_over(jobs)
         return decision
 
     # --- events -----------------------------------------------------------------
@@ -282,24 +306,28 @@ class DecisionEngine:
             reengagement_media_source=result.reengagement_media_source,
             decision_id=result.decision_id,
         )
-        created, stored = await self.records.put_event(event, attribution)
+        facts_event = Event(
+            app_id=event.app_id,
+            install_id=event.install_id,
+            event_id=event.event_id,
+            name=event.name,
+            revenue=event.revenue,
+            currency=event.currency,
+            occurred_at=occurred_at,
+        )
+        attributed = convert.recorded_decision(record.attributed_decision)
+
+        def jobs_for(a: decision_pb2.EventAttribution) -> list[postback_pb2.PostbackJob]:
+            rendered = for_event(
+                app.settings, facts_event, attributed, a.media_source, a.reengagement_media_source
+            )
+            return self._event_jobs(rendered, event.app_id, occurred_at)
+
+        jobs = jobs_for(attribution)
+        created, stored = await self.records.put_event(event, attribution, jobs)
         if not created:
             attribution = stored
             attribution.duplicate = True
-        rendered = for_event(
-            app.settings,
-            Event(
-                app_id=event.app_id,
-                install_id=event.install_id,
-                event_id=event.event_id,
-                name=event.name,
-                revenue=event.revenue,
-                currency=event.currency,
-                occurred_at=occurred_at,
-            ),
-            convert.recorded_decision(record.attributed_decision),
-            attribution.media_source,
-            attribution.reengagement_media_source,
-        )
-        await self._enqueue(rendered, event.app_id, occurred_at)
+            jobs = jobs_for(attribution)  # the stored attribution's (same job ids)
+        await self._hand_over(jobs)
         return attribution

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import auth, clients, tls
 from lookback.decider.client import AppDirectory, DeciderClient
@@ -52,6 +53,7 @@ class GatewayComponent:
             ),
             directory=directory,
             config=config,
+            outcomes=clients.stub(outcomes_grpc.OutcomesServiceStub, decider_ch, key=key),
         )
         self.runner: web.AppRunner | None = None
         self.http_port = 0

@@ -55,6 +55,8 @@ from yarl import URL
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.core import auth, intake, jsonapi, redact, telemetry
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError, NotFound
@@ -291,6 +293,7 @@ class Gateway:
         authenticator: auth.Authenticator,
         directory: AppDirectory,
         config: GatewayConfig | None = None,
+        outcomes: outcomes_grpc.OutcomesServiceStub | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -301,6 +304,7 @@ class Gateway:
         )
         self.decider = decider
         self.apps = apps
+        self.outcomes = outcomes
         self.auth = authenticator
         self.directory = directory
         self.touches = touches
@@ -326,6 +330,12 @@ class Gateway:
         r.add_get("/v1/apps/{app_id}", _guard(a, admin, "app.", self.get_app))
         r.add_patch("/v1/apps/{app_id}", _guard(a, admin, "app.", self.update_app))
         r.add_post("/v1/apps/{app_id}/keys:rotate", _guard(a, admin, "", self.rotate_key))
+        own = auth.app_rule(auth.S2S, lambda m: (m["app_id"],))  # the app in the path
+        r.add_get("/v1/apps/{app_id}/decisions", _guard(a, own, "", self.list_decisions))
+        r.add_get(
+            "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
+        )
+        r.add_get("/v1/apps/{app_id}/installs/{install_id}", _guard(a, own, "", self.get_install))
         r.add_get("/healthz", _guard(a, public, "", self.healthz))
         r.add_get("/readyz", _guard(a, public, "", self.readyz))
         return app
@@ -444,6 +454,46 @@ class Gateway:
                 "key": response.key,
                 "scope": auth.SCOPE_NAMES.get(req.scope, ""),
                 "previous_keys_expire_time": jsonapi.dump(response)["previous_keys_expire_time"],
+            }
+        )
+
+    def _outcomes(self, request: web.Request) -> outcomes_grpc.OutcomesServiceStub:
+        allow(request, request.match_info)
+        assert self.outcomes is not None
+        return self.outcomes
+
+    async def get_decision(self, request: web.Request) -> web.StreamResponse:
+        stub = self._outcomes(request)
+        m = request.match_info
+        found = await stub.GetDecision(
+            outcomes_pb.GetDecisionRequest(app_id=m["app_id"], decision_id=m["decision_id"])
+        )
+        return web.json_response({"decision": jsonapi.dump(found.decision, defaults=True)})
+
+    async def get_install(self, request: web.Request) -> web.StreamResponse:
+        stub = self._outcomes(request)
+        m = request.match_info
+        found = await stub.GetInstall(
+            outcomes_pb.GetInstallRequest(app_id=m["app_id"], install_id=m["install_id"])
+        )
+        return web.json_response(jsonapi.dump(found, defaults=False))
+
+    async def list_decisions(self, request: web.Request) -> web.StreamResponse:
+        """``?start_time=&end_time=`` (RFC 3339), ``kind=install,reattribution``,
+        ``media_source=``, ``page_size=``, ``page_token=``."""
+        stub = self._outcomes(request)
+        q = request.query
+        body: dict[str, Any] = {"app_id": request.match_info["app_id"]}
+        for name in ("start_time", "end_time", "media_source", "page_token", "page_size"):
+            if q.get(name):
+                body[name] = q[name]
+        if q.get("kind"):
+            body["kinds"] = [k for k in q["kind"].split(",") if k]
+        listed = await stub.ListDecisions(jsonapi.parse(outcomes_pb.ListDecisionsRequest, body))
+        return web.json_response(
+            {
+                "decisions": [jsonapi.dump(d, defaults=True) for d in listed.decisions],
+                "next_page_token": listed.next_page_token,
             }
         )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core import convert
-from lookback.core.errors import Aborted, AlreadyExists, NotFound
+from lookback.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
 from lookback.decider.apps import AppSettings
 from lookback.decider.cache import LruCache
 from lookback.decider.engine import ClaimsAnswer, DecisionEngine, InstallFacts
@@ -29,6 +29,8 @@ class MemoryStore:
     touches: list[tuple[touch_pb2.Touch, frozenset[str]]] = field(default_factory=list)
     records: dict[tuple[str, str], store_pb.InstallRecord] = field(default_factory=dict)
     events: dict[tuple[str, str], decision_pb2.EventAttribution] = field(default_factory=dict)
+    outbox: list[postback_pb2.PostbackJob] = field(default_factory=list)
+    """Postback jobs recorded with the decisions (the outcomes log's part)."""
 
     def add_touch(self, touch: touch_pb2.Touch) -> None:
         keys = devices.touch_match_keys(convert.device(touch.device), touch.ip)
@@ -70,20 +72,30 @@ class MemoryStore:
         return record
 
     async def create_install(
-        self, record: store_pb.InstallRecord
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
     ) -> tuple[bool, store_pb.InstallRecord]:
         key = (record.install.app_id, record.install.install_id)
         if key in self.records:
             return False, self.records[key]
         self.records[key] = record
+        self.outbox.extend(postbacks)
         return True, record
 
-    async def record_open(self, open_: install_pb2.Open, decision: decision_pb2.Decision) -> None:
+    async def record_open(
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
+    ) -> None:
         record = await self.install_record(open_.app_id, open_.install_id)
         record.latest_reengagement.CopyFrom(decision)
+        self.outbox.extend(postbacks)
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> tuple[bool, decision_pb2.EventAttribution]:
         key = (event.app_id, event.event_id)
         if key in self.events:
@@ -91,6 +103,7 @@ class MemoryStore:
             stored.CopyFrom(self.events[key])
             return False, stored
         self.events[key] = attribution
+        self.outbox.extend(postbacks)
         return True, attribution
 
     async def create_app(self, app: app_pb2.App) -> app_pb2.App:
@@ -133,8 +146,12 @@ class MemoryPostbacks:
     jobs: dict[str, postback_pb2.PostbackJob] = field(default_factory=dict)
     handed: int = 0
     """Jobs handed over in all, repeats included."""
+    down: bool = False
+    """While True every hand-over fails (the dispatcher or its queue is down)."""
 
     async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
+        if self.down:
+            raise Unavailable("the postback dispatcher is down")
         for job in jobs:
             self.handed += 1
             self.jobs.setdefault(job.job_id, job)

@@ -1,0 +1,104 @@
+"""``lookback decisions``: read decisions back, over the decider's OutcomesService.
+
+lookback decisions get APP_ID --install INSTALL_ID     an install's current decision
+lookback decisions get APP_ID --decision DECISION_ID   one decision
+lookback decisions list APP_ID [--since 1h] [--kind install,...] [--media-source S] [--limit N]
+
+Each takes ``--target HOST:PORT`` (the decider; ``lookback up``: 7402),
+``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``; an app's ``s2s`` key works for its
+own app) and the TLS flags. Output: JSON (one decision per line for list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as pb_grpc
+from lookback.cli.options import add_admin_key, admin_key
+from lookback.cli.tlsargs import add_tls_arguments, client_tls
+from lookback.core import clients, convert, jsonapi
+from lookback.core.clock import now_micros
+from lookback.core.config import ConfigError
+from lookback.core.errors import LookbackError
+from lookback.domain.durations import parse_duration
+
+
+async def _run(ns: argparse.Namespace) -> int:
+    try:
+        tls = client_tls(ns)
+    except ConfigError as exc:
+        print(f"lookback decisions: {exc}", file=sys.stderr)
+        return 2
+    channel = clients.channel(ns.target, tls)
+    stub = clients.stub(
+        pb_grpc.OutcomesServiceStub, channel, 30.0, admin_key(ns, "lookback decisions")
+    )
+    try:
+        if ns.action == "get":
+            out: Any
+            if ns.decision:
+                got = await stub.GetDecision(
+                    pb.GetDecisionRequest(app_id=ns.app_id, decision_id=ns.decision)
+                )
+                out = jsonapi.dump(got.decision, defaults=True)
+            else:
+                found = await stub.GetInstall(
+                    pb.GetInstallRequest(app_id=ns.app_id, install_id=ns.install)
+                )
+                out = jsonapi.dump(found)
+            print(json.dumps(out, indent=2, sort_keys=True))
+            return 0
+        request = jsonapi.parse(
+            pb.ListDecisionsRequest,
+            {
+                "app_id": ns.app_id,
+                "kinds": [k for k in ns.kind.split(",") if k],
+                "media_source": ns.media_source,
+            },
+        )
+        request.start_time.CopyFrom(convert.micros_to_ts(now_micros() - parse_duration(ns.since)))
+        printed = 0
+        while printed < ns.limit:
+            request.page_size = min(1000, ns.limit - printed)
+            page = await stub.ListDecisions(request)
+            for decision in page.decisions:
+                print(json.dumps(jsonapi.dump(decision, defaults=True), sort_keys=True))
+                printed += 1
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    except LookbackError as exc:
+        print(f"lookback decisions {ns.action}: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"lookback decisions {ns.action}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await channel.close()
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lookback decisions", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    get = sub.add_parser("get", help="an install's current decision, or one decision")
+    which = get.add_mutually_exclusive_group(required=True)
+    which.add_argument("--install", default="", help="the install's id")
+    which.add_argument("--decision", default="", help="the decision's id")
+    listing = sub.add_parser("list", help="an app's decisions, newest first")
+    listing.add_argument("--since", default="24h", help="how far back (at most 31d)")
+    listing.add_argument("--kind", default="", help="only these kinds, comma separated")
+    listing.add_argument("--media-source", default="", help="only this media source")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many")
+    for p in sub.choices.values():
+        p.add_argument("app_id")
+        p.add_argument("--target", default="127.0.0.1:7402", help="the decider (lookback up: 7402)")
+        add_admin_key(p)
+        add_tls_arguments(p)
+    return asyncio.run(_run(parser.parse_args(argv)))

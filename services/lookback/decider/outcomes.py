@@ -1,0 +1,117 @@
+"""Reading decisions back (``lookback.outcomes.v1.OutcomesService``): one
+decision, an install's state, an app's list; served by the decider from the
+store's records and its outcomes log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as pb_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.api.types.v1 import decision_pb2
+from lookback.core import auth, convert
+from lookback.core import validation as check
+from lookback.core.clock import now_micros
+from lookback.core.errors import Violations
+from lookback.domain.durations import DAY
+
+RULES = auth.rules_for(
+    pb.DESCRIPTOR.services_by_name["OutcomesService"],
+    GetDecision=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
+    GetInstall=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
+    ListDecisions=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
+)
+"""An app's own backend (``s2s``) reads its app's outcomes; the admin all."""
+
+MAX_RANGE = 31 * DAY
+"""Longest time range one list may span."""
+
+
+def _range(r: pb.ListDecisionsRequest) -> tuple[int, int]:
+    """The request's [start, end) in micros: end defaults to now, start to a day before."""
+    end = convert.ts_to_micros(r.end_time) if r.HasField("end_time") else now_micros()
+    start = convert.ts_to_micros(r.start_time) if r.HasField("start_time") else end - DAY
+    return start, end
+
+
+def _check_list(v: Violations, r: pb.ListDecisionsRequest) -> None:
+    check.check_id(v, r.app_id, "app_id")
+    check.check_page_size(v, r.page_size)
+    for kind in r.kinds:
+        if kind not in decision_pb2.DecisionKind.values() or kind == 0:
+            v.add("kinds", "must be known decision kinds")
+            break
+    if r.media_source:
+        check.check_media_source(v, r.media_source, "media_source")
+    if len(r.page_token) > 200:
+        v.add("page_token", "is not a token this service handed out")
+    start, end = _range(r)
+    if start > end:
+        v.add("start_time", "must not be after end_time")
+    elif end - start > MAX_RANGE:
+        v.add("start_time", f"the range may span at most {MAX_RANGE // DAY} days")
+
+
+@dataclass
+class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
+    """Reads through the store (validated here as everywhere)."""
+
+    store: store_grpc.TouchpointStoreServiceStub
+
+    async def GetDecision(
+        self, request: pb.GetDecisionRequest, context: object
+    ) -> pb.GetDecisionResponse:
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        check.check_id(v, request.decision_id, "decision_id")
+        v.raise_if_any()
+        found = await self.store.GetDecision(
+            store_pb.GetDecisionRequest(app_id=request.app_id, decision_id=request.decision_id)
+        )
+        return pb.GetDecisionResponse(decision=found.decision)
+
+    async def GetInstall(
+        self, request: pb.GetInstallRequest, context: object
+    ) -> pb.GetInstallResponse:
+        check.ensure(check.check_install_ref, request.app_id, request.install_id)
+        record = (
+            await self.store.GetInstallRecord(
+                store_pb.GetInstallRecordRequest(
+                    app_id=request.app_id, install_id=request.install_id
+                )
+            )
+        ).record
+        answer = pb.GetInstallResponse(decision=record.decision)
+        if record.HasField("attributed_decision"):
+            answer.attributed_decision.CopyFrom(record.attributed_decision)
+        if record.HasField("latest_reengagement"):
+            answer.latest_reengagement.CopyFrom(record.latest_reengagement)
+        return answer
+
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: object
+    ) -> pb.ListDecisionsResponse:
+        check.ensure(_check_list, request)
+        query = store_pb.ListDecisionsRequest(
+            app_id=request.app_id,
+            kinds=request.kinds,
+            media_source=request.media_source,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        end = (
+            convert.ts_to_micros(request.end_time) if request.HasField("end_time") else now_micros()
+        )
+        start = (
+            convert.ts_to_micros(request.start_time)
+            if request.HasField("start_time")
+            else end - DAY
+        )
+        query.start_time.CopyFrom(convert.micros_to_ts(start))
+        query.end_time.CopyFrom(convert.micros_to_ts(end))
+        listed = await self.store.ListDecisions(query)
+        return pb.ListDecisionsResponse(
+            decisions=listed.decisions, next_page_token=listed.next_page_token
+        )
