@@ -43,6 +43,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -176,6 +177,28 @@ RULE = web.RequestKey("rule", auth.Rule)
 """The rule of the request's route."""
 CLIENT_IP = web.RequestKey("client_ip", str)
 """The client's address, once a route has taken it (for the access log)."""
+
+
+STATIC = Path(__file__).parent / "static"
+DASHBOARD_ASSETS = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+_PAGE_HEADERS = {
+    # Our own files only, nothing inline, never framed, no referrer.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static(name: str) -> web.Response:
+    kind = DASHBOARD_ASSETS.get(name, "text/html")
+    return web.Response(
+        body=(STATIC / name).read_bytes(),
+        content_type=kind,
+        charset="utf-8",
+        headers=_PAGE_HEADERS,
+    )
 
 
 def allow(request: web.Request, message: Any) -> None:
@@ -336,6 +359,8 @@ class Gateway:
             "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
         )
         r.add_get("/v1/apps/{app_id}/installs/{install_id}", _guard(a, own, "", self.get_install))
+        r.add_get("/dashboard", _guard(a, public, "", self.dashboard))
+        r.add_get("/dashboard/{asset}", _guard(a, public, "", self.dashboard_asset))
         r.add_get("/healthz", _guard(a, public, "", self.healthz))
         r.add_get("/readyz", _guard(a, public, "", self.readyz))
         return app
@@ -496,6 +521,17 @@ class Gateway:
                 "next_page_token": listed.next_page_token,
             }
         )
+
+    async def dashboard(self, request: web.Request) -> web.StreamResponse:
+        """The live dashboard's page. It holds no data: the page asks for an
+        app and its key, and every data request it makes carries that key."""
+        return _static("dashboard.html")
+
+    async def dashboard_asset(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["asset"]
+        if name not in DASHBOARD_ASSETS:
+            raise NotFound("no such file")
+        return _static(name)
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "alive"})

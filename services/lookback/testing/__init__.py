@@ -11,6 +11,7 @@ and the scenario runner.
 - :mod:`lookback.testing.processes`: ``lookback serve``/``lookback up`` and
   other processes, health polling, free ports;
 - :mod:`lookback.testing.builders`: apps, touches, installs, fresh ids;
+- :mod:`lookback.testing.browser`: headless Chromium (Debian's) through Playwright;
 - :mod:`lookback.testing.tls`: a throw-away CA and certificates (``openssl``).
 - :mod:`lookback.testing.fuzz`: hypothesis strategies for fuzzing requests
   (protobuf from descriptors, friendly JSON, raw bytes; needs ``hypothesis``).
