@@ -71,6 +71,7 @@ async def test_lookback_up_runs_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert "Lookback is up" in text
         printed = re.search(r"admin key +(lb-admin-[0-9a-f]{64})", text)
         assert printed is not None, text
+        assert f"/dashboard#app=com.lookback.demo&key={printed.group(1)}" in text
         gateway = re.search(r"gateway +http (http://\S+)", text)
         assert gateway is not None
         async with aiohttp.ClientSession() as http:

@@ -3,6 +3,8 @@ and the decisions as a table."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -159,3 +161,54 @@ async def run_demo(gateway: str, admin_key: str, ssl_context: ssl.SSLContext | N
         )
     )
     return 0
+
+
+TRAFFIC_SOURCES = ("networka", "networkb", "networkc")
+
+
+async def demo_traffic(
+    gateway: str,
+    admin_key: str,
+    ssl_context: ssl.SSLContext | None = None,
+    interval: float = 2.0,
+) -> None:
+    """Keep a trickle of clicks and installs flowing (until cancelled), so the
+    dashboard has something to show: every ``interval`` seconds a click of one
+    of three partners and, two times in three, its install; now and then an
+    organic install."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context or True)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        for n in itertools.count():
+            device = _gaid()
+            source = TRAFFIC_SOURCES[n % len(TRAFFIC_SOURCES)]
+            try:
+                if n % 5 != 4:
+                    await _call(
+                        s,
+                        "GET",
+                        f"{gateway}/v1/click",
+                        params={
+                            "app_id": DEMO_APP,
+                            "media_source": source,
+                            "campaign": f"live_{n % 2}",
+                            "gaid": device,
+                        },
+                        headers={"User-Agent": ANDROID_UA},
+                    )
+                if n % 3 != 2:
+                    await _call(
+                        s,
+                        "POST",
+                        f"{gateway}/v1/installs",
+                        headers=admin,
+                        json={
+                            "app_id": DEMO_APP,
+                            "install_id": f"live-{device[:8]}",
+                            "device": {"gaid": device},
+                            "os_version": "14",
+                        },
+                    )
+            except (aiohttp.ClientError, RuntimeError):
+                pass  # the suite restarting a service: the next round tries again
+            await asyncio.sleep(interval)

@@ -25,6 +25,7 @@ from lookback.cli.readiness import wait_health, wait_http_ready
 from lookback.core import auth
 from lookback.core.config import ConfigError, env_name, parse_map
 from lookback.core.outbound import parse_cidrs
+from lookback.core.tasks import cancel_and_wait
 from lookback.core.telemetry import configure_logging
 from lookback.core.tls import ClientTls
 
@@ -266,16 +267,24 @@ async def _announce_and_wait(
     else:
         print(f"  admin key         from {ADMIN_KEYS_ENV}")
     print(flush=True)
+    traffic: asyncio.Task[None] | None = None
     if ns.demo:
-        from lookback.cli.demo import run_demo
+        from lookback.cli.demo import DEMO_APP, demo_traffic, run_demo
 
         try:
             await run_demo(gateway_url, ns.admin_key, ssl_context)
         except Exception as exc:
             print(f"lookback up: the demo failed: {exc}", file=sys.stderr)
             return 1
+        print(
+            f"\nLive dashboard (demo traffic keeps flowing):"
+            f"\n  {gateway_url}/dashboard#app={DEMO_APP}&key={ns.admin_key}\n",
+            flush=True,
+        )
+        traffic = asyncio.create_task(demo_traffic(gateway_url, ns.admin_key, ssl_context))
     print("Press Ctrl-C to stop.", flush=True)
     await supervisor.stopping.wait()
+    await cancel_and_wait(traffic)
     await runner
     print("lookback up: stopped", flush=True)
     return 0
