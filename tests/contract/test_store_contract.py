@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.convert import micros_to_ts
+from lookback.core.errors import Unavailable
 from lookback.domain.durations import DAY, HOUR, SECOND
-from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
+from lookback.touchpoint_store.backend import DecisionFilter, InstallQuery, StoreBackend
 from lookback.touchpoint_store.cassandra import CassandraBackend
 from lookback.touchpoint_store.sqlite import SqliteBackend
 from tests.backends import CassandraNode
@@ -275,3 +276,237 @@ async def test_apps_create_get_and_replace_with_versions(backend: StoreBackend, 
     assert not await backend.replace_app(a, expected_version=1)
     assert await backend.get_app(app + "-missing") is None
     assert await backend.healthy()
+
+
+# --- the outcomes log (the outbox) and the decision index --------------------
+
+
+def job(app: str, job_id: str) -> postback_pb2.PostbackJob:
+    return postback_pb2.PostbackJob(
+        job_id=job_id,
+        app_id=app,
+        partner="networka",
+        trigger=postback_pb2.POSTBACK_TRIGGER_INSTALL,
+        url=f"https://partner.example/pb?id={job_id}",
+        method=postback_pb2.HTTP_METHOD_GET,
+    )
+
+
+def decided(
+    app: str,
+    install_id: str,
+    at: int,
+    kind: int = decision_pb2.DECISION_KIND_INSTALL,
+    media_source: str = "networka",
+) -> store_pb.InstallRecord:
+    r = record(app, install_id, at)
+    r.decision.decided_at.CopyFrom(micros_to_ts(at))
+    r.decision.kind = kind  # type: ignore[assignment]
+    r.decision.media_source = media_source
+    r.attributed_decision.CopyFrom(r.decision)
+    return r
+
+
+async def read_all(backend: StoreBackend, app: str, limit: int = 0) -> list[store_pb.Outcome]:
+    out: list[store_pb.Outcome] = []
+    cursor = ""
+    while True:
+        page, cursor = await backend.read_outcomes(app, cursor, limit)
+        if not page:
+            return out
+        out += page
+
+
+def source(o: store_pb.Outcome) -> str:
+    return o.decision.decision_id if o.HasField("decision") else f"event:{o.event.event_id}"
+
+
+async def test_a_created_install_appends_one_outcome_with_its_postbacks(
+    backend: StoreBackend, app: str
+) -> None:
+    created, _ = await backend.create_install_record(
+        decided(app, "i1", NOW - SECOND), [job(app, "j1"), job(app, "j2")]
+    )
+    assert created
+    (entry,), cursor = await backend.read_outcomes(app, "", 0)
+    assert entry.decision.decision_id == "d-i1"
+    assert [j.job_id for j in entry.postbacks] == ["j1", "j2"]
+    assert entry.record_time == micros_to_ts(NOW)
+    assert entry.cursor and cursor == entry.cursor
+    assert await backend.read_outcomes(app, cursor, 0) == ([], cursor)
+    assert await backend.read_outcomes(app + "-other", "", 0) == ([], "")
+
+
+async def test_a_not_created_install_appends_nothing(backend: StoreBackend, app: str) -> None:
+    await backend.create_install_record(decided(app, "i1", NOW - SECOND), [job(app, "j1")])
+    duplicate = decided(app, "i1", NOW)
+    duplicate.decision.decision_id = "d-duplicate"
+    created, _ = await backend.create_install_record(duplicate, [job(app, "j2")])
+    assert not created
+    assert [source(o) for o in await read_all(backend, app)] == ["d-i1"]
+
+
+async def test_a_retried_create_keeps_one_entry(backend: StoreBackend, app: str) -> None:
+    """The same create twice (its first answer lost): one entry, the same one."""
+    r = decided(app, "i1", NOW - SECOND)
+    assert (await backend.create_install_record(r, [job(app, "j1")]))[0]
+    (first,), _ = await backend.read_outcomes(app, "", 0)
+    created, stored = await backend.create_install_record(r, [job(app, "j1")])
+    assert not created and stored.decision.decision_id == "d-i1"  # the servicer answers created
+    (again,) = await read_all(backend, app)
+    assert again.cursor == first.cursor
+    assert [j.job_id for j in again.postbacks] == ["j1"]
+
+
+async def test_cassandra_rewrites_an_outcome_lost_after_the_transaction(
+    request: pytest.FixtureRequest, clock: Clock, app: str
+) -> None:
+    """The install's transaction applied, then the outcome write failed: the
+    retried create (which finds its own decision) writes it."""
+    node: CassandraNode = request.getfixturevalue("cassandra")
+    backend = CassandraBackend(node.settings(), clock=clock)
+    await backend.open()
+    try:
+        logged = backend._logged
+
+        async def lost(rows: object) -> None:
+            raise Unavailable("Cassandra: lost")
+
+        backend._logged = lost  # type: ignore[method-assign,assignment]
+        r = decided(app, "i1", NOW - SECOND)
+        with pytest.raises(Unavailable):
+            await backend.create_install_record(r, [job(app, "j1")])
+        assert await read_all(backend, app) == []
+        backend._logged = logged  # type: ignore[method-assign]
+        created, stored = await backend.create_install_record(r, [job(app, "j1")])
+        assert not created and stored.decision.decision_id == "d-i1"
+        (entry,) = await read_all(backend, app)
+        assert entry.decision.decision_id == "d-i1"
+        assert [j.job_id for j in entry.postbacks] == ["j1"]
+    finally:
+        await backend.close()
+
+
+async def test_outcomes_read_in_order_from_a_cursor(backend: StoreBackend, app: str) -> None:
+    for n in range(7):
+        await backend.create_install_record(decided(app, f"i{n}", NOW - (10 - n) * SECOND))
+    await backend.create_install_record(decided(app + "-other", "x", NOW - SECOND))
+    everything = await read_all(backend, app, limit=3)
+    assert [source(o) for o in everything] == [f"d-i{n}" for n in range(7)]
+    page, cursor = await backend.read_outcomes(app, "", 3)
+    assert [source(o) for o in page] == ["d-i0", "d-i1", "d-i2"]
+    page, cursor = await backend.read_outcomes(app, cursor, 3)
+    assert [source(o) for o in page] == ["d-i3", "d-i4", "d-i5"]
+    page, cursor = await backend.read_outcomes(app, everything[1].cursor, 100)
+    assert [source(o) for o in page] == [f"d-i{n}" for n in range(2, 7)]
+    assert cursor == everything[-1].cursor
+    assert await backend.read_outcomes(app, cursor, 100) == ([], cursor)
+
+
+async def test_opens_and_events_are_in_the_log(backend: StoreBackend, app: str) -> None:
+    await backend.create_install_record(decided(app, "i1", NOW - 3 * SECOND))
+    opened = install_pb2.Open(app_id=app, install_id="i1")
+    reengage = decision_pb2.Decision(
+        decision_id="r1",
+        app_id=app,
+        kind=decision_pb2.DECISION_KIND_REENGAGEMENT,
+        media_source="networkb",
+        decided_at=micros_to_ts(NOW - 2 * SECOND),
+    )
+    nothing = decision_pb2.Decision(
+        decision_id="n1",
+        app_id=app,
+        kind=decision_pb2.DECISION_KIND_NONE,
+        decided_at=micros_to_ts(NOW - SECOND),
+    )
+    assert await backend.record_open_decision(opened, reengage, [job(app, "j-r1")]) is not None
+    assert await backend.record_open_decision(opened, nothing) is not None
+    unknown = install_pb2.Open(app_id=app, install_id="nope")
+    assert await backend.record_open_decision(unknown, reengage) is None
+    event = install_pb2.InAppEvent(
+        app_id=app, install_id="i1", event_id="e1", name="buy", occurred_at=micros_to_ts(NOW)
+    )
+    attribution = decision_pb2.EventAttribution(event_id="e1", media_source="networka")
+    assert (await backend.put_event(event, attribution, [job(app, "j-e1")]))[0]
+    assert not (await backend.put_event(event, attribution, [job(app, "j-e1")]))[0]
+    log = await read_all(backend, app)
+    assert [source(o) for o in log] == ["d-i1", "r1", "n1", "event:e1"]
+    assert [[j.job_id for j in o.postbacks] for o in log] == [[], ["j-r1"], [], ["j-e1"]]
+    assert log[3].event.media_source == "networka"
+    stored = await backend.get_install_record(app, "i1")
+    assert stored is not None and stored.latest_reengagement.decision_id == "r1"
+
+
+async def test_get_decision_by_id(backend: StoreBackend, app: str) -> None:
+    await backend.create_install_record(decided(app, "i1", NOW - 3 * SECOND))
+    reengage = decision_pb2.Decision(
+        decision_id="r1",
+        kind=decision_pb2.DECISION_KIND_REENGAGEMENT,
+        decided_at=micros_to_ts(NOW - SECOND),
+    )
+    await backend.record_open_decision(install_pb2.Open(app_id=app, install_id="i1"), reengage)
+    found = await backend.get_decision(app, "d-i1")
+    assert found is not None and found.install_id == "i1"
+    found = await backend.get_decision(app, "r1")
+    assert found is not None and found.kind == decision_pb2.DECISION_KIND_REENGAGEMENT
+    assert await backend.get_decision(app, "nope") is None
+    assert await backend.get_decision(app + "-other", "d-i1") is None
+
+
+async def list_all(
+    backend: StoreBackend, app: str, which: DecisionFilter, page_size: int
+) -> list[list[str]]:
+    pages = []
+    token = ""
+    while True:
+        decisions, token = await backend.list_decisions(app, which, page_size, token)
+        pages.append([d.decision_id for d in decisions])
+        if not token:
+            return pages
+
+
+def flat(pages: list[list[str]]) -> list[str]:
+    return [item for page in pages for item in page]
+
+
+async def test_list_decisions_newest_first_filtered_and_paged(
+    backend: StoreBackend, app: str
+) -> None:
+    kinds = (decision_pb2.DECISION_KIND_INSTALL, decision_pb2.DECISION_KIND_REATTRIBUTION)
+    sources = ("networka", "organic", "networkb")
+    for n in range(25):  # i0 is the oldest, one per 10 minutes (several day buckets)
+        at = NOW - (25 - n) * 10 * 60 * SECOND
+        await backend.create_install_record(decided(app, f"i{n}", at, kinds[n % 2], sources[n % 3]))
+    nothing = decision_pb2.Decision(
+        decision_id="n1", kind=decision_pb2.DECISION_KIND_NONE, decided_at=micros_to_ts(NOW)
+    )
+    await backend.record_open_decision(install_pb2.Open(app_id=app, install_id="i0"), nothing)
+    newest_first = [f"d-i{n}" for n in reversed(range(25))]
+    everything = DecisionFilter(start=NOW - DAY, end=NOW + SECOND)
+
+    pages = await list_all(backend, app, everything, 10)
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert flat(pages) == newest_first  # no overlap, no gap, kind NONE left out
+    assert await list_all(backend, app, everything, 25) == [newest_first]
+    assert await list_all(backend, app, everything, 0) == [newest_first]
+
+    reattributions = DecisionFilter(start=NOW - DAY, end=NOW + SECOND, kinds=frozenset({kinds[1]}))
+    expected = [f"d-i{n}" for n in reversed(range(25)) if n % 2 == 1]
+    assert flat(await list_all(backend, app, reattributions, 4)) == expected
+    organic = DecisionFilter(start=NOW - DAY, end=NOW + SECOND, media_source="organic")
+    expected = [f"d-i{n}" for n in reversed(range(25)) if n % 3 == 1]
+    assert flat(await list_all(backend, app, organic, 3)) == expected
+    both = DecisionFilter(
+        start=NOW - DAY, end=NOW + SECOND, kinds=frozenset({kinds[1]}), media_source="organic"
+    )
+    assert flat(await list_all(backend, app, both, 10)) == ["d-i19", "d-i13", "d-i7", "d-i1"]
+    nones = DecisionFilter(
+        start=NOW - DAY, end=NOW + SECOND, kinds=frozenset({decision_pb2.DECISION_KIND_NONE})
+    )
+    assert await list_all(backend, app, nones, 10) == [["n1"]]
+    # [start, end): i10 (at NOW - 150 min) to i14 (NOW - 110 min), i15 excluded
+    window = DecisionFilter(start=NOW - 150 * 60 * SECOND, end=NOW - 100 * 60 * SECOND)
+    assert flat(await list_all(backend, app, window, 2)) == [
+        f"d-i{n}" for n in (14, 13, 12, 11, 10)
+    ]
+    assert await backend.list_decisions(app + "-other", everything, 10, "") == ([], "")

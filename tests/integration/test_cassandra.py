@@ -232,6 +232,52 @@ async def test_records_carry_ttls_from_their_own_time(cassandra: CassandraNode) 
     assert abs(found["v"] - (2 * 86_400 - 3_600)) < 120
 
 
+async def test_outcomes_and_decisions_carry_ttls_from_the_decision_time(
+    cassandra: CassandraNode,
+) -> None:
+    from cassandra.cluster import Cluster
+
+    backend = CassandraBackend(cassandra.settings())
+    await backend.open()
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    now = time.time_ns() // 1000
+    day = 86_400_000_000
+    decision = decision_pb2.Decision(
+        decision_id="d1",
+        app_id=app,
+        install_id="i1",
+        kind=decision_pb2.DECISION_KIND_INSTALL,
+        decided_at=micros_to_ts(now - 2 * day),
+    )
+    record = store_pb.InstallRecord(decision=decision, attributed_decision=decision)
+    record.install.app_id, record.install.install_id = app, "i1"
+    record.install.installed_at.CopyFrom(micros_to_ts(now - 2 * day))
+    assert (await backend.create_install_record(record))[0]
+    await backend.close()
+
+    def ttls() -> tuple[int, int]:
+        cluster = Cluster([cassandra.host], port=cassandra.port, protocol_version=5)
+        try:
+            session = cluster.connect(cassandra.keyspace)
+            bucket = (now - 2 * day) // day
+            (outcome,) = session.execute(
+                "SELECT TTL(body) AS ttl FROM outcomes WHERE app_id=%s AND bucket=%s",
+                (app, bucket),
+            )
+            (by_id,) = session.execute(
+                "SELECT TTL(body) AS ttl FROM decisions_by_id WHERE app_id=%s AND decision_id=%s",
+                (app, "d1"),
+            )
+            return outcome.ttl, by_id.ttl
+        finally:
+            cluster.shutdown()
+
+    outcome_ttl, decision_ttl = await asyncio.to_thread(ttls)
+    # The log keeps 7 days, the decision index as long as the install (24 months + 1 day).
+    assert abs(outcome_ttl - 5 * 86_400) < 120
+    assert abs(decision_ttl - ((24 * 30 + 1) - 2) * 86_400) < 120
+
+
 async def test_a_burst_beyond_the_socket_buffers_is_written_and_read_whole(
     cassandra: CassandraNode,
 ) -> None:

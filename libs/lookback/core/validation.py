@@ -484,6 +484,52 @@ def check_install_record(v: Violations, record: store_pb.InstallRecord, now: Mic
 def check_open_decision(v: Violations, r: store_pb.RecordOpenDecisionRequest, now: Micros) -> None:
     check_open(_nested(v, "open."), r.open, now)
     check_decision(v, r.decision, "decision")
+    check_postback_jobs(v, r.postbacks, "postbacks")
+
+
+def check_create_install_record(
+    v: Violations, r: store_pb.CreateInstallRecordRequest, now: Micros
+) -> None:
+    check_install_record(_nested(v, "record."), r.record, now)
+    check_postback_jobs(v, r.postbacks, "postbacks")
+
+
+_CURSOR = re.compile(r"[0-9A-Za-z\-]{1,100}")
+_PAGE_TOKEN = re.compile(r"[0-9A-Za-z_\-]{1,400}")
+
+
+def check_read_outcomes(v: Violations, r: store_pb.ReadOutcomesRequest) -> None:
+    _check_id(v, r.app_id, "app_id")
+    if r.after_cursor and not _CURSOR.fullmatch(r.after_cursor):
+        v.add("after_cursor", "is not a cursor this service handed out")
+    if not 0 <= r.limit <= MAX_PAGE_SIZE:
+        v.add("limit", f"must be 0 to {MAX_PAGE_SIZE}")
+
+
+def check_get_decision(v: Violations, r: store_pb.GetDecisionRequest) -> None:
+    _check_id(v, r.app_id, "app_id")
+    _check_id(v, r.decision_id, "decision_id")
+
+
+def _check_timestamp(v: Violations, ts: timestamp_pb2.Timestamp, path: str) -> None:
+    if not 0 <= ts.nanos < 1_000_000_000 or not 0 <= ts.seconds < 253402300800:
+        v.add(path, "must be a timestamp between 1970 and 9999")
+
+
+def check_list_decisions(v: Violations, r: store_pb.ListDecisionsRequest) -> None:
+    _check_id(v, r.app_id, "app_id")
+    _check_timestamp(v, r.start_time, "start_time")
+    _check_timestamp(v, r.end_time, "end_time")
+    if r.HasField("end_time") and ts_to_micros(r.end_time) < ts_to_micros(r.start_time):
+        v.add("end_time", "must not be before start_time")
+    if check_count(v, r.kinds, "kinds", 10):
+        for i, kind in enumerate(r.kinds):
+            check_enum(v, kind, decision_pb2.DecisionKind, f"kinds[{i}]", required=True)
+    if r.media_source:
+        check_media_source(v, r.media_source, "media_source")
+    check_page_size(v, r.page_size)
+    if r.page_token and not _PAGE_TOKEN.fullmatch(r.page_token):
+        v.add("page_token", "is not a token this service handed out")
 
 
 def check_put_event(v: Violations, r: store_pb.PutEventRequest, now: Micros) -> None:
@@ -495,6 +541,7 @@ def check_put_event(v: Violations, r: store_pb.PutEventRequest, now: Micros) -> 
     _check_id(a, r.attribution.decision_id, "decision_id", required=False)
     for name in ("media_source", "campaign", "reengagement_media_source"):
         check_text(a, getattr(r.attribution, name), name)
+    check_postback_jobs(v, r.postbacks, "postbacks")
 
 
 # --- the SRN adapter's and the postback dispatcher's requests -----------------
@@ -520,12 +567,15 @@ def check_job_id(v: Violations, job_id: str, path: str) -> None:
         v.add(path, "must be 1 to 600 printable ASCII characters, no spaces")
 
 
-def check_postback_jobs(v: Violations, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
-    """An ``EnqueuePostbacks`` batch: bounded, each job sendable as it is."""
-    if not check_count(v, jobs, "jobs", MAX_BATCH):
+def check_postback_jobs(
+    v: Violations, jobs: Sequence[postback_pb2.PostbackJob], path: str = "jobs"
+) -> None:
+    """An ``EnqueuePostbacks`` batch (or the jobs recorded with a decision,
+    ``path`` naming their field): bounded, each job sendable as it is."""
+    if not check_count(v, jobs, path, MAX_BATCH):
         return
     for i, job in enumerate(jobs):
-        p = _nested(v, f"jobs[{i}].")
+        p = _nested(v, f"{path}[{i}].")
         check_job_id(p, job.job_id, "job_id")
         if not job.url.startswith(("http://", "https://")):
             p.add("url", "must be an http:// or https:// URL")

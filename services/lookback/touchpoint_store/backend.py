@@ -6,12 +6,16 @@ caller derived. Every write is durable before the call returns.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.core.convert import micros_to_ts, ts_to_micros
+from lookback.core.errors import Violations
 from lookback.domain.durations import DAY, HOUR, MONTH
 
 # Retention from each record's own time (docs/attribution-rules.md, "Retention"):
@@ -23,6 +27,13 @@ CLICK_RETENTION = 30 * DAY + LATE_REPORT_MARGIN
 IMPRESSION_RETENTION = 24 * HOUR + LATE_REPORT_MARGIN
 INSTALL_RETENTION = 24 * MONTH + LATE_REPORT_MARGIN
 EVENT_RETENTION = 24 * MONTH + LATE_REPORT_MARGIN
+# The outcomes log (the outbox) keeps every entry this long from its record
+# time (a reader that falls further behind misses entries); the decision
+# index lives as long as the install records.
+OUTCOME_RETENTION = 7 * DAY
+DECISION_RETENTION = INSTALL_RETENTION
+DEFAULT_LIMIT = 100
+"""Entries or decisions per read when the caller asks for 0."""
 
 
 def touch_retention(touch: touch_pb2.Touch) -> int:
@@ -65,6 +76,92 @@ class InstallFacts:
     prior: list[store_pb.InstallRecord]
 
 
+@dataclass(frozen=True)
+class DecisionFilter:
+    """Which decisions ListDecisions answers: decided in [start, end)
+    (microseconds), of these kinds (empty: every kind but NONE, an open that
+    changed nothing), of this media source (empty: any)."""
+
+    start: int = 0
+    end: int = 2**62
+    kinds: frozenset[int] = field(default_factory=frozenset)
+    media_source: str = ""
+
+    def kind_ok(self, kind: int) -> bool:
+        if self.kinds:
+            return kind in self.kinds
+        return kind != decision_pb2.DECISION_KIND_NONE
+
+    def matches(self, decision: decision_pb2.Decision, at: int) -> bool:
+        return (
+            self.start <= at < self.end
+            and self.kind_ok(decision.kind)
+            and (not self.media_source or decision.media_source == self.media_source)
+        )
+
+
+def decision_time(decision: decision_pb2.Decision, fallback: int) -> int:
+    """When a decision was made (microseconds): its ``decided_at``, else its
+    ``event_time``, else ``fallback``. Deterministic for a stored decision,
+    so a rewrite of its outcome lands where the first write did."""
+    if decision.HasField("decided_at"):
+        return ts_to_micros(decision.decided_at)
+    if decision.HasField("event_time"):
+        return ts_to_micros(decision.event_time)
+    return fallback
+
+
+def decision_outcome(
+    decision: decision_pb2.Decision,
+    postbacks: Sequence[postback_pb2.PostbackJob],
+    record_time: int,
+) -> store_pb.Outcome:
+    """An outcomes log entry (its cursor is set by the backend that reads it)."""
+    return store_pb.Outcome(
+        decision=decision, postbacks=postbacks, record_time=micros_to_ts(record_time)
+    )
+
+
+def event_outcome(
+    attribution: decision_pb2.EventAttribution,
+    postbacks: Sequence[postback_pb2.PostbackJob],
+    record_time: int,
+) -> store_pb.Outcome:
+    return store_pb.Outcome(
+        event=attribution, postbacks=postbacks, record_time=micros_to_ts(record_time)
+    )
+
+
+def page_token(at: int, decision_id: str) -> str:
+    """The opaque token of the page after the decision (``at``, ``decision_id``)."""
+    raw = f"{at}:{decision_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_page_token(token: str) -> tuple[int, str] | None:
+    """(decided_at, decision_id) of the last decision of the previous page;
+    None for the first page. InvalidArgument for a token not handed out."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        at, _, decision_id = raw.partition(":")
+        if decision_id and at.isdigit():
+            return int(at), decision_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    v = Violations()
+    v.add("page_token", "is not a token this service handed out")
+    v.raise_if_any()
+    raise AssertionError  # unreachable
+
+
+def bad_cursor() -> None:
+    v = Violations()
+    v.add("after_cursor", "is not a cursor this service handed out")
+    v.raise_if_any()
+
+
 class StoreBackend(Protocol):
     """What the store service needs from a database."""
 
@@ -89,20 +186,56 @@ class StoreBackend(Protocol):
         ...
 
     async def create_install_record(
-        self, record: store_pb.InstallRecord
-    ) -> tuple[bool, store_pb.InstallRecord]: ...
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
+    ) -> tuple[bool, store_pb.InstallRecord]:
+        """Create unless the install id exists. A created record appends its
+        decision, with ``postbacks``, to the outcomes log in the same write;
+        a not-created one appends nothing, except that a create that finds
+        its own decision stored (a retry whose first answer was lost)
+        re-appends it idempotently (the log keeps one entry)."""
+        ...
 
     async def get_install_record(
         self, app_id: str, install_id: str
     ) -> store_pb.InstallRecord | None: ...
 
     async def record_open_decision(
-        self, open_: install_pb2.Open, decision: decision_pb2.Decision
-    ) -> store_pb.InstallRecord | None: ...
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
+    ) -> store_pb.InstallRecord | None:
+        """Record an open's decision (every kind is appended to the outcomes
+        log; a re-engagement also becomes the install's latest); None, and
+        nothing recorded, when the install is unknown."""
+        ...
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
-    ) -> tuple[bool, decision_pb2.EventAttribution]: ...
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
+    ) -> tuple[bool, decision_pb2.EventAttribution]:
+        """Store unless the event id exists; a stored event appends its
+        attribution to the outcomes log."""
+        ...
+
+    async def read_outcomes(
+        self, app_id: str, after_cursor: str, limit: int
+    ) -> tuple[list[store_pb.Outcome], str]:
+        """Up to ``limit`` entries of the app's outcomes log after
+        ``after_cursor`` (empty: the oldest kept), in log order, and the
+        cursor to read on from (``after_cursor`` when there are none)."""
+        ...
+
+    async def get_decision(self, app_id: str, decision_id: str) -> decision_pb2.Decision | None: ...
+
+    async def list_decisions(
+        self, app_id: str, which: DecisionFilter, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        """Decisions newest first (decided_at, then decision id, descending),
+        and the next page's token (empty on the last page)."""
+        ...
 
     async def create_app(self, app: app_pb2.App) -> bool:
         """False when the app exists already."""

@@ -18,8 +18,10 @@ start-up). Driver failures become :class:`Unavailable`, so the store answers
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,17 +50,28 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.batching import Batcher
 from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Unavailable
+from lookback.domain.durations import DAY, HOUR
 from lookback.touchpoint_store import schema
 from lookback.touchpoint_store.backend import (
+    DECISION_RETENTION,
+    DEFAULT_LIMIT,
     EVENT_RETENTION,
     INSTALL_RETENTION,
+    OUTCOME_RETENTION,
+    DecisionFilter,
     InstallFacts,
     InstallQuery,
+    bad_cursor,
+    decision_outcome,
+    decision_time,
+    event_outcome,
+    page_token,
+    parse_page_token,
     touch_retention,
 )
 from lookback.touchpoint_store.cql import LoopConnection, rows_of
@@ -110,6 +123,60 @@ def ssl_context(s: CassandraSettings) -> ssl.SSLContext | None:
     return context
 
 
+_UUID_EPOCH = 0x01B21DD213814000
+"""100-ns intervals from the UUID epoch (1582-10-15) to the Unix epoch."""
+BUCKET_SKEW = HOUR
+"""Outcomes are read from day buckets up to this far past the store's clock
+(entries are placed by their decision's time, which another clock set)."""
+DECISION_BUCKETS_AT_ONCE = 8
+"""Day buckets of the decision index read at once by ListDecisions."""
+DECISION_ROWS_PER_READ = 200
+
+
+def bucket(at_us: int) -> int:
+    """The day bucket (UTC days since the epoch) of a time in microseconds."""
+    return at_us // DAY
+
+
+def outcome_position(at_us: int, source: str) -> uuid.UUID:
+    """The outcome's position: a version-1 UUID (timeuuid) of time ``at_us``
+    whose clock sequence and node are a hash of ``source`` (the decision or
+    event id), so writing the same outcome again lands on the same row."""
+    h = int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "big")
+    t = at_us * 10 + _UUID_EPOCH
+    clock_seq = (h >> 48) & 0x3FFF
+    return uuid.UUID(
+        fields=(
+            t & 0xFFFFFFFF,
+            (t >> 32) & 0xFFFF,
+            ((t >> 48) & 0x0FFF) | 0x1000,
+            0x80 | (clock_seq >> 8),
+            clock_seq & 0xFF,
+            h & 0xFFFFFFFFFFFF,
+        )
+    )
+
+
+def position_time(position: uuid.UUID) -> int:
+    """The time (microseconds) of an outcome's position."""
+    return (position.time - _UUID_EPOCH) // 10
+
+
+def _parse_cursor(cursor: str) -> uuid.UUID:
+    try:
+        position = uuid.UUID(cursor)
+    except ValueError:
+        position = None
+    if position is None or position.version != 1 or str(position) != cursor:
+        bad_cursor()
+    assert position is not None
+    return position
+
+
+def page_token_of(entry: tuple[int, str, decision_pb2.Decision]) -> str:
+    return page_token(entry[0], entry[1])
+
+
 def _ttl(expires_at_us: int, now_us: int) -> int:
     """Seconds to keep a record that expires at ``expires_at_us``; 0 if already expired."""
     return max(0, (expires_at_us - now_us) // 1_000_000)
@@ -118,9 +185,15 @@ def _ttl(expires_at_us: int, now_us: int) -> int:
 class CassandraBackend:
     """:class:`~lookback.touchpoint_store.backend.StoreBackend` on Cassandra."""
 
-    def __init__(self, settings: CassandraSettings, clock: Clock = now_micros) -> None:
+    def __init__(
+        self,
+        settings: CassandraSettings,
+        clock: Clock = now_micros,
+        outcome_retention: int = OUTCOME_RETENTION,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.outcome_retention = outcome_retention
         self.cluster: Cluster | None = None
         self.session: Session | None = None
         self.q: dict[str, PreparedStatement] = {}
@@ -337,14 +410,149 @@ class CassandraBackend:
             await self._execute(batch)
         return [None] * len(rows)
 
+    # --- the outcomes log and the decision index ----------------------------
+
+    def _outcome_rows(
+        self,
+        app_id: str,
+        source: str,
+        at: int,
+        outcome: store_pb.Outcome,
+        decision: decision_pb2.Decision | None = None,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The statements of one outcome (and of its decision's index rows),
+        all placed by ``at``, so the same outcome always lands on the same rows."""
+        now = self.clock()
+        rows: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "put_outcome",
+                (
+                    app_id,
+                    bucket(at),
+                    outcome_position(at, source),
+                    outcome.SerializeToString(),
+                    max(1, _ttl(at + self.outcome_retention, now)),
+                ),
+            )
+        ]
+        if decision is not None:
+            body = decision.SerializeToString()
+            ttl = max(1, _ttl(at + DECISION_RETENTION, now))
+            rows.append(
+                (
+                    "put_decision_by_day",
+                    (app_id, bucket(at), at, decision.decision_id, body, ttl),
+                )
+            )
+            rows.append(("put_decision_by_id", (app_id, decision.decision_id, body, ttl)))
+        return rows
+
+    def _decision_rows(
+        self,
+        app_id: str,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob],
+        fallback_time: int,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        at = decision_time(decision, fallback_time)
+        outcome = decision_outcome(decision, postbacks, self.clock())
+        return self._outcome_rows(app_id, f"d:{decision.decision_id}", at, outcome, decision)
+
+    async def _logged(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """The statements in one LOGGED batch: all of them are applied or none."""
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        for name, params in rows:
+            batch.add(self.q[name], params)
+        await self._execute(batch)
+
+    async def read_outcomes(
+        self, app_id: str, after_cursor: str, limit: int
+    ) -> tuple[list[store_pb.Outcome], str]:
+        """Day buckets forward from the cursor's (from the oldest kept without
+        one) up to today's; one read per bucket until ``limit`` entries."""
+        limit = limit or DEFAULT_LIMIT
+        now = self.clock()
+        oldest = bucket(now - self.outcome_retention)
+        after = _parse_cursor(after_cursor) if after_cursor else None
+        first = oldest if after is None else max(oldest, bucket(position_time(after)))
+        out: list[store_pb.Outcome] = []
+        for b in range(first, bucket(now + BUCKET_SKEW) + 1):
+            if after is None:
+                rows = await self._run("outcomes_from", (app_id, b, limit - len(out)))
+            else:
+                rows = await self._run("outcomes_after", (app_id, b, after, limit - len(out)))
+            for row in rows:
+                outcome = store_pb.Outcome.FromString(row["body"])
+                outcome.cursor = str(row["position"])
+                out.append(outcome)
+            if len(out) >= limit:
+                break
+        return out, out[-1].cursor if out else after_cursor
+
+    async def get_decision(self, app_id: str, decision_id: str) -> decision_pb2.Decision | None:
+        rows = await self._run("decision_by_id", (app_id, decision_id))
+        return decision_pb2.Decision.FromString(rows[0]["body"]) if rows else None
+
+    async def _decisions_in(
+        self, app_id: str, b: int, upper: tuple[int, str], lowest: int
+    ) -> list[dict[str, Any]]:
+        """The bucket's index rows below ``upper`` (newest first), down to ``lowest``."""
+        out: list[dict[str, Any]] = []
+        while True:
+            rows = await self._run(
+                "decisions_before", (app_id, b, upper[0], upper[1], DECISION_ROWS_PER_READ)
+            )
+            out += rows
+            if len(rows) < DECISION_ROWS_PER_READ or rows[-1]["decided_at"] < lowest:
+                return out
+            upper = (rows[-1]["decided_at"], rows[-1]["decision_id"])
+
+    async def list_decisions(
+        self, app_id: str, which: DecisionFilter, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        """Day buckets backward from the range's end (or the token's), several
+        at once; the filters are applied to the rows read."""
+        size = page_size or DEFAULT_LIMIT
+        now = self.clock()
+        lowest = max(which.start, now - DECISION_RETENTION)
+        upper = parse_page_token(page_token) or (which.end, "")
+        top = bucket(min(upper[0], now + BUCKET_SKEW))
+        out: list[tuple[int, str, decision_pb2.Decision]] = []
+        b = top
+        while b >= bucket(lowest) and len(out) <= size:
+            group = range(b, max(bucket(lowest), b - DECISION_BUCKETS_AT_ONCE + 1) - 1, -1)
+            results = await asyncio.gather(
+                *(self._decisions_in(app_id, g, upper, lowest) for g in group)
+            )
+            for rows in results:
+                for row in rows:
+                    at = row["decided_at"]
+                    decision = decision_pb2.Decision.FromString(row["body"])
+                    if which.matches(decision, at) and (at, row["decision_id"]) < upper:
+                        out.append((at, row["decision_id"], decision))
+                    if len(out) > size:
+                        break
+                if len(out) > size:
+                    break
+            b = group[-1] - 1
+        token = page_token_of(out[size - 1]) if len(out) > size else ""
+        return [d for _, _, d in out[:size]], token
+
+    # --- installs, continued ----------------------------------------------
+
     async def create_install_record(
-        self, record: store_pb.InstallRecord
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
     ) -> tuple[bool, store_pb.InstallRecord]:
         """The lightweight transaction decides who created the install. The
         device index is written at the same time, not after (one round trip
         less); a racer that lost then rewrites its index rows with the
         winner's record, so the index ends up naming the winner's decision
-        whatever the order (its own two writes are ordered by its clock)."""
+        whatever the order (its own two writes are ordered by its clock).
+
+        The outcome (and the decision index) is written right after the
+        transaction applied, in one logged batch at a position derived from
+        the decision, so a create retried after a lost answer (which finds
+        its own decision) writes it again onto the same rows."""
         i = record.install
         installed = ts_to_micros(i.installed_at)
         ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
@@ -367,30 +575,51 @@ class CassandraBackend:
                 existing = await self.get_install_record(i.app_id, i.install_id)
             assert existing is not None
             await index(existing.SerializeToString())
+            if existing.decision.decision_id == record.decision.decision_id:
+                await self._logged(
+                    self._decision_rows(i.app_id, existing.decision, postbacks, installed)
+                )
             return False, existing
+        await self._logged(self._decision_rows(i.app_id, record.decision, postbacks, installed))
         return True, record
 
     async def record_open_decision(
-        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> store_pb.InstallRecord | None:
+        """The re-engagement (if it is one), the outcome and the decision
+        index in one logged batch."""
         record = await self.get_install_record(open_.app_id, open_.install_id)
         if record is None:
             return None
+        rows: list[tuple[str, tuple[Any, ...]]] = []
         if decision.kind == decision_pb2.DECISION_KIND_REENGAGEMENT:
             installed = ts_to_micros(record.install.installed_at)
             ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
-            await self._run(
-                "set_reengagement",
-                (ttl, decision.SerializeToString(), open_.app_id, open_.install_id),
+            rows.append(
+                (
+                    "set_reengagement",
+                    (ttl, decision.SerializeToString(), open_.app_id, open_.install_id),
+                )
             )
             record.latest_reengagement.CopyFrom(decision)
+        rows += self._decision_rows(open_.app_id, decision, postbacks, self.clock())
+        await self._logged(rows)
         return record
 
     # --- events ----------------------------------------------------------
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> tuple[bool, decision_pb2.EventAttribution]:
+        """The lightweight transaction, then (when it applied) the outcome,
+        placed by the store's clock: a failure in between loses the entry (a
+        retried put finds the event and appends nothing)."""
         ttl = max(1, _ttl(ts_to_micros(event.occurred_at) + EVENT_RETENTION, self.clock()))
         rows = await self._run(
             "create_event",
@@ -404,6 +633,10 @@ class CassandraBackend:
         )
         if rows and not rows[0].get("[applied]", True):
             return False, decision_pb2.EventAttribution.FromString(rows[0]["attribution"])
+        now = self.clock()
+        outcome = event_outcome(attribution, postbacks, now)
+        for name, params in self._outcome_rows(event.app_id, f"e:{event.event_id}", now, outcome):
+            await self._run(name, params)
         return True, attribution
 
     # --- apps ------------------------------------------------------------

@@ -8,6 +8,11 @@
 | prior installs by device key, newest first | ``installs_by_device`` | (app_id, key) |
 | event by event id (exactly once) | ``events`` | (app_id, event_id) |
 | app by id | ``apps`` | app_id |
+| an app's outcomes log (the outbox) after a cursor | ``outcomes`` | (app_id, bucket) |
+| an app's decisions in a time range, newest first | ``decisions_by_day`` | (app_id, bucket) |
+| decision by id | ``decisions_by_id`` | (app_id, decision_id) |
+
+``bucket`` is a UTC day (days since the epoch) of the entry's time.
 
 Keys are the opaque match keys of :mod:`lookback.domain.devices`: ``gaid:<raw>``,
 ``sha1:gaid:<hex>``, ``md5:gaid:<hex>``, ``ip:<address>`` (the probabilistic
@@ -63,6 +68,23 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # 2: prior installs in one read: the record travels with its device key.
     2: ["ALTER TABLE installs_by_device ADD body blob"],
+    # 3: the outcomes log (the outbox) and the decision index.
+    3: [
+        f"""CREATE TABLE IF NOT EXISTS outcomes (
+            app_id text, bucket int, position timeuuid, body blob,
+            PRIMARY KEY ((app_id, bucket), position)
+        ) WITH CLUSTERING ORDER BY (position ASC)
+          AND default_time_to_live = {8 * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS decisions_by_day (
+            app_id text, bucket int, decided_at bigint, decision_id text, body blob,
+            PRIMARY KEY ((app_id, bucket), decided_at, decision_id)
+        ) WITH CLUSTERING ORDER BY (decided_at DESC, decision_id DESC)
+          AND default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+        f"""CREATE TABLE IF NOT EXISTS decisions_by_id (
+            app_id text, decision_id text, body blob,
+            PRIMARY KEY ((app_id, decision_id))
+        ) WITH default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+    ],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -95,6 +117,18 @@ STATEMENTS: dict[str, str] = {
     " WHERE app_id = ? AND install_id = ?",
     "create_event": "INSERT INTO events (app_id, event_id, body, attribution) VALUES (?, ?, ?, ?)"
     " IF NOT EXISTS USING TTL ?",
+    "put_outcome": "INSERT INTO outcomes (app_id, bucket, position, body) VALUES (?, ?, ?, ?)"
+    " USING TTL ?",
+    "outcomes_after": "SELECT position, body FROM outcomes WHERE app_id = ? AND bucket = ?"
+    " AND position > ? LIMIT ?",
+    "outcomes_from": "SELECT position, body FROM outcomes WHERE app_id = ? AND bucket = ? LIMIT ?",
+    "put_decision_by_day": "INSERT INTO decisions_by_day"
+    " (app_id, bucket, decided_at, decision_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    "put_decision_by_id": "INSERT INTO decisions_by_id (app_id, decision_id, body)"
+    " VALUES (?, ?, ?) USING TTL ?",
+    "decision_by_id": "SELECT body FROM decisions_by_id WHERE app_id = ? AND decision_id = ?",
+    "decisions_before": "SELECT decided_at, decision_id, body FROM decisions_by_day"
+    " WHERE app_id = ? AND bucket = ? AND (decided_at, decision_id) < (?, ?) LIMIT ?",
     "create_app": "INSERT INTO apps (app_id, version, body) VALUES (?, ?, ?) IF NOT EXISTS",
     "app_by_id": "SELECT body FROM apps WHERE app_id = ?",
     "replace_app": "UPDATE apps SET version = ?, body = ? WHERE app_id = ? IF version = ?",

@@ -15,7 +15,7 @@ from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound, Violations
 from lookback.core.outbound import OutboundPolicy
 from lookback.core.validation import validate_app
-from lookback.touchpoint_store.backend import InstallQuery, StoreBackend
+from lookback.touchpoint_store.backend import DecisionFilter, InstallQuery, StoreBackend
 
 _FOREVER = 2**62
 
@@ -104,11 +104,14 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     async def CreateInstallRecord(
         self, request: pb.CreateInstallRecordRequest, context: object = None
     ) -> pb.CreateInstallRecordResponse:
-        check.ensure(check.check_install_record, request.record, now_micros(), prefix="record.")
-        created, record = await self.backend.create_install_record(request.record)
+        check.ensure(check.check_create_install_record, request, now_micros())
+        created, record = await self.backend.create_install_record(
+            request.record, request.postbacks
+        )
         if not created and record.decision.decision_id == request.record.decision.decision_id:
             # The stored record is this caller's own, from an earlier attempt
-            # whose answer was lost (a retry): the caller did create it.
+            # whose answer was lost (a retry): the caller did create it. The
+            # backend has (re)written its outcome idempotently.
             log.info("install %s: a retried create found its own record", record.install.install_id)
             created = True
         return pb.CreateInstallRecordResponse(created=created, record=record)
@@ -154,14 +157,18 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.RecordOpenDecisionRequest, context: object
     ) -> pb.RecordOpenDecisionResponse:
         check.ensure(check.check_open_decision, request, now_micros())
-        record = await self.backend.record_open_decision(request.open, request.decision)
+        record = await self.backend.record_open_decision(
+            request.open, request.decision, request.postbacks
+        )
         return pb.RecordOpenDecisionResponse(
             record=_known_install(record, request.open.app_id, request.open.install_id)
         )
 
     async def PutEvent(self, request: pb.PutEventRequest, context: object) -> pb.PutEventResponse:
         check.ensure(check.check_put_event, request, now_micros())
-        created, attribution = await self.backend.put_event(request.event, request.attribution)
+        created, attribution = await self.backend.put_event(
+            request.event, request.attribution, request.postbacks
+        )
         return pb.PutEventResponse(created=created, attribution=attribution)
 
     async def CreateApp(
@@ -188,3 +195,37 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
                 f"app {request.app.app_id!r} changed since version {request.expected_version}"
             )
         return pb.ReplaceAppResponse(app=request.app)
+
+    async def ReadOutcomes(
+        self, request: pb.ReadOutcomesRequest, context: object
+    ) -> pb.ReadOutcomesResponse:
+        check.ensure(check.check_read_outcomes, request)
+        outcomes, cursor = await self.backend.read_outcomes(
+            request.app_id, request.after_cursor, request.limit
+        )
+        return pb.ReadOutcomesResponse(outcomes=outcomes, next_cursor=cursor)
+
+    async def GetDecision(
+        self, request: pb.GetDecisionRequest, context: object
+    ) -> pb.GetDecisionResponse:
+        check.ensure(check.check_get_decision, request)
+        decision = await self.backend.get_decision(request.app_id, request.decision_id)
+        if decision is None:
+            raise NotFound(f"no decision {request.decision_id!r} for app {request.app_id!r}")
+        return pb.GetDecisionResponse(decision=decision)
+
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: object
+    ) -> pb.ListDecisionsResponse:
+        check.ensure(check.check_list_decisions, request)
+        end = ts_to_micros(request.end_time) if request.HasField("end_time") else now_micros()
+        which = DecisionFilter(
+            start=ts_to_micros(request.start_time),
+            end=end,
+            kinds=frozenset(request.kinds),
+            media_source=request.media_source,
+        )
+        decisions, token = await self.backend.list_decisions(
+            request.app_id, which, request.page_size, request.page_token
+        )
+        return pb.ListDecisionsResponse(decisions=decisions, next_page_token=token)

@@ -14,16 +14,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.sqlite import SqliteDatabase
 from lookback.core.tasks import cancel_and_wait
 from lookback.touchpoint_store.backend import (
+    DECISION_RETENTION,
+    DEFAULT_LIMIT,
     EVENT_RETENTION,
     INSTALL_RETENTION,
+    OUTCOME_RETENTION,
+    DecisionFilter,
     InstallFacts,
     InstallQuery,
+    bad_cursor,
+    decision_outcome,
+    decision_time,
+    event_outcome,
+    page_token,
+    parse_page_token,
     touch_retention,
 )
 
@@ -55,7 +65,28 @@ _MIGRATIONS = {
     CREATE INDEX install_keys_expiry ON install_keys (expires_at);
     CREATE INDEX events_expiry ON events (expires_at);
     """,
+    # The outcomes log (the outbox) and the decision index: written in the
+    # transaction of the decision (or event) itself. ``seq`` never repeats
+    # (AUTOINCREMENT), so the log's order is the order of the commits;
+    # ``source`` (a decision or event id) keeps one entry per decision.
+    2: """
+    CREATE TABLE outcomes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL, source TEXT NOT NULL,
+        expires_at INTEGER NOT NULL, body BLOB NOT NULL);
+    CREATE UNIQUE INDEX outcomes_by_source ON outcomes (app_id, source);
+    CREATE INDEX outcomes_by_app ON outcomes (app_id, seq);
+    CREATE INDEX outcomes_expiry ON outcomes (expires_at);
+    CREATE TABLE decisions (
+        app_id TEXT NOT NULL, decision_id TEXT NOT NULL, decided_at INTEGER NOT NULL,
+        kind INTEGER NOT NULL, media_source TEXT NOT NULL, expires_at INTEGER NOT NULL,
+        body BLOB NOT NULL, PRIMARY KEY (app_id, decision_id));
+    CREATE INDEX decisions_by_time ON decisions (app_id, decided_at DESC, decision_id DESC);
+    CREATE INDEX decisions_expiry ON decisions (expires_at);
+    """,
 }
+
+CURSOR_DIGITS = 20
+"""Cursors are ``seq`` zero-padded to this many digits: string order is log order."""
 
 PURGE_INTERVAL = 3600.0
 
@@ -70,8 +101,14 @@ Db = sqlite3.Connection
 class SqliteBackend:
     """:class:`~lookback.touchpoint_store.backend.StoreBackend` on SQLite."""
 
-    def __init__(self, path: str | Path, clock: Clock = now_micros) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock = now_micros,
+        outcome_retention: int = OUTCOME_RETENTION,
+    ) -> None:
         self.clock = clock
+        self.outcome_retention = outcome_retention
         self.db = SqliteDatabase(path, _MIGRATIONS, name="store")
         self._purger: asyncio.Task[None] | None = None
 
@@ -100,7 +137,15 @@ class SqliteBackend:
     @staticmethod
     def _purge(db: Db, now: int) -> int:
         removed = 0
-        for table in ("touches", "touch_keys", "installs", "install_keys", "events"):
+        for table in (
+            "touches",
+            "touch_keys",
+            "installs",
+            "install_keys",
+            "events",
+            "outcomes",
+            "decisions",
+        ):
             removed += db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,)).rowcount
         return removed
 
@@ -209,8 +254,116 @@ class SqliteBackend:
     async def gather_install_facts(self, q: InstallQuery) -> InstallFacts:
         return self.db.read(self._gather, q)
 
+    # --- the outcomes log and the decision index ----------------------------
+
+    def _append(self, db: Db, app_id: str, source: str, outcome: store_pb.Outcome) -> None:
+        """One entry of the log, in the caller's transaction; once per source."""
+        db.execute(
+            "INSERT OR IGNORE INTO outcomes (app_id, source, expires_at, body) VALUES (?,?,?,?)",
+            (app_id, source, self.clock() + self.outcome_retention, outcome.SerializeToString()),
+        )
+
+    def _append_decision(
+        self,
+        db: Db,
+        app_id: str,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob],
+    ) -> None:
+        now = self.clock()
+        at = decision_time(decision, now)
+        self._append(
+            db, app_id, f"d:{decision.decision_id}", decision_outcome(decision, postbacks, now)
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?)",
+            (
+                app_id,
+                decision.decision_id,
+                at,
+                decision.kind,
+                decision.media_source,
+                at + DECISION_RETENTION,
+                decision.SerializeToString(),
+            ),
+        )
+
+    def _read_outcomes(
+        self, db: Db, app_id: str, after_cursor: str, limit: int
+    ) -> tuple[list[store_pb.Outcome], str]:
+        after = 0
+        if after_cursor:
+            if not (after_cursor.isdigit() and len(after_cursor) == CURSOR_DIGITS):
+                bad_cursor()
+            after = int(after_cursor)
+        rows = db.execute(
+            "SELECT seq, body FROM outcomes WHERE app_id=? AND seq > ? AND expires_at >= ?"
+            " ORDER BY seq LIMIT ?",
+            (app_id, after, self.clock(), limit or DEFAULT_LIMIT),
+        ).fetchall()
+        out = []
+        for seq, body in rows:
+            outcome = store_pb.Outcome.FromString(body)
+            outcome.cursor = f"{seq:0{CURSOR_DIGITS}d}"
+            out.append(outcome)
+        return out, out[-1].cursor if out else after_cursor
+
+    async def read_outcomes(
+        self, app_id: str, after_cursor: str, limit: int
+    ) -> tuple[list[store_pb.Outcome], str]:
+        return self.db.read(self._read_outcomes, app_id, after_cursor, limit)
+
+    def _get_decision(self, db: Db, app_id: str, decision_id: str) -> decision_pb2.Decision | None:
+        row = db.execute(
+            "SELECT body FROM decisions WHERE app_id=? AND decision_id=? AND expires_at >= ?",
+            (app_id, decision_id, self.clock()),
+        ).fetchone()
+        return decision_pb2.Decision.FromString(row[0]) if row else None
+
+    async def get_decision(self, app_id: str, decision_id: str) -> decision_pb2.Decision | None:
+        return self.db.read(self._get_decision, app_id, decision_id)
+
+    def _list_decisions(
+        self, db: Db, app_id: str, which: DecisionFilter, page_size: int, token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        size = page_size or DEFAULT_LIMIT
+        sql = (
+            "SELECT decided_at, decision_id, body FROM decisions"
+            " WHERE app_id=? AND decided_at >= ? AND decided_at < ? AND expires_at >= ?"
+        )
+        args: list[object] = [app_id, which.start, which.end, self.clock()]
+        last = parse_page_token(token)
+        if last is not None:
+            sql += " AND (decided_at < ? OR (decided_at = ? AND decision_id < ?))"
+            args += [last[0], last[0], last[1]]
+        if which.kinds:
+            sql += f" AND kind IN ({_placeholders(len(which.kinds))})"
+            args += sorted(which.kinds)
+        else:
+            sql += " AND kind != ?"
+            args.append(decision_pb2.DECISION_KIND_NONE)
+        if which.media_source:
+            sql += " AND media_source = ?"
+            args.append(which.media_source)
+        sql += " ORDER BY decided_at DESC, decision_id DESC LIMIT ?"
+        args.append(size + 1)
+        rows = db.execute(sql, args).fetchall()
+        decisions = [decision_pb2.Decision.FromString(body) for _, _, body in rows[:size]]
+        more = len(rows) > size
+        return decisions, page_token(rows[size - 1][0], rows[size - 1][1]) if more else ""
+
+    async def list_decisions(
+        self, app_id: str, which: DecisionFilter, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        return self.db.read(self._list_decisions, app_id, which, page_size, page_token)
+
+    # --- installs, continued ----------------------------------------------
+
     def _create_install(
-        self, db: Db, record: store_pb.InstallRecord
+        self,
+        db: Db,
+        record: store_pb.InstallRecord,
+        postbacks: Sequence[postback_pb2.PostbackJob],
     ) -> tuple[bool, store_pb.InstallRecord]:
         i = record.install
         installed = ts_to_micros(i.installed_at)
@@ -222,17 +375,22 @@ class SqliteBackend:
         if cur.rowcount == 0:
             existing = self._get_install(db, i.app_id, i.install_id)
             assert existing is not None
+            if existing.decision.decision_id == record.decision.decision_id:
+                # A retry of this very create: its entry was appended with the
+                # record (same transaction); this finds it and adds nothing.
+                self._append_decision(db, i.app_id, existing.decision, postbacks)
             return False, existing
         db.executemany(
             "INSERT OR IGNORE INTO install_keys VALUES (?,?,?,?,?)",
             [(i.app_id, k, installed, i.install_id, expires) for k in set(record.match_keys)],
         )
+        self._append_decision(db, i.app_id, record.decision, postbacks)
         return True, record
 
     async def create_install_record(
-        self, record: store_pb.InstallRecord
+        self, record: store_pb.InstallRecord, postbacks: Sequence[postback_pb2.PostbackJob] = ()
     ) -> tuple[bool, store_pb.InstallRecord]:
-        return await self.db.write(self._create_install, record)
+        return await self.db.write(self._create_install, record, list(postbacks))
 
     async def get_install_record(
         self, app_id: str, install_id: str
@@ -240,7 +398,11 @@ class SqliteBackend:
         return self.db.read(self._get_install, app_id, install_id)
 
     def _record_open(
-        self, db: Db, open_: install_pb2.Open, decision: decision_pb2.Decision
+        self,
+        db: Db,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob],
     ) -> store_pb.InstallRecord | None:
         record = self._get_install(db, open_.app_id, open_.install_id)
         if record is None:
@@ -251,18 +413,25 @@ class SqliteBackend:
                 "UPDATE installs SET body=? WHERE app_id=? AND install_id=?",
                 (record.SerializeToString(), open_.app_id, open_.install_id),
             )
+        self._append_decision(db, open_.app_id, decision, postbacks)
         return record
 
     async def record_open_decision(
-        self, open_: install_pb2.Open, decision: decision_pb2.Decision
+        self,
+        open_: install_pb2.Open,
+        decision: decision_pb2.Decision,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> store_pb.InstallRecord | None:
-        return await self.db.write(self._record_open, open_, decision)
+        return await self.db.write(self._record_open, open_, decision, list(postbacks))
 
     # --- events ----------------------------------------------------------
 
-    @staticmethod
     def _put_event(
-        db: Db, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        db: Db,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob],
     ) -> tuple[bool, decision_pb2.EventAttribution]:
         expires = ts_to_micros(event.occurred_at) + EVENT_RETENTION
         cur = db.execute(
@@ -276,6 +445,12 @@ class SqliteBackend:
             ),
         )
         if cur.rowcount:
+            self._append(
+                db,
+                event.app_id,
+                f"e:{event.event_id}",
+                event_outcome(attribution, postbacks, self.clock()),
+            )
             return True, attribution
         row = db.execute(
             "SELECT attribution FROM events WHERE app_id=? AND event_id=?",
@@ -284,9 +459,12 @@ class SqliteBackend:
         return False, decision_pb2.EventAttribution.FromString(row[0])
 
     async def put_event(
-        self, event: install_pb2.InAppEvent, attribution: decision_pb2.EventAttribution
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob] = (),
     ) -> tuple[bool, decision_pb2.EventAttribution]:
-        return await self.db.write(self._put_event, event, attribution)
+        return await self.db.write(self._put_event, event, attribution, list(postbacks))
 
     # --- apps ------------------------------------------------------------
 
