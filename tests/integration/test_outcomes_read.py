@@ -80,3 +80,59 @@ async def test_an_installs_decision_reads_back_with_the_apps_s2s_key(
     )
     assert code == 0, err
     assert json.loads(out)["decision"]["decision_id"] == decided["decision_id"]
+
+
+async def test_decisions_read_back_by_id_and_listed_newest_first_in_pages(
+    suite: SuiteAddresses,
+) -> None:
+    app_id, keys = await _app(suite)
+    base = suite.gateway_url
+    made: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        for n in range(7):  # organic installs, each its own device
+            body = {
+                "app_id": app_id,
+                "install_id": f"list-{n}",
+                "device": {"gaid": builders.new_gaid()},
+            }
+            status, answer = await _http(http, "POST", f"{base}/v1/installs", keys["sdk"], body)
+            assert status == 200, answer
+            made.append(answer["decision"])
+        # The same install again: a duplicate, answered but not a new decision.
+        again = {"app_id": app_id, "install_id": "list-0", "device": {"gaid": builders.new_gaid()}}
+        await _http(http, "POST", f"{base}/v1/installs", keys["sdk"], again)
+
+        one = made[3]["decision_id"]
+        status, got = await _http(
+            http, "GET", f"{base}/v1/apps/{app_id}/decisions/{one}", keys["s2s"]
+        )
+        assert status == 200 and got["decision"]["install_id"] == "list-3"
+        missing = f"{base}/v1/apps/{app_id}/decisions/no-such-decision"
+        assert (await _http(http, "GET", missing, keys["s2s"]))[0] == 404
+
+        listed: list[str] = []
+        token = ""
+        while True:
+            url = f"{base}/v1/apps/{app_id}/decisions?page_size=3&kind=install"
+            if token:
+                url += f"&page_token={token}"
+            status, page = await _http(http, "GET", url, keys["s2s"])
+            assert status == 200, page
+            assert len(page["decisions"]) <= 3
+            listed += [d["decision_id"] for d in page["decisions"]]
+            token = page["next_page_token"]
+            if not token:
+                break
+        # Every decision once, newest first; the duplicate made none.
+        assert listed == [d["decision_id"] for d in reversed(made)]
+        url = f"{base}/v1/apps/{app_id}/decisions?media_source=networka"
+        status, page = await _http(http, "GET", url, keys["s2s"])
+        assert status == 200 and page["decisions"] == []
+        status, bad = await _http(
+            http, "GET", f"{base}/v1/apps/{app_id}/decisions?page_size=5000", keys["s2s"]
+        )
+        assert status == 400 and bad["error"]["field_violations"][0]["field"] == "page_size"
+
+    code, out, err = await run_cli("decisions", "list", app_id, "--target", suite.decider)
+    assert code == 0, err
+    assert [json.loads(line)["decision_id"] for line in out.splitlines()] == listed
