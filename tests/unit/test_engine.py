@@ -179,3 +179,16 @@ async def test_postbacks_are_recorded_with_their_decision() -> None:
     await m.engine.decide_install(install("i1"))
     await m.engine.decide_install(install("i2", gaid="00000000-0000-4000-8000-000000000002"))
     assert len(m.store.outbox) == 1
+
+
+async def test_a_failed_hand_over_is_not_the_callers_failure() -> None:
+    """The dispatcher down: the decision is answered and recorded with its
+    jobs (for the relay), not refused."""
+    m = await setup()
+    m.store.add_touch(click("c1", HOUR))
+    m.postbacks.down = True
+    d = await m.engine.decide_install(install("i1"))
+    assert d.media_source == "networka" and d.counted
+    assert m.postbacks.jobs == {}
+    (recorded,) = m.store.outbox
+    assert recorded.job_id == f"{d.decision_id}:networka:install"

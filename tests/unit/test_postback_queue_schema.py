@@ -26,7 +26,8 @@ def schema(path: Path) -> dict[str, object]:
         return {
             "objects": db.execute(
                 "SELECT type, name, tbl_name FROM sqlite_master"
-                " WHERE name NOT LIKE 'sqlite_%' AND name != 'schema_version' ORDER BY name"
+                " WHERE name NOT LIKE 'sqlite_%' AND name NOT IN ('schema_version', 'cursors')"
+                " ORDER BY name"
             ).fetchall(),
             "columns": db.execute("PRAGMA table_xinfo(jobs)").fetchall(),
             "index": db.execute("PRAGMA index_xinfo(jobs_due)").fetchall(),
@@ -62,7 +63,7 @@ async def test_a_new_queue_file_has_the_schema_from_before_migrations(tmp_path: 
 async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old_queue_file(path)
-    for _ in range(2):  # the first open records version 1; the second finds it
+    for _ in range(2):  # the first open records versions 1 and 2; the second finds them
         queue = SqliteQueue(path)
         await queue.open()
         try:
@@ -73,7 +74,7 @@ async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path
         finally:
             await queue.close()
         with sqlite3.connect(path) as db:
-            assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+            assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
     queue = SqliteQueue(path)
     await queue.open()
     try:
@@ -81,5 +82,19 @@ async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path
         assert (claimed.job.job_id, claimed.attempts) == ("pending-1", 1)
         replayed = await queue.replay("dead-1", now=200.0)
         assert replayed is not None and (replayed.state, replayed.attempts) == (PENDING, 0)
+    finally:
+        await queue.close()
+
+
+async def test_migration_2_adds_the_consumers_cursors_and_keeps_the_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old_queue_file(path)
+    queue = SqliteQueue(path)
+    await queue.open()
+    try:
+        assert await queue.get_cursor("outcomes:com.example") == ""
+        await queue.set_cursor("outcomes:com.example", "00000000000000000042")
+        assert await queue.get_cursor("outcomes:com.example") == "00000000000000000042"
+        assert (await queue.get("pending-1")) is not None
     finally:
         await queue.close()

@@ -100,7 +100,12 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
     return [
         grpc_child("touchpoint_store", *store_extra),
         grpc_child("srn_adapter", *srn_extra),
-        grpc_child("postback", "--queue-path", str(data / "postbacks.sqlite3"), *redis_extra),
+        grpc_child(
+            "postback",
+            *("--queue-path", str(data / "postbacks.sqlite3")),
+            *("--store-address", addr["touchpoint_store"]),  # the relay
+            *redis_extra,
+        ),
         grpc_child(
             "decider",
             "--store-address",

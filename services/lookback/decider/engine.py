@@ -22,6 +22,7 @@ For an install the engine, in order:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,11 +33,14 @@ from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.types.v1 import decision_pb2, install_pb2, postback_pb2, touch_pb2
 from lookback.core import convert
 from lookback.core.clock import Clock, now_micros
+from lookback.core.errors import LookbackError
 from lookback.decider.apps import AppSettings, CachedApp
 from lookback.decider.cache import LruCache, SingleFlight
 from lookback.domain import matching, rules
 from lookback.domain.model import Kind, Outcome, PriorInstall, SrnClaim
 from lookback.domain.postbacks import Event, Postback, for_decision, for_event
+
+log = logging.getLogger("lookback.decider")
 
 # --- what the engine needs ----------------------------------------------------
 
@@ -263,10 +267,20 @@ class DecisionEngine:
         return [convert.postback_job(p, decision.app_id, created) for p in rendered]
 
     async def _hand_over(self, jobs: Sequence[postback_pb2.PostbackJob]) -> None:
-        """Queue jobs with the dispatcher at once (the fast path; the outcomes
-        log holds them too, for when this hand-over fails)."""
-        if jobs:
+        """Queue jobs with the dispatcher at once (the fast path). A failed
+        hand-over is not the caller's failure: the decision is recorded with
+        its jobs (the outcomes log is the outbox), and the dispatcher's relay
+        queues them from there."""
+        if not jobs:
+            return
+        try:
             await self.postbacks.enqueue(jobs)
+        except LookbackError as exc:
+            log.warning(
+                "postback hand-over failed (%s); %d job(s) left to the relay",
+                exc.code.name,
+                len(jobs),
+            )
 
     @staticmethod
     def _event_jobs(

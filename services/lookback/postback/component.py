@@ -6,10 +6,12 @@ import grpc
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
-from lookback.core import auth
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.core import auth, clients
 from lookback.postback.config import PostbackConfig
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import PostbackQueue, SqliteQueue
+from lookback.postback.relay import Relay
 from lookback.postback.servicer import PostbackDispatcherServicer
 
 
@@ -23,6 +25,22 @@ class PostbackComponent:
         self.queue: PostbackQueue = queue or make_queue(config)
         self.dispatcher = Dispatcher(config, self.queue)
         self.health_interval = config.health_interval
+        self.channels = clients.channels(config.store_address) if config.store_address else []
+        self.relay: Relay | None = None
+        if self.channels:
+            store = clients.stub(
+                store_grpc.TouchpointStoreServiceStub,
+                self.channels[0],
+                10.0,
+                config.outgoing_key(),
+            )
+            self.relay = Relay(
+                store,
+                self.queue,
+                on_queued=self.dispatcher.wakeup.set,
+                interval=config.relay_interval,
+                settle=config.relay_settle,
+            )
 
     async def healthy(self) -> bool:
         return await self.queue.healthy()
@@ -36,8 +54,14 @@ class PostbackComponent:
     async def start(self) -> None:
         await self.queue.open()
         await self.dispatcher.start()
+        if self.relay is not None:
+            # Not waiting for the store: the relay's first pass retries until it answers.
+            await self.relay.start()
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        await clients.close(self.channels)
         await self.dispatcher.stop()
         await self.queue.close()
 

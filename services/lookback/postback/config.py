@@ -44,3 +44,12 @@ class PostbackConfig(ServerConfig):
     the system's CAs."""
     health_interval: float = 1.0
     """Seconds between queue health checks."""
+    store_address: str = ""
+    """The touchpoint store, whose outcomes log the relay tails so that every
+    recorded decision's postbacks are queued even if their hand-over failed
+    (docs/outcomes.md); empty: no relay."""
+    relay_interval: float = 1.0
+    """Seconds between the relay's passes over every app's log."""
+    relay_settle: float = 5.0
+    """The relay reads only log entries older than this many seconds (an entry
+    may land behind a cursor for as long as a decision's store call can take)."""

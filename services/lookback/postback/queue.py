@@ -70,6 +70,12 @@ class PostbackQueue(Protocol):
         """Queue a dead job again with a fresh attempt count; None if unknown."""
         ...
 
+    async def get_cursor(self, name: str) -> str:
+        """A consumer's position, kept with the queue ('' when none yet)."""
+        ...
+
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
 
 _MIGRATIONS = {
     # Exactly the schema of the queue before migrations (IF NOT EXISTS): a
@@ -82,6 +88,8 @@ _MIGRATIONS = {
         delivered_at REAL, created_at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_at);
     """,
+    # Consumers' positions (the relay's, in each app's outcomes log).
+    2: "CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 }
 
 Db = sqlite3.Connection
@@ -142,6 +150,15 @@ def _replay(db: Db, job_id: str, now: float) -> JobState | None:
     return _get(db, job_id)
 
 
+def _get_cursor(db: Db, name: str) -> str:
+    row = db.execute("SELECT value FROM cursors WHERE name=?", (name,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _set_cursor(db: Db, name: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO cursors (name, value) VALUES (?, ?)", (name, value))
+
+
 class SqliteQueue:
     """:class:`PostbackQueue` on SQLite (see :mod:`lookback.core.sqlite`):
     writes group-committed (``synchronous=FULL``, on disk when they return),
@@ -164,6 +181,12 @@ class SqliteQueue:
 
     async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
         return await self.db.write(_enqueue, list(jobs), now)
+
+    async def get_cursor(self, name: str) -> str:
+        return self.db.read(_get_cursor, name)
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        await self.db.write(_set_cursor, name, value)
 
     async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
         purge_before = None

@@ -146,6 +146,13 @@ class RedisQueue:
         except Exception:
             return False
 
+    async def get_cursor(self, name: str) -> str:
+        value = await self.r.hget(self.prefix + "cursors", name)
+        return value.decode() if isinstance(value, bytes) else str(value or "")
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        await self.r.hset(self.prefix + "cursors", name, value)
+
     async def enqueue(self, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
         if not jobs:
             return 0

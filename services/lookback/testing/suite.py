@@ -109,6 +109,7 @@ class EphemeralSuite:
             **{
                 **base,
                 "queue_path": str(self.data_dir / "postbacks.sqlite3"),
+                "store_address": a.store,  # the relay tails the outcomes log
                 **self.postback_overrides,
             }
         )

@@ -243,6 +243,11 @@ class StoreBackend(Protocol):
 
     async def get_app(self, app_id: str) -> app_pb2.App | None: ...
 
+    async def list_apps(self, after_app_id: str, limit: int) -> list[str]:
+        """App ids after ``after_app_id`` (the last of the previous page), in
+        the backend's own stable order; at most ``limit``."""
+        ...
+
     async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
         """False when the stored version is not ``expected_version``."""
         ...

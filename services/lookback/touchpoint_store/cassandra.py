@@ -649,6 +649,15 @@ class CassandraBackend:
         rows = await self._run("app_by_id", (app_id,))
         return app_pb2.App.FromString(rows[0]["body"]) if rows else None
 
+    async def list_apps(self, after_app_id: str, limit: int) -> list[str]:
+        # Token order: the partitioner's, stable; a page goes on after the
+        # last id's token.
+        if after_app_id:
+            rows = await self._run("apps_after", (after_app_id, limit))
+        else:
+            rows = await self._run("apps_first", (limit,))
+        return [r["app_id"] for r in rows]
+
     async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
         rows = await self._run(
             "replace_app", (app.version, app.SerializeToString(), app.app_id, expected_version)

@@ -131,6 +131,8 @@ STATEMENTS: dict[str, str] = {
     " WHERE app_id = ? AND bucket = ? AND (decided_at, decision_id) < (?, ?) LIMIT ?",
     "create_app": "INSERT INTO apps (app_id, version, body) VALUES (?, ?, ?) IF NOT EXISTS",
     "app_by_id": "SELECT body FROM apps WHERE app_id = ?",
+    "apps_first": "SELECT app_id FROM apps LIMIT ?",
+    "apps_after": "SELECT app_id FROM apps WHERE token(app_id) > token(?) LIMIT ?",
     "replace_app": "UPDATE apps SET version = ?, body = ? WHERE app_id = ? IF version = ?",
 }
 

@@ -229,3 +229,12 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
             request.app_id, which, request.page_size, request.page_token
         )
         return pb.ListDecisionsResponse(decisions=decisions, next_page_token=token)
+
+    async def ListApps(self, request: pb.ListAppsRequest, context: object) -> pb.ListAppsResponse:
+        v = Violations()
+        check.check_page_size(v, request.page_size)
+        if request.after_app_id:
+            check.check_id(v, request.after_app_id, "after_app_id")
+        v.raise_if_any()
+        ids = await self.backend.list_apps(request.after_app_id, request.page_size or 100)
+        return pb.ListAppsResponse(app_ids=ids)

@@ -488,6 +488,17 @@ class SqliteBackend:
         return self.db.read(self._get_app, app_id)
 
     @staticmethod
+    def _list_apps(db: Db, after_app_id: str, limit: int) -> list[str]:
+        rows = db.execute(
+            "SELECT app_id FROM apps WHERE app_id > ? ORDER BY app_id LIMIT ?",
+            (after_app_id, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def list_apps(self, after_app_id: str, limit: int) -> list[str]:
+        return self.db.read(self._list_apps, after_app_id, limit)
+
+    @staticmethod
     def _replace_app(db: Db, app: app_pb2.App, expected_version: int) -> bool:
         cur = db.execute(
             "UPDATE apps SET version=?, body=? WHERE app_id=? AND version=?",

@@ -26,6 +26,56 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ListAppsRequest(_message.Message):
+    """Request for ListApps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    AFTER_APP_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (1 to 1000; 0: 100)."""
+    after_app_id: _builtins.str
+    """The last id of the previous page; empty: the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        after_app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_app_id", b"after_app_id", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppsRequest: _TypeAlias = ListAppsRequest  # noqa: Y015
+
+@_typing.final
+class ListAppsResponse(_message.Message):
+    """Response for ListApps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def app_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """App ids; fewer than `page_size` on the last page."""
+
+    def __init__(
+        self,
+        *,
+        app_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_ids", b"app_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppsResponse: _TypeAlias = ListAppsResponse  # noqa: Y015
+
+@_typing.final
 class Outcome(_message.Message):
     """One entry of an app's outcomes log: what one decision or event attribution
     produced, written in the same write as the decision itself.

@@ -108,6 +108,11 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.FromString,
                 _registered_method=True)
+        self.ListApps = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ListApps',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.FromString,
+                _registered_method=True)
 
 
 class TouchpointStoreServiceServicer:
@@ -223,6 +228,14 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApps(self, request, context):
+        """Lists the ids of every app, in an order of the backend's own, paged (for
+        consumers of every app's outcomes log).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TouchpointStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +308,11 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.ListDecisions,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'ListApps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApps,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -678,6 +696,33 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/ListDecisions',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ListApps',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,10 @@ class TouchpointStoreServiceStub:
     """Reads one decision by id."""
     ListDecisions: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListDecisionsRequest, _touchpoint_store_service_pb2.ListDecisionsResponse]
     """Lists an app's decisions in a time range, newest first, paged."""
+    ListApps: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListAppsRequest, _touchpoint_store_service_pb2.ListAppsResponse]
+    """Lists the ids of every app, in an order of the backend's own, paged (for
+    consumers of every app's outcomes log).
+    """
 
 @_typing.type_check_only
 class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
@@ -130,6 +134,10 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     """Reads one decision by id."""
     ListDecisions: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListDecisionsRequest, _touchpoint_store_service_pb2.ListDecisionsResponse]  # type: ignore[assignment]
     """Lists an app's decisions in a time range, newest first, paged."""
+    ListApps: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListAppsRequest, _touchpoint_store_service_pb2.ListAppsResponse]  # type: ignore[assignment]
+    """Lists the ids of every app, in an order of the backend's own, paged (for
+    consumers of every app's outcomes log).
+    """
 
 class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores and finds attribution data. Match keys are opaque strings derived
@@ -262,5 +270,15 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_touchpoint_store_service_pb2.ListDecisionsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListDecisionsResponse]]:
         """Lists an app's decisions in a time range, newest first, paged."""
+
+    @_abc_1.abstractmethod
+    def ListApps(
+        self,
+        request: _touchpoint_store_service_pb2.ListAppsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ListAppsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListAppsResponse]]:
+        """Lists the ids of every app, in an order of the backend's own, paged (for
+        consumers of every app's outcomes log).
+        """
 
 def add_TouchpointStoreServiceServicer_to_server(servicer: TouchpointStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,126 @@
+"""The relay: every postback job recorded in the outcomes log reaches the
+queue, whatever failed when its decision was made.
+
+The decider hands a decision's jobs to the dispatcher at once, but the same
+jobs are also written with the decision in the store's outcomes log (the
+outbox, docs/outcomes.md). The relay tails every app's log from a cursor it
+keeps in the queue's own backend, and queues each entry's jobs again. A job
+id is sent once (the queue keeps delivered ids for its retention), so a job
+the fast path already queued is not sent twice; one whose hand-over failed
+(the dispatcher or Redis down, the decider killed right after answering) is
+queued now. The cursor moves only after the jobs are queued: at least once.
+
+On Cassandra the log is ordered by decision time, so an entry may land just
+behind a cursor already read; the relay reads only entries older than
+``settle`` seconds (longer than the decider's store deadline and retries),
+and stops at the first younger one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+from lookback.core.errors import LookbackError
+from lookback.postback.queue import PostbackQueue
+
+log = logging.getLogger("lookback.postback.relay")
+
+PAGE = 500
+"""Log entries read per call."""
+APPS_PAGE = 1000
+
+
+class Relay:
+    """Queues the jobs of every app's outcomes log, from a cursor per app."""
+
+    def __init__(
+        self,
+        store: store_grpc.TouchpointStoreServiceStub,
+        queue: PostbackQueue,
+        on_queued: Callable[[], None] = lambda: None,
+        interval: float = 1.0,
+        settle: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.on_queued = on_queued
+        self.interval = interval
+        self.settle = settle
+        self.clock = clock
+        self.queued = 0
+        """Jobs queued by the relay in all (most are repeats the queue ignores)."""
+        self.new = 0
+        """Of those, jobs the queue did not have yet (hand-overs that had failed)."""
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def run_once(self) -> int:
+        """One pass over every app; the number of new jobs queued."""
+        new = 0
+        after = ""
+        while True:
+            page = await self.store.ListApps(
+                store_pb.ListAppsRequest(page_size=APPS_PAGE, after_app_id=after)
+            )
+            for app_id in page.app_ids:
+                new += await self._app(app_id)
+            if len(page.app_ids) < APPS_PAGE:
+                return new
+            after = page.app_ids[-1]
+
+    async def _app(self, app_id: str) -> int:
+        name = f"outcomes:{app_id}"
+        cursor = await self.queue.get_cursor(name)
+        new = 0
+        while True:
+            read = await self.store.ReadOutcomes(
+                store_pb.ReadOutcomesRequest(app_id=app_id, after_cursor=cursor, limit=PAGE)
+            )
+            horizon = self.clock() - self.settle
+            settled = []
+            for outcome in read.outcomes:
+                if outcome.record_time.ToMicroseconds() / 1e6 > horizon:
+                    break
+                settled.append(outcome)
+            jobs = [job for outcome in settled for job in outcome.postbacks]
+            if jobs:
+                added = await self.queue.enqueue(jobs, self.clock())
+                self.queued += len(jobs)
+                self.new += added
+                new += added
+                if added:
+                    log.warning(
+                        "relay: %d postback job(s) of %s queued from the log", added, app_id
+                    )
+                    self.on_queued()
+            if settled:
+                cursor = settled[-1].cursor
+                await self.queue.set_cursor(name, cursor)
+            if len(settled) < len(read.outcomes) or len(read.outcomes) < PAGE:
+                return new
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except LookbackError as exc:  # the store or the queue away: next round
+                log.info("relay: %s: %s", exc.code.name, exc.message)
+            except Exception:
+                log.exception("relay pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
