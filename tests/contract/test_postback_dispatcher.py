@@ -370,3 +370,14 @@ async def test_enqueue_refuses_job_ids_that_cannot_be_sent(
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await rpc.GetPostbackJob(pb.GetPostbackJobRequest(job_id=j.job_id))
         assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_consumers_cursors_are_kept_with_the_queue(dispatcher: Dispatcher) -> None:
+    """The relay's position in each app's outcomes log (both queue backends)."""
+    queue = dispatcher.queue
+    name = f"outcomes:com.cursor.{uuid.uuid4().hex[:6]}"
+    assert await queue.get_cursor(name) == ""
+    await queue.set_cursor(name, "00000000000000000007")
+    await queue.set_cursor(name, "00000000000000000009")
+    assert await queue.get_cursor(name) == "00000000000000000009"
+    assert await queue.get_cursor(name + "-other") == ""

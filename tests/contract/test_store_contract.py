@@ -510,3 +510,24 @@ async def test_list_decisions_newest_first_filtered_and_paged(
         f"d-i{n}" for n in (14, 13, 12, 11, 10)
     ]
     assert await backend.list_decisions(app + "-other", everything, 10, "") == ([], "")
+
+
+async def test_every_app_is_listed_once_in_pages(backend: StoreBackend, app: str) -> None:
+    """ListApps (for the relay): pages of a stable order, each app once."""
+    prefix = f"{app}.list"
+    mine = {f"{prefix}{i}" for i in range(7)}
+    for app_id in mine:
+        assert await backend.create_app(
+            app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID, version=1)
+        )
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = await backend.list_apps(after, 3)
+        assert len(page) <= 3
+        seen += page
+        if len(page) < 3:
+            break
+        after = page[-1]
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert mine <= set(seen)  # the other tests' apps are there too
