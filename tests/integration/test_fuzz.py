@@ -402,7 +402,10 @@ async def _send(
         allow_redirects=False,
         timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
     ) as r:
-        answer = await r.read()
+        # A live stream (the decisions' Server-Sent Events) never ends: its
+        # answer is its status and type; anything else is read whole.
+        streaming = r.status == 200 and r.content_type == "text/event-stream"
+        answer = b"" if streaming else await r.read()
     assert time.monotonic() - started < CALL_TIMEOUT
     return r.status, r.content_type, answer
 

@@ -203,7 +203,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap_stream(
         self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
     ) -> grpc.RpcMethodHandler:
-        """Streaming methods (health Watch, reflection): checked by key only."""
+        """Streaming methods (health Watch, reflection, WatchDecisions):
+        checked before the first message (a server stream's request too); a
+        project error while streaming ends the stream with its status."""
         check = self._check
 
         async def refuse(context: grpc.aio.ServicerContext, exc: LookbackError) -> None:
@@ -221,12 +223,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    await check(rule, None, context)
+                    await check(rule, request, context)  # the apps it names too
                 except LookbackError as exc:
                     await refuse(context, exc)
                     return
-                async for item in inner_us(request, context):
-                    yield item
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except LookbackError as exc:
+                    await refuse(context, exc)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,

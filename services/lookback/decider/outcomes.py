@@ -4,6 +4,8 @@ store's records and its outcomes log."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as pb
@@ -22,10 +24,16 @@ RULES = auth.rules_for(
     GetDecision=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
     GetInstall=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
     ListDecisions=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
+    WatchDecisions=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
 )
 """An app's own backend (``s2s``) reads its app's outcomes; the admin all."""
 
 MAX_RANGE = 31 * DAY
+
+WATCH_POLL = 0.2
+"""Seconds between reads of the log while a watch has caught up (an entry
+is on the stream well within the 1 s the contract allows)."""
+WATCH_PAGE = 500
 """Longest time range one list may span."""
 
 
@@ -115,3 +123,46 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
         return pb.ListDecisionsResponse(
             decisions=listed.decisions, next_page_token=listed.next_page_token
         )
+
+    async def WatchDecisions(
+        self, request: pb.WatchDecisionsRequest, context: object
+    ) -> AsyncIterator[pb.WatchDecisionsResponse]:
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        if len(request.cursor) > 200:
+            v.add("cursor", "is not a cursor this service handed out")
+        v.raise_if_any()
+        cursor = request.cursor
+        if not cursor:  # from now: the log's end, without sending what is there
+            cursor = await self._end_of_log(request.app_id)
+        # The caller may now rely on "from now" (its decisions after this are
+        # on the stream): initial metadata says the stream is in place.
+        send = getattr(context, "send_initial_metadata", None)
+        if send is not None:
+            await send(())
+        while True:
+            read = await self.store.ReadOutcomes(
+                store_pb.ReadOutcomesRequest(
+                    app_id=request.app_id, after_cursor=cursor, limit=WATCH_PAGE
+                )
+            )
+            for entry in read.outcomes:
+                answer = pb.WatchDecisionsResponse(cursor=entry.cursor)
+                if entry.HasField("decision"):
+                    answer.decision.CopyFrom(entry.decision)
+                else:
+                    answer.event.CopyFrom(entry.event)
+                yield answer
+                cursor = entry.cursor
+            if len(read.outcomes) < WATCH_PAGE:
+                await asyncio.sleep(WATCH_POLL)
+
+    async def _end_of_log(self, app_id: str) -> str:
+        cursor = ""
+        while True:
+            read = await self.store.ReadOutcomes(
+                store_pb.ReadOutcomesRequest(app_id=app_id, after_cursor=cursor, limit=1000)
+            )
+            cursor = read.next_cursor or cursor
+            if len(read.outcomes) < 1000:
+                return cursor

@@ -54,6 +54,11 @@ class GatewayComponent:
             directory=directory,
             config=config,
             outcomes=clients.stub(outcomes_grpc.OutcomesServiceStub, decider_ch, key=key),
+            # A stream has no deadline; the raw stub, with the key per call.
+            watch=(
+                outcomes_grpc.OutcomesServiceStub(decider_ch).WatchDecisions,
+                clients.key_metadata(key),
+            ),
         )
         self.runner: web.AppRunner | None = None
         self.http_port = 0

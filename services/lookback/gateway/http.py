@@ -39,6 +39,7 @@ Every error is a JSON body ``{"error": {"code", "message",
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -46,6 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -59,7 +61,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
-from lookback.core import auth, intake, jsonapi, redact, telemetry
+from lookback.core import auth, intake, jsonapi, redact, telemetry, wire
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError, NotFound
 from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.clientip import client_ip
@@ -317,6 +319,7 @@ class Gateway:
         directory: AppDirectory,
         config: GatewayConfig | None = None,
         outcomes: outcomes_grpc.OutcomesServiceStub | None = None,
+        watch: tuple[Any, tuple[tuple[str, str], ...]] | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -328,6 +331,8 @@ class Gateway:
         self.decider = decider
         self.apps = apps
         self.outcomes = outcomes
+        self.watch = watch
+        """The raw WatchDecisions multicallable and the metadata (key) it presents."""
         self.auth = authenticator
         self.directory = directory
         self.touches = touches
@@ -355,6 +360,7 @@ class Gateway:
         r.add_post("/v1/apps/{app_id}/keys:rotate", _guard(a, admin, "", self.rotate_key))
         own = auth.app_rule(auth.S2S, lambda m: (m["app_id"],))  # the app in the path
         r.add_get("/v1/apps/{app_id}/decisions", _guard(a, own, "", self.list_decisions))
+        r.add_get("/v1/apps/{app_id}/decisions:watch", _guard(a, own, "", self.watch_decisions))
         r.add_get(
             "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
         )
@@ -502,6 +508,48 @@ class Gateway:
             outcomes_pb.GetInstallRequest(app_id=m["app_id"], install_id=m["install_id"])
         )
         return web.json_response(jsonapi.dump(found, defaults=False))
+
+    async def watch_decisions(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: each new decision (``event: decision``) or event
+        attribution (``event: event``) of the app, its cursor as the event's
+        ``id``; a client that reconnects with ``Last-Event-ID`` (or
+        ``?cursor=``) goes on after it, missing nothing and seeing nothing twice."""
+        allow(request, request.match_info)
+        assert self.watch is not None
+        cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor", "")
+        if len(cursor) > 200:
+            raise InvalidArgument(
+                [FieldViolation("cursor", "is not a cursor this service handed out")]
+            )
+        call, metadata = self.watch
+        stream = call(
+            outcomes_pb.WatchDecisionsRequest(app_id=request.match_info["app_id"], cursor=cursor),
+            metadata=metadata,
+        )
+        try:
+            await stream.initial_metadata()  # the stream is in place ("from now" holds)
+        except grpc.aio.AioRpcError as exc:
+            stream.cancel()
+            raise wire.from_rpc_error(exc) from None
+        answer = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await answer.prepare(request)
+        await answer.write(b": watching\n\n")
+        try:
+            async for entry in stream:
+                kind = "decision" if entry.HasField("decision") else "event"
+                data = json.dumps({kind: jsonapi.dump(getattr(entry, kind), defaults=True)})
+                await answer.write(f"id: {entry.cursor}\nevent: {kind}\ndata: {data}\n\n".encode())
+        except grpc.aio.AioRpcError as exc:
+            error = json.dumps({"code": exc.code().name, "message": exc.details() or ""})
+            await answer.write(f"event: error\ndata: {error}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            stream.cancel()
+            raise
+        finally:
+            stream.cancel()
+        return answer
 
     async def list_decisions(self, request: web.Request) -> web.StreamResponse:
         """``?start_time=&end_time=`` (RFC 3339), ``kind=install,reattribution``,

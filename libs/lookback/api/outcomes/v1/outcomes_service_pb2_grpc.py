@@ -52,6 +52,11 @@ class OutcomesServiceStub:
                 request_serializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsRequest.SerializeToString,
                 response_deserializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsResponse.FromString,
                 _registered_method=True)
+        self.WatchDecisions = channel.unary_stream(
+                '/lookback.outcomes.v1.OutcomesService/WatchDecisions',
+                request_serializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsRequest.SerializeToString,
+                response_deserializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class OutcomesServiceServicer:
@@ -81,6 +86,14 @@ class OutcomesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchDecisions(self, request, context):
+        """Streams an app's new decisions and event attributions, in the order
+        they were recorded, each once, from now or from a cursor it handed out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OutcomesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +111,11 @@ def add_OutcomesServiceServicer_to_server(servicer, server):
                     servicer.ListDecisions,
                     request_deserializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsRequest.FromString,
                     response_serializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'WatchDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDecisions,
+                    request_deserializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsRequest.FromString,
+                    response_serializer=lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +201,33 @@ class OutcomesService:
             '/lookback.outcomes.v1.OutcomesService/ListDecisions',
             lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsRequest.SerializeToString,
             lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lookback.outcomes.v1.OutcomesService/WatchDecisions',
+            lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsRequest.SerializeToString,
+            lookback_dot_outcomes_dot_v1_dot_outcomes__service__pb2.WatchDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

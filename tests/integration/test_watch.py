@@ -1,0 +1,123 @@
+"""Watching an app's decisions: over gRPC (WatchDecisions) and as
+Server-Sent Events through the gateway; in order, each once, resumed from a
+cursor after a disconnect; an app's s2s key watches its own app only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aiohttp
+import grpc
+
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
+from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.testing import builders
+from lookback.testing.keys import admin_channel, bearer, key_channel
+from lookback.testing.suite import SuiteAddresses
+
+
+async def _app(suite: SuiteAddresses) -> tuple[str, apps_pb.AppKeys]:
+    app_id = builders.new_app_id("com.watch")
+    async with admin_channel(suite.decider) as channel:
+        created = await apps_grpc.AppSettingsServiceStub(channel).CreateApp(
+            apps_pb.CreateAppRequest(app=builders.app(app_id))
+        )
+    return app_id, created.keys
+
+
+async def _install(
+    http: aiohttp.ClientSession, suite: SuiteAddresses, app_id: str, key: str
+) -> str:
+    body = {
+        "app_id": app_id,
+        "install_id": uuid.uuid4().hex,
+        "device": {"gaid": builders.new_gaid()},
+    }
+    async with http.post(f"{suite.gateway_url}/v1/installs", json=body, headers=bearer(key)) as r:
+        assert r.status == 200, await r.text()
+        return str((await r.json())["decision"]["decision_id"])
+
+
+async def _events(response: aiohttp.ClientResponse, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` SSE events (id, event, data)."""
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    while len(out) < n:
+        line = (await asyncio.wait_for(response.content.readline(), 10)).decode().rstrip("\n")
+        if not line:
+            if "data" in current:
+                out.append(current)
+            current = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return out
+
+
+async def test_server_sent_events_resume_from_the_last_event_id(suite: SuiteAddresses) -> None:
+    app_id, keys = await _app(suite)
+    url = f"{suite.gateway_url}/v1/apps/{app_id}/decisions:watch"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers=bearer(keys.s2s)) as stream:
+            assert stream.status == 200
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            await stream.content.readline()  # ": watching": the stream is open
+            made = [await _install(http, suite, app_id, keys.sdk) for _ in range(3)]
+            seen = await _events(stream, 3)
+        assert [e["data"]["decision"]["decision_id"] for e in seen] == made
+        assert all(e["event"] == "decision" for e in seen)
+        last = seen[-1]["id"]
+        # Disconnected: two more decisions; reconnecting after the last one
+        # seen gives exactly those, in order.
+        more = [await _install(http, suite, app_id, keys.sdk) for _ in range(2)]
+        headers = {**bearer(keys.s2s), "Last-Event-ID": last}
+        async with http.get(url, headers=headers) as stream:
+            resumed = await _events(stream, 2)
+        assert [e["data"]["decision"]["decision_id"] for e in resumed] == more
+        # The sdk key does not watch; another app's key does not either.
+        async with http.get(url, headers=bearer(keys.sdk)) as refused:
+            assert refused.status == 403
+        _, other = await _app(suite)
+        async with http.get(url, headers=bearer(other.s2s)) as refused:
+            assert refused.status == 403
+
+
+async def test_the_grpc_stream_goes_on_after_a_cursor(suite: SuiteAddresses) -> None:
+    app_id, keys = await _app(suite)
+    async with aiohttp.ClientSession() as http:
+        first = [await _install(http, suite, app_id, keys.sdk) for _ in range(2)]
+        async with key_channel(suite.decider, keys.s2s) as channel:
+            stub = outcomes_grpc.OutcomesServiceStub(channel)
+            # No cursor: from now.
+            call = stub.WatchDecisions(outcomes_pb.WatchDecisionsRequest(app_id=app_id))
+            await call.initial_metadata()  # in place: what follows is "after now"
+            later = await _install(http, suite, app_id, keys.sdk)
+            entry = await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+            assert entry.decision.decision_id == later  # from now: not the earlier ones
+            again = await _install(http, suite, app_id, keys.sdk)
+            call = stub.WatchDecisions(
+                outcomes_pb.WatchDecisionsRequest(app_id=app_id, cursor=entry.cursor)
+            )
+            nxt = await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+            assert nxt.decision.decision_id == again
+        assert len(first) == 2
+        # Another app's s2s key: refused before the first message.
+        _, other = await _app(suite)
+        async with key_channel(suite.decider, other.s2s) as channel:
+            call = outcomes_grpc.OutcomesServiceStub(channel).WatchDecisions(
+                outcomes_pb.WatchDecisionsRequest(app_id=app_id)
+            )
+            try:
+                await asyncio.wait_for(call.read(), 10)
+                raise AssertionError("another app's key watched this app")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
