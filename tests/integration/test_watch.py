@@ -18,6 +18,7 @@ from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.testing import builders
 from lookback.testing.keys import admin_channel, bearer, key_channel
+from lookback.testing.processes import LOOKBACK, start
 from lookback.testing.suite import SuiteAddresses
 
 
@@ -121,3 +122,19 @@ async def test_the_grpc_stream_goes_on_after_a_cursor(suite: SuiteAddresses) -> 
                 raise AssertionError("another app's key watched this app")
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_lookback_decisions_tail_prints_new_decisions(suite: SuiteAddresses) -> None:
+    app_id, keys = await _app(suite)
+    tail = await start(
+        [*LOOKBACK, "decisions", "tail", app_id, "--count", "2", "--target", suite.decider],
+        name="tail",
+        ready="watching",
+        timeout=60,
+    )
+    async with aiohttp.ClientSession() as http:
+        made = [await _install(http, suite, app_id, keys.sdk) for _ in range(2)]
+    assert await tail.exited(timeout=30) == 0, tail.output()
+    lines = [json.loads(line) for line in tail.output().splitlines() if line.startswith("{")]
+    assert [entry["decision"]["decision_id"] for entry in lines] == made
+    assert all(entry["cursor"] for entry in lines)

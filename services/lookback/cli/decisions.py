@@ -3,6 +3,7 @@
 lookback decisions get APP_ID --install INSTALL_ID     an install's current decision
 lookback decisions get APP_ID --decision DECISION_ID   one decision
 lookback decisions list APP_ID [--since 1h] [--kind install,...] [--media-source S] [--limit N]
+lookback decisions tail APP_ID [--cursor C] [--count N]   new decisions as they are made
 
 Each takes ``--target HOST:PORT`` (the decider; ``lookback up``: 7402),
 ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``; an app's ``s2s`` key works for its
@@ -17,6 +18,8 @@ import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import grpc
 
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as pb_grpc
@@ -40,6 +43,8 @@ async def _run(ns: argparse.Namespace) -> int:
         pb_grpc.OutcomesServiceStub, channel, 30.0, admin_key(ns, "lookback decisions")
     )
     try:
+        if ns.action == "tail":
+            return await _tail(channel, ns)
         if ns.action == "get":
             out: Any
             if ns.decision:
@@ -84,6 +89,34 @@ async def _run(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _tail(channel: Any, ns: argparse.Namespace) -> int:
+    """One JSON line per new decision or event attribution, with its
+    ``cursor`` (give it to ``--cursor`` to go on after it); until Ctrl-C, or
+    ``--count`` of them."""
+    raw = pb_grpc.OutcomesServiceStub(channel)
+    call = raw.WatchDecisions(
+        pb.WatchDecisionsRequest(app_id=ns.app_id, cursor=ns.cursor),
+        metadata=clients.key_metadata(admin_key(ns, "lookback decisions")),
+    )
+    seen = 0
+    try:
+        await call.initial_metadata()  # the stream is in place: "from now" holds
+        print(f"watching {ns.app_id}", file=sys.stderr, flush=True)
+        async for entry in call:
+            kind = "decision" if entry.HasField("decision") else "event"
+            line = {"cursor": entry.cursor, kind: jsonapi.dump(getattr(entry, kind), defaults=True)}
+            print(json.dumps(line, sort_keys=True), flush=True)
+            seen += 1
+            if ns.count and seen >= ns.count:
+                break
+    except grpc.aio.AioRpcError as exc:
+        print(f"lookback decisions tail: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        call.cancel()
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="lookback decisions", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -96,6 +129,9 @@ def main(argv: Sequence[str]) -> int:
     listing.add_argument("--kind", default="", help="only these kinds, comma separated")
     listing.add_argument("--media-source", default="", help="only this media source")
     listing.add_argument("--limit", type=int, default=100, help="at most this many")
+    tail = sub.add_parser("tail", help="new decisions as they are made (Ctrl-C stops)")
+    tail.add_argument("--cursor", default="", help="go on after this cursor; default: from now")
+    tail.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     for p in sub.choices.values():
         p.add_argument("app_id")
         p.add_argument("--target", default="127.0.0.1:7402", help="the decider (lookback up: 7402)")

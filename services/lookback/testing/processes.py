@@ -81,20 +81,26 @@ class RunningProcess:
     def output(self) -> str:
         return "".join(self.log)
 
+    async def exited(self, timeout: float = 30.0) -> int:
+        """Wait (up to ``timeout`` seconds, then kill it) for the process to
+        end by itself; its exit code once its output is read."""
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        # A grandchild holding the pipe must not hold us.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain, 10)
+        assert self.process.returncode is not None
+        return self.process.returncode
+
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Send ``sig`` (unless it has exited), wait up to ``timeout`` seconds,
         then kill it; returns its exit code once its output is read."""
         if self.process.returncode is None:
             self.process.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        with contextlib.suppress(TimeoutError):  # a grandchild holding the pipe must not hold us
-            await asyncio.wait_for(self.drain, 10)
-        assert self.process.returncode is not None
-        return self.process.returncode
+        return await self.exited(timeout)
 
 
 async def start(
