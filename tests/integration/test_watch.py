@@ -5,8 +5,10 @@ cursor after a disconnect; an app's s2s key watches its own app only."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,10 +18,11 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.core.server import GrpcServer
 from lookback.testing import builders
 from lookback.testing.keys import admin_channel, bearer, key_channel
-from lookback.testing.processes import LOOKBACK, start
-from lookback.testing.suite import SuiteAddresses
+from lookback.testing.processes import LOOKBACK, start, wait_http_ready
+from lookback.testing.suite import EphemeralSuite, SuiteAddresses
 
 
 async def _app(suite: SuiteAddresses) -> tuple[str, apps_pb.AppKeys]:
@@ -138,3 +141,46 @@ async def test_lookback_decisions_tail_prints_new_decisions(suite: SuiteAddresse
     lines = [json.loads(line) for line in tail.output().splitlines() if line.startswith("{")]
     assert [entry["decision"]["decision_id"] for entry in lines] == made
     assert all(entry["cursor"] for entry in lines)
+
+
+async def test_a_watch_resumes_by_cursor_across_a_restart_of_the_services(
+    tmp_path: Path,
+) -> None:
+    """The cursor is the store's: after the store and the decider restart
+    (same data), a watcher that reconnects with its last cursor gets exactly
+    the decisions made since, in order."""
+    suite = EphemeralSuite(tmp_path)
+    a = await suite.start()
+    try:
+        app_id, keys = await _app(a)
+        async with aiohttp.ClientSession() as http:
+            async with key_channel(a.decider, keys.s2s) as channel:
+                stub = outcomes_grpc.OutcomesServiceStub(channel)
+                call = stub.WatchDecisions(outcomes_pb.WatchDecisionsRequest(app_id=app_id))
+                await call.initial_metadata()
+                first = await _install(http, a, app_id, keys.sdk)
+                entry = await asyncio.wait_for(call.read(), 10)
+                call.cancel()
+                assert entry.decision.decision_id == first
+            for name in ("decider", "touchpoint_store"):  # both go down, then come back
+                server = suite.servers[name]
+                await server.stop(grace=0.5)
+            for name in ("touchpoint_store", "decider"):
+                old = suite.servers[name]
+                same = dataclasses.replace(old.config, port=old.port)
+                component = type(old.component)(same)  # type: ignore[call-arg]
+                back = GrpcServer(component, same)
+                await back.start()
+                suite.servers[name] = back
+            await wait_http_ready(a.gateway_url)  # the gateway reconnected to both
+            made = [await _install(http, a, app_id, keys.sdk) for _ in range(3)]
+            async with key_channel(a.decider, keys.s2s) as channel:
+                stub = outcomes_grpc.OutcomesServiceStub(channel)
+                call = stub.WatchDecisions(
+                    outcomes_pb.WatchDecisionsRequest(app_id=app_id, cursor=entry.cursor)
+                )
+                resumed = [await asyncio.wait_for(call.read(), 10) for _ in made]
+                call.cancel()
+        assert [e.decision.decision_id for e in resumed] == made
+    finally:
+        await suite.stop()
