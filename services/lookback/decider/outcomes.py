@@ -5,6 +5,7 @@ store's records and its outcomes log."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,6 +35,11 @@ WATCH_POLL = 0.2
 """Seconds between reads of the log while a watch has caught up (an entry
 is on the stream well within the 1 s the contract allows)."""
 WATCH_PAGE = 500
+WATCH_SETTLE = 0.4
+"""Seconds an entry waits before the watch sends it. On Cassandra the log is
+ordered by decision time, so an entry can land a moment behind a later one;
+held this long, it is sent in its place rather than missed (SQLite's log
+needs no wait: it costs the watch this much latency, within the 1 s)."""
 """Longest time range one list may span."""
 
 
@@ -146,7 +152,12 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
                     app_id=request.app_id, after_cursor=cursor, limit=WATCH_PAGE
                 )
             )
+            horizon = time.time() - WATCH_SETTLE
+            held = False
             for entry in read.outcomes:
+                if entry.record_time.ToMicroseconds() / 1e6 > horizon:
+                    held = True  # this one and the ones after it: next round
+                    break
                 answer = pb.WatchDecisionsResponse(cursor=entry.cursor)
                 if entry.HasField("decision"):
                     answer.decision.CopyFrom(entry.decision)
@@ -154,7 +165,7 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
                     answer.event.CopyFrom(entry.event)
                 yield answer
                 cursor = entry.cursor
-            if len(read.outcomes) < WATCH_PAGE:
+            if held or len(read.outcomes) < WATCH_PAGE:
                 await asyncio.sleep(WATCH_POLL)
 
     async def _end_of_log(self, app_id: str) -> str:
