@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -295,3 +296,31 @@ async def test_an_anonymous_caller_cannot_choose_our_trace(
     assert format(click.context.trace_id, "032x") != forged
     assert click.parent is None
     assert format(impression.context.trace_id, "032x") == forged
+
+
+async def test_a_keyless_grpc_call_cannot_choose_our_trace_either(
+    suite: SuiteAddresses, telemetry_on: InMemorySpanExporter
+) -> None:
+    """A call without a valid key is refused, and its span starts a trace of
+    ours; the admin's call continues the caller's."""
+    forged = "1af7651916cd43dd8448eb211c80319d"
+    traceparent = (("traceparent", f"00-{forged}-b7ad6b7169203332-01"),)
+    request = srn_pb.QueryClaimsRequest(app_id="com.trace")
+    telemetry_on.clear()
+    async with grpc.aio.insecure_channel(suite.srn) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await srn_grpc.SrnAdapterServiceStub(channel).QueryClaims(
+                request, metadata=traceparent, timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with admin_channel(suite.srn) as channel:
+        await srn_grpc.SrnAdapterServiceStub(channel).QueryClaims(
+            request, metadata=traceparent, timeout=5
+        )
+    servers = [
+        s
+        for s in telemetry_on.get_finished_spans()
+        if s.kind == SpanKind.SERVER and s.name.endswith("SrnAdapterService/QueryClaims")
+    ]
+    traces = sorted(format(s.context.trace_id, "032x") == forged for s in servers if s.context)
+    assert traces == [False, True]  # the keyless call's own trace; the admin's, the caller's

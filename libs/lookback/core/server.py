@@ -200,6 +200,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         auth.authorize(principal, rule, request)
         auth.set_current(principal)
 
+    async def _keyed(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether the call carries a valid key (checks off: every caller)."""
+        if self.authenticator is None or not self.authenticator.enabled:
+            return True
+        key = _bearer(context)
+        if not key:
+            return False
+        try:
+            return (await self.authenticator.authenticate(key)).keyed
+        except LookbackError:
+            return False
+
     def _wrap_stream(
         self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
     ) -> grpc.RpcMethodHandler:
@@ -270,7 +282,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if telemetry.enabled():
-                with telemetry.server_span(method, context.invocation_metadata()) as span:
+                # Only a keyed caller's trace context (and sampling) is followed.
+                trusted = await self._keyed(context)
+                metadata = context.invocation_metadata() if trusted else ()
+                with telemetry.server_span(method, metadata) as span:
                     return await handle(request, context, span)
             return await handle(request, context, None)
 
