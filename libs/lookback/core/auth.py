@@ -28,11 +28,10 @@ gateway read the key from metadata or the ``Authorization`` header.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,31 +127,9 @@ class Principal:
         """Whether the caller presented a valid key at all."""
         return self.admin or bool(self.app_id)
 
-    def describe(self) -> str:
-        """For logs: never the key."""
-        if self.admin:
-            return "admin"
-        if self.app_id:
-            return f"{SCOPE_NAMES.get(self.scope, '?')}:{self.app_id}"
-        return "anonymous"
-
 
 ADMIN = Principal(admin=True)
 ANONYMOUS = Principal()
-
-_current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
-    "lookback_principal", default=ANONYMOUS
-)
-
-
-def current() -> Principal:
-    """The principal of the request being served (set by the server bootstrap)."""
-    return _current.get()
-
-
-def set_current(principal: Principal) -> None:
-    _current.set(principal)
-
 
 AppIds = Callable[[Any], Iterable[str]]
 
@@ -167,11 +144,6 @@ class Rule:
     """For ``app``: the least scope (``sdk`` allows ``s2s`` keys too)."""
     app_ids: AppIds | None = field(default=None, compare=False)
     """For ``app``: the apps a request touches (all must be the key's)."""
-
-    def describe(self) -> str:
-        if self.kind == "app":
-            return f"app key ({SCOPE_NAMES[self.scope]}) or admin"
-        return self.kind
 
 
 PUBLIC = Rule("public")
@@ -277,13 +249,6 @@ def rules_for(service: Any, **rules: Rule) -> dict[str, Rule]:
             f"{service.full_name}: rules missing for {sorted(missing)}, unknown {sorted(extra)}"
         )
     return {f"/{service.full_name}/{name}": rule for name, rule in rules.items()}
-
-
-def merge(*tables: Mapping[str, Rule]) -> dict[str, Rule]:
-    out: dict[str, Rule] = {}
-    for t in tables:
-        out.update(t)
-    return out
 
 
 def admin_rules(service: Any) -> dict[str, Rule]:

@@ -184,33 +184,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._wrapped[method] = wrapped
         return wrapped
 
+    async def _authenticate(
+        self, rule: auth.Rule, context: grpc.aio.ServicerContext
+    ) -> auth.Principal:
+        """Who is calling (before anything is done): anonymous on a public
+        method without a key; :class:`~lookback.core.errors.Unauthenticated`
+        for a missing or unknown key."""
+        if self.authenticator is None:
+            return auth.ADMIN
+        key = _bearer(context)
+        if rule.kind == "public" and not key:
+            return auth.ANONYMOUS
+        return await self.authenticator.authenticate(key)
+
     async def _check(
         self, rule: auth.Rule, request: Any, context: grpc.aio.ServicerContext
     ) -> None:
         """Authenticate and authorize the call (before anything is done)."""
-        authenticator = self.authenticator
-        if authenticator is None:
-            auth.set_current(auth.ADMIN)
-            return
-        key = _bearer(context)
-        if rule.kind == "public" and not key:
-            auth.set_current(auth.ANONYMOUS)
-            return
-        principal = await authenticator.authenticate(key)
-        auth.authorize(principal, rule, request)
-        auth.set_current(principal)
-
-    async def _keyed(self, context: grpc.aio.ServicerContext) -> bool:
-        """Whether the call carries a valid key (checks off: every caller)."""
-        if self.authenticator is None or not self.authenticator.enabled:
-            return True
-        key = _bearer(context)
-        if not key:
-            return False
-        try:
-            return (await self.authenticator.authenticate(key)).keyed
-        except LookbackError:
-            return False
+        auth.authorize(await self._authenticate(rule, context), rule, request)
 
     def _wrap_stream(
         self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
@@ -278,24 +269,36 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, handler: grpc.RpcMethodHandler, rule: auth.Rule
     ) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
-        check = self._check
+        authenticate = self._authenticate
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            # Authenticated once, before the span: only a keyed caller's
+            # trace context (and sampling decision) is followed.
+            try:
+                caller: auth.Principal | LookbackError = await authenticate(rule, context)
+            except LookbackError as exc:
+                caller = exc
             if telemetry.enabled():
-                # Only a keyed caller's trace context (and sampling) is followed.
-                trusted = await self._keyed(context)
+                trusted = isinstance(caller, auth.Principal) and caller.keyed
                 metadata = context.invocation_metadata() if trusted else ()
                 with telemetry.server_span(method, metadata) as span:
-                    return await handle(request, context, span)
-            return await handle(request, context, None)
+                    return await handle(request, context, span, caller)
+            return await handle(request, context, None, caller)
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext, span: Span | None) -> Any:
+        async def handle(
+            request: Any,
+            context: grpc.aio.ServicerContext,
+            span: Span | None,
+            caller: auth.Principal | LookbackError,
+        ) -> Any:
             started = time.perf_counter()
             try:
-                if isinstance(request, _Undecodable):
-                    await check(rule, None, context)  # the key first, as for any request
+                if isinstance(caller, LookbackError):
+                    raise caller
+                if isinstance(request, _Undecodable):  # the key first, as for any request
+                    auth.authorize(caller, rule, None)
                     raise InvalidArgument([FieldViolation("request", request.description)])
-                await check(rule, request, context)
+                auth.authorize(caller, rule, request)
                 return await behavior(request, context)
             except LookbackError as exc:
                 await _abort(context, span, method, exc)

@@ -38,7 +38,7 @@ from lookback.decider.apps import AppSettings, CachedApp
 from lookback.decider.cache import LruCache, SingleFlight
 from lookback.domain import matching, rules
 from lookback.domain.model import Kind, Outcome, PriorInstall, SrnClaim
-from lookback.domain.postbacks import Event, Postback, for_decision, for_event
+from lookback.domain.postbacks import Event, for_decision, for_event
 
 log = logging.getLogger("lookback.decider")
 
@@ -249,11 +249,8 @@ class DecisionEngine:
         """An install id decided before: hand its postbacks over again (idempotent,
         in case the first caller failed in between) and answer as a duplicate."""
         self.install_cache.put((decision.app_id, decision.install_id), decision)
-        await self._send_postbacks(decision, app)
-        return as_duplicate(decision)
-
-    async def _send_postbacks(self, decision: decision_pb2.Decision, app: CachedApp) -> None:
         await self._hand_over(self._jobs(decision, app))
+        return as_duplicate(decision)
 
     def _jobs(
         self, decision: decision_pb2.Decision, app: CachedApp
@@ -281,12 +278,6 @@ class DecisionEngine:
                 exc.code.name,
                 len(jobs),
             )
-
-    @staticmethod
-    def _event_jobs(
-        rendered: Sequence[Postback], app_id: str, created: int
-    ) -> list[postback_pb2.PostbackJob]:
-        return [convert.postback_job(p, app_id, created) for p in rendered]
 
     # --- opens ------------------------------------------------------------------
 
@@ -335,7 +326,7 @@ class DecisionEngine:
             rendered = for_event(
                 app.settings, facts_event, attributed, a.media_source, a.reengagement_media_source
             )
-            return self._event_jobs(rendered, event.app_id, occurred_at)
+            return [convert.postback_job(p, event.app_id, occurred_at) for p in rendered]
 
         jobs = jobs_for(attribution)
         created, stored = await self.records.put_event(event, attribution, jobs)

@@ -13,7 +13,6 @@ from lookback.api.outcomes.v1 import outcomes_service_pb2 as pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as pb_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import decision_pb2
 from lookback.core import auth, convert
 from lookback.core import validation as check
 from lookback.core.clock import now_micros
@@ -43,29 +42,27 @@ needs no wait: it costs the watch this much latency, within the 1 s)."""
 """Longest time range one list may span."""
 
 
-def _range(r: pb.ListDecisionsRequest) -> tuple[int, int]:
-    """The request's [start, end) in micros: end defaults to now, start to a day before."""
+def _store_query(r: pb.ListDecisionsRequest) -> store_pb.ListDecisionsRequest:
+    """The store's query for a list request, its range's defaults applied
+    (end: now; start: a day before), validated as the store validates it,
+    and the range bounded."""
     end = convert.ts_to_micros(r.end_time) if r.HasField("end_time") else now_micros()
     start = convert.ts_to_micros(r.start_time) if r.HasField("start_time") else end - DAY
-    return start, end
-
-
-def _check_list(v: Violations, r: pb.ListDecisionsRequest) -> None:
-    check.check_id(v, r.app_id, "app_id")
-    check.check_page_size(v, r.page_size)
-    for kind in r.kinds:
-        if kind not in decision_pb2.DecisionKind.values() or kind == 0:
-            v.add("kinds", "must be known decision kinds")
-            break
-    if r.media_source:
-        check.check_media_source(v, r.media_source, "media_source")
-    if len(r.page_token) > 200:
-        v.add("page_token", "is not a token this service handed out")
-    start, end = _range(r)
-    if start > end:
-        v.add("start_time", "must not be after end_time")
-    elif end - start > MAX_RANGE:
+    query = store_pb.ListDecisionsRequest(
+        app_id=r.app_id,
+        start_time=convert.micros_to_ts(start),
+        end_time=convert.micros_to_ts(end),
+        kinds=r.kinds,
+        media_source=r.media_source,
+        page_size=r.page_size,
+        page_token=r.page_token,
+    )
+    v = Violations()
+    check.check_list_decisions(v, query)
+    if end - start > MAX_RANGE:
         v.add("start_time", f"the range may span at most {MAX_RANGE // DAY} days")
+    v.raise_if_any()
+    return query
 
 
 @dataclass
@@ -107,24 +104,7 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: object
     ) -> pb.ListDecisionsResponse:
-        check.ensure(_check_list, request)
-        query = store_pb.ListDecisionsRequest(
-            app_id=request.app_id,
-            kinds=request.kinds,
-            media_source=request.media_source,
-            page_size=request.page_size,
-            page_token=request.page_token,
-        )
-        end = (
-            convert.ts_to_micros(request.end_time) if request.HasField("end_time") else now_micros()
-        )
-        start = (
-            convert.ts_to_micros(request.start_time)
-            if request.HasField("start_time")
-            else end - DAY
-        )
-        query.start_time.CopyFrom(convert.micros_to_ts(start))
-        query.end_time.CopyFrom(convert.micros_to_ts(end))
+        query = _store_query(request)
         listed = await self.store.ListDecisions(query)
         return pb.ListDecisionsResponse(
             decisions=listed.decisions, next_page_token=listed.next_page_token

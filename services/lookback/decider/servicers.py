@@ -15,20 +15,17 @@ from lookback.decider import metrics
 from lookback.decider.apps import AppSettings
 from lookback.decider.engine import DecisionEngine
 
-RULES = auth.merge(
-    auth.rules_for(
-        pb.DESCRIPTOR.services_by_name["DeciderService"],
-        DecideInstall=auth.app_rule(auth.SDK, lambda r: (r.install.app_id,)),
-        DecideOpen=auth.app_rule(auth.SDK, lambda r: (r.open.app_id,)),
-        AttributeEvent=auth.app_rule(auth.SDK, lambda r: (r.event.app_id,)),
-    ),
-    auth.rules_for(
-        apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
-        CreateApp=auth.ADMIN_ONLY,
-        GetApp=auth.ADMIN_ONLY,
-        UpdateApp=auth.ADMIN_ONLY,
-        RotateAppKey=auth.ADMIN_ONLY,
-    ),
+RULES = auth.rules_for(
+    pb.DESCRIPTOR.services_by_name["DeciderService"],
+    DecideInstall=auth.app_rule(auth.SDK, lambda r: (r.install.app_id,)),
+    DecideOpen=auth.app_rule(auth.SDK, lambda r: (r.open.app_id,)),
+    AttributeEvent=auth.app_rule(auth.SDK, lambda r: (r.event.app_id,)),
+) | auth.rules_for(
+    apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
+    CreateApp=auth.ADMIN_ONLY,
+    GetApp=auth.ADMIN_ONLY,
+    UpdateApp=auth.ADMIN_ONLY,
+    RotateAppKey=auth.ADMIN_ONLY,
 )
 """Who may call each method: app keys decide their own app's reports; apps
 and their keys are the operator's."""

@@ -109,10 +109,11 @@ def _traced(authenticator: auth.Authenticator) -> Any:
         if "traceparent" in request.headers:
             key = auth.bearer(request.headers.get("Authorization"))
             try:
-                trusted = bool(key) and (await authenticator.authenticate(key)).keyed
+                if key:  # kept for the route's own check: one authentication a request
+                    request[PRINCIPAL] = await authenticator.authenticate(key)
             except LookbackError:
-                trusted = False
-            if trusted:
+                pass  # the route answers 401 itself
+            if PRINCIPAL in request and request[PRINCIPAL].keyed:
                 headers = {h: request.headers[h] for h in TRACE_HEADERS if h in request.headers}
         with telemetry.http_server_span(request.method, route, headers) as span:
             response = await handler(request)
@@ -219,7 +220,8 @@ def _guard(
         try:
             key = auth.bearer(request.headers.get("Authorization"))
             if key or rule.kind != "public":
-                principal = await authenticator.authenticate(key)
+                # Authenticated already when tracing looked at the caller.
+                principal = request.get(PRINCIPAL) or await authenticator.authenticate(key)
                 if rule.kind != "app":
                     auth.authorize(principal, rule)  # app rules: once the body names the app
             else:

@@ -54,8 +54,6 @@ class Relay:
         self.interval = interval
         self.settle = settle
         self.clock = clock
-        self.queued = 0
-        """Jobs queued by the relay in all (most are repeats the queue ignores)."""
         self.new = 0
         """Of those, jobs the queue did not have yet (hand-overs that had failed)."""
         self._task: asyncio.Task[None] | None = None
@@ -92,7 +90,6 @@ class Relay:
             jobs = [job for outcome in settled for job in outcome.postbacks]
             if jobs:
                 added = await self.queue.enqueue(jobs, self.clock())
-                self.queued += len(jobs)
                 self.new += added
                 new += added
                 if added:
