@@ -30,6 +30,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as postback_pb
+from lookback.api.reports.v1 import reports_service_pb2 as reports_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
@@ -52,7 +53,10 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
     ],
     "ingestion": [ingestion_pb.DESCRIPTOR.services_by_name["IngestionService"]],
     "srn": [srn_pb.DESCRIPTOR.services_by_name["SrnAdapterService"]],
-    "postback": [postback_pb.DESCRIPTOR.services_by_name["PostbackDispatcherService"]],
+    "postback": [
+        postback_pb.DESCRIPTOR.services_by_name["PostbackDispatcherService"],
+        reports_pb.DESCRIPTOR.services_by_name["ReportsService"],
+    ],
 }
 COMPONENTS = {
     "store": "touchpoint_store",
@@ -62,10 +66,10 @@ COMPONENTS = {
     "postback": "postback",
 }
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
-KNOWS_APP_KEYS = {"decider", "ingestion"}
-"""The services with methods for app keys; the internal ones (store, SRN
-adapter, postback dispatcher) know admin keys only, so an app key is as
-unknown to them as any other (401, not 403)."""
+KNOWS_APP_KEYS = {"decider", "ingestion", "postback"}
+"""The services with methods for app keys (the postback dispatcher serves the
+reports); the internal ones (store, SRN adapter) know admin keys only, so an
+app key is as unknown to them as any other (401, not 403)."""
 
 
 @dataclass(frozen=True)

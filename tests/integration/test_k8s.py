@@ -38,6 +38,7 @@ ADDRESS_TARGETS = {
     "srn_address": "srn_adapter",
     "postback_address": "postback",
     "decider_address": "decider",
+    "reports_address": "postback",
 }
 # Third-party images whose entrypoint writes to their own filesystem.
 WRITABLE_ROOT_ALLOWED = {("StatefulSet", "cassandra")}
@@ -389,7 +390,7 @@ def test_each_service_is_reached_only_by_the_services_that_call_it(m: Manifests)
     """The matrix in docs/security.md, from what each service's settings
     make it call; no pod reaches a health port (probes come from the node)."""
     containers = m.lookback()
-    assert _calls(containers["gateway"]) == {"decider", "touchpoint_store"}
+    assert _calls(containers["gateway"]) == {"decider", "touchpoint_store", "postback"}
     for caller, c in containers.items():
         calls = _calls(c)
         for callee, d in containers.items():

@@ -1,6 +1,6 @@
 """The SQLite postback queue on numbered migrations: a new file gets the
-schema the queue always had, and a queue file from before migrations keeps
-working (and keeps its jobs)."""
+schema the queue always had (plus the tables later migrations add), and a
+queue file from before migrations keeps working (and keeps its jobs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sqlite3
 from pathlib import Path
 
 from lookback.api.types.v1 import postback_pb2
+from lookback.domain import reports
 from lookback.postback.queue import DEAD, PENDING, SqliteQueue
+from lookback.reports.counts import SqliteCounts
+from lookback.reports.facts import Fact
 
 # The queue's schema before migrations, as it created it on every open.
 BEFORE_MIGRATIONS = """
@@ -27,6 +30,7 @@ def schema(path: Path) -> dict[str, object]:
             "objects": db.execute(
                 "SELECT type, name, tbl_name FROM sqlite_master"
                 " WHERE name NOT LIKE 'sqlite_%' AND name NOT IN ('schema_version', 'cursors')"
+                " AND tbl_name NOT LIKE 'report_%'"
                 " ORDER BY name"
             ).fetchall(),
             "columns": db.execute("PRAGMA table_xinfo(jobs)").fetchall(),
@@ -63,7 +67,7 @@ async def test_a_new_queue_file_has_the_schema_from_before_migrations(tmp_path: 
 async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old_queue_file(path)
-    for _ in range(2):  # the first open records versions 1 and 2; the second finds them
+    for _ in range(2):  # the first open records every version; the second finds them
         queue = SqliteQueue(path)
         await queue.open()
         try:
@@ -74,7 +78,8 @@ async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path
         finally:
             await queue.close()
         with sqlite3.connect(path) as db:
-            assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+            versions = db.execute("SELECT version FROM schema_version").fetchall()
+            assert versions == [(1,), (2,), (3,)]
     queue = SqliteQueue(path)
     await queue.open()
     try:
@@ -95,6 +100,24 @@ async def test_migration_2_adds_the_consumers_cursors_and_keeps_the_jobs(tmp_pat
         assert await queue.get_cursor("outcomes:com.example") == ""
         await queue.set_cursor("outcomes:com.example", "00000000000000000042")
         assert await queue.get_cursor("outcomes:com.example") == "00000000000000000042"
+        assert (await queue.get("pending-1")) is not None
+    finally:
+        await queue.close()
+
+
+async def test_migration_3_adds_the_reports_counts_to_an_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old_queue_file(path)
+    queue = SqliteQueue(path)
+    await queue.open()
+    try:
+        counts = SqliteCounts(queue.db)
+        fact = Fact("d:1", tuple(reports.decision_counts("install", "networka", "ua", 0)))
+        assert await counts.add("com.example", [fact], ("reports:com.example", "7"), 1.0) == 1
+        assert await counts.get_cursor("reports:com.example") == "7"
+        assert [m for _, m, _ in await counts.cells("com.example", 0, 3_600_000_000)] == [
+            "installs"
+        ]
         assert (await queue.get("pending-1")) is not None
     finally:
         await queue.close()

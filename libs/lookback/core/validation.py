@@ -504,6 +504,12 @@ def check_read_outcomes(v: Violations, r: store_pb.ReadOutcomesRequest) -> None:
         v.add("after_cursor", "is not a cursor this service handed out")
     if not 0 <= r.limit <= MAX_PAGE_SIZE:
         v.add("limit", f"must be 0 to {MAX_PAGE_SIZE}")
+    if r.HasField("rewind"):
+        rewind = r.rewind.ToMicroseconds()
+        if not 1_000_000 <= rewind <= 3_600_000_000 or r.rewind.nanos < 0:
+            v.add("rewind", "must be 1 s to 1 hour")
+        elif not r.after_cursor:
+            v.add("rewind", "needs an after_cursor to rewind from")
 
 
 def check_get_decision(v: Violations, r: store_pb.GetDecisionRequest) -> None:

@@ -5,7 +5,8 @@ lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
 lookback postbacks dead|show|replay         dead letters (--help)
 lookback apps create|show|rotate-key        apps and their keys (--help)
-lookback decisions get|list                 read decisions back (--help)
+lookback decisions get|list|tail            read decisions back (--help)
+lookback report APP_ID [--bucket hour|day]  counts per media source, campaign, kind
 lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
 lookback health HOST:PORT [--service NAME]  one health check (TLS: --help)
 """
@@ -122,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
     sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
-    sub.add_parser("decisions", help="get|list: read decisions back, over the decider")
+    sub.add_parser("decisions", help="get|list|tail: read decisions back, over the decider")
+    sub.add_parser("report", help="APP_ID: an app's counts as a table (--help)")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     sub.add_parser("health", help="HOST:PORT: one gRPC health check (over TLS: --help)")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
@@ -141,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.decisions import main as decisions
 
         return decisions(args[1:])
+    if args[:1] == ["report"]:
+        from lookback.cli.report import main as report
+
+        return report(args[1:])
     if args[:1] == ["apps"]:
         from lookback.cli.apps import main as apps
 

@@ -14,7 +14,19 @@ from typing import Any
 from lookback.domain.durations import parse_duration
 from lookback.domain.settings import DURATION_SETTINGS
 
-STEP_KINDS = ("click", "impression", "srn_claim", "install", "open", "event")
+STEP_KINDS = ("click", "impression", "srn_claim", "install", "open", "event", "report")
+REPORT_DIMENSIONS = ("media_source", "campaign", "kind")
+REPORT_METRICS = (
+    "clicks",
+    "impressions",
+    "installs",
+    "reattributions",
+    "reinstalls",
+    "reengagements",
+    "rejected_touches",
+    "events",
+    "revenue",
+)
 SCALAR_EXPECTATIONS = (
     "kind",
     "media_source",
@@ -24,7 +36,15 @@ SCALAR_EXPECTATIONS = (
     "touch_type",
     "reengagement_media_source",
 )
-EXPECTATIONS = (*SCALAR_EXPECTATIONS, "contributors", "rejected", "postbacks", "error")
+EXPECTATIONS = (
+    *SCALAR_EXPECTATIONS,
+    "contributors",
+    "rejected",
+    "postbacks",
+    "error",
+    "rows",
+    "rows_complete",
+)
 SETTING_DURATIONS = DURATION_SETTINGS
 SETTINGS = (
     *SETTING_DURATIONS,
@@ -151,6 +171,10 @@ def validate(file: str, data: Any) -> Scenario:
                 and all(isinstance(r, dict) and set(r) <= {"click_id", "reason"} for r in value)
             ):
                 raise bad(f"{where}.expect.rejected", "must be a list of {click_id, reason}")
+        if kinds[0] == "report":
+            _check_report(bad, where, body, expect)
+        elif "rows" in expect or "rows_complete" in expect:
+            raise bad(f"{where}.expect.rows", "is only for report steps")
         if "error" not in expect:
             for path in time_paths(kinds[0], body):
                 try:
@@ -158,6 +182,26 @@ def validate(file: str, data: Any) -> Scenario:
                 except ValueError as exc:
                     raise bad(f"{where}.{kinds[0]}.{'.'.join(path)}", str(exc)) from exc
     return Scenario(file, data["name"], app, steps)
+
+
+def _check_report(bad: Any, where: str, body: dict[str, Any], expect: dict[str, Any]) -> None:
+    extra = [k for k in body if k not in ("bucket", "group_by", "from", "to")]
+    if extra:
+        raise bad(f"{where}.report.{extra[0]}", "is not a report field")
+    if body.get("bucket", "hour") not in ("hour", "day"):
+        raise bad(f"{where}.report.bucket", "must be hour or day (omitted: totals)")
+    group_by = body.get("group_by", [])
+    if not isinstance(group_by, list) or not all(d in REPORT_DIMENSIONS for d in group_by):
+        raise bad(f"{where}.report.group_by", f"must be a list of {', '.join(REPORT_DIMENSIONS)}")
+    rows = expect.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise bad(f"{where}.expect.rows", "must be a list of rows (objects)")
+    for j, row in enumerate(rows):
+        for key in row:
+            if key not in (*REPORT_DIMENSIONS, *REPORT_METRICS):
+                raise bad(f"{where}.expect.rows[{j}].{key}", "is not a dimension or a metric")
+    if not isinstance(expect.get("rows_complete", False), bool):
+        raise bad(f"{where}.expect.rows_complete", "must be true or false")
 
 
 def _check_duration(bad: Any, where: str, value: Any) -> None:
@@ -172,6 +216,8 @@ def _check_duration(bad: Any, where: str, value: Any) -> None:
 def time_paths(kind: str, body: dict[str, Any]) -> list[tuple[str, ...]]:
     """Paths of the payload's own times, shifted like ``at`` when present."""
     paths: list[tuple[str, ...]] = []
+    if kind == "report":
+        paths += [(k,) for k in ("from", "to") if k in body]
     if kind == "install":
         paths += [(k,) for k in ("install_begin_at", "referrer_click_at") if k in body]
         if isinstance(body.get("preload"), dict) and "preloaded_at" in body["preload"]:

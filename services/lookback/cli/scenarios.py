@@ -38,13 +38,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 from lookback.cli.options import add_admin_key, admin_key
 from lookback.cli.scenario_files import (
+    REPORT_DIMENSIONS,
+    REPORT_METRICS,
     SCALAR_EXPECTATIONS,
     SETTING_DURATIONS,
     STEP_KINDS,
@@ -65,6 +69,68 @@ POSTBACK_WAIT = 10.0
 """Seconds to wait for each expected postback."""
 POSTBACK_QUIET = 0.3
 """Seconds to keep listening for unexpected postbacks once the expected ones arrived."""
+
+
+REPORT_WAIT = 5.0
+"""Seconds a report step waits for its rows (decisions reach the reports
+within about a second)."""
+REPORT_POLL = 0.1
+
+
+def _metric_equal(name: str, want: Any, got: Any) -> bool:
+    if name == "revenue":
+        if not isinstance(want, dict):
+            return False
+        have = {k: Decimal(v) for k, v in (got or {}).items() if Decimal(v)}
+        return have == {k: Decimal(str(v)) for k, v in want.items() if Decimal(str(v))}
+    if name == "rejected_touches":
+        if not isinstance(want, dict):
+            return False
+        counts = {k: int(v) for k, v in (got or {}).items() if int(v)}
+        return counts == {k: int(v) for k, v in want.items() if int(v)}
+    return int(got or 0) == int(want)
+
+
+def _row_matches(row: dict[str, Any], want: dict[str, Any]) -> bool:
+    for name, value in want.items():
+        if name in REPORT_DIMENSIONS:
+            if row.get(name, "") != value:
+                return False
+        elif not _metric_equal(name, value, row.get(name)):
+            return False
+    return True
+
+
+def _row_counts(row: dict[str, Any]) -> bool:
+    """True when the row counts anything."""
+    for m in REPORT_METRICS:
+        value = row.get(m)
+        if isinstance(value, dict):
+            if any(Decimal(str(v)) for v in value.values()):
+                return True
+        elif value and int(value):
+            return True
+    return False
+
+
+def report_failures(i: int, rows: list[dict[str, Any]], expect: dict[str, Any]) -> list[Failure]:
+    """Each expected row must be matched by a row of the report (its
+    dimensions and the metrics it names); with ``rows_complete`` no other row
+    may count anything."""
+    failures = []
+    matched: set[int] = set()
+    for want in expect.get("rows", []):
+        hits = [j for j, row in enumerate(rows) if _row_matches(row, want)]
+        if not hits:
+            dims = {k: v for k, v in want.items() if k in REPORT_DIMENSIONS}
+            near = [r for r in rows if all(r.get(k, "") == v for k, v in dims.items())]
+            failures.append(Failure(i, "rows", want, near or rows))
+        matched.update(hits)
+    if expect.get("rows_complete"):
+        extra = [r for j, r in enumerate(rows) if j not in matched and _row_counts(r)]
+        if extra:
+            failures.append(Failure(i, "rows_complete", "no other rows", extra))
+    return failures
 
 
 @dataclass
@@ -158,6 +224,14 @@ class Runner:
         app_id = f"{sc.app['app_id']}.r{self.run_id}s{next(self._serial)}"
         last = max(parse_time(s["at"]) for s in sc.steps)
         shift = datetime.now(UTC) - last
+        reports = [s["report"] for s in sc.steps if "report" in s]
+        if reports:
+            # Reports count in whole UTC hours (days): shifted by whole ones,
+            # the timeline's hours (days) stay its own, and the last step
+            # falls within the hour (day) before now.
+            unit = timedelta(days=1 if any(r.get("bucket") == "day" for r in reports) else 0)
+            unit = unit or timedelta(hours=1)
+            shift = (shift // unit) * unit
         status, answer = await self._call("POST", "/v1/apps", self._app_json(sc, app_id))
         if status != 201:
             return [Failure(-1, "app", "created", answer.get("error", answer))]
@@ -178,6 +252,12 @@ class Runner:
                     campaign=claim.get("campaign", ""),
                     touch_type=claim.get("touch_type", "click"),
                     click_id=claim.get("click_id", ""),
+                )
+                continue
+            if kind == "report":
+                first = min(parse_time(s["at"]) for s in sc.steps) + shift
+                failures += await self._report(
+                    i, app_id, step[kind], expect, keys["s2s"], shift, first, at
                 )
                 continue
             path, body = self._request(kind, step[kind], app_id, at, shift, "error" in expect)
@@ -235,6 +315,42 @@ class Runner:
             elif expected:
                 failures.append(Failure(i, "postbacks", sorted(expected), []))
         return failures
+
+    async def _report(
+        self,
+        i: int,
+        app_id: str,
+        body: dict[str, Any],
+        expect: dict[str, Any],
+        key: str,
+        shift: timedelta,
+        first: datetime,
+        at: str,
+    ) -> list[Failure]:
+        """A report query, retried until its rows are as expected or
+        :data:`REPORT_WAIT` has passed (a decision is in the reports within
+        about a second of being made)."""
+        start = iso(parse_time(body["from"]) + shift) if "from" in body else iso(first)
+        end = (
+            iso(parse_time(body["to"]) + shift)
+            if "to" in body
+            else iso(parse_time(at) + timedelta(seconds=1))
+        )
+        query = {"start_time": start, "end_time": end}
+        if "bucket" in body:
+            query["bucket"] = body["bucket"]
+        if body.get("group_by"):
+            query["group_by"] = ",".join(body["group_by"])
+        path = f"/v1/apps/{app_id}/reports?" + urlencode(query)
+        deadline = asyncio.get_running_loop().time() + REPORT_WAIT
+        while True:
+            status, answer = await self._call("GET", path, None, key)
+            if status != 200:
+                return [Failure(i, "report", "OK", answer.get("error", answer))]
+            failures = report_failures(i, answer.get("rows", []), expect)
+            if not failures or asyncio.get_running_loop().time() > deadline:
+                return failures
+            await asyncio.sleep(REPORT_POLL)
 
     def _partners(self, prefix: str) -> set[str]:
         partners = set()

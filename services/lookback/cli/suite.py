@@ -139,6 +139,8 @@ def child_commands(ns: argparse.Namespace) -> list[Child]:
                     addr["touchpoint_store"],
                     "--decider-address",
                     addr["decider"],
+                    "--reports-address",
+                    addr["postback"],
                     *shared,
                     # Off: local load tests come from one address and one key.
                     *("--link-rate-limit", "0", "--sdk-rate-limit", "0"),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2
 from lookback.core import intake
 from lookback.core.errors import InvalidArgument, NotFound
@@ -46,12 +49,20 @@ class AppDirectory:
 
     def __init__(
         self,
-        stub: apps_grpc.AppSettingsServiceStub,
+        stub: apps_grpc.AppSettingsServiceStub | store_grpc.TouchpointStoreServiceStub,
         ttl: float = 5.0,
         size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``stub``: the decider's settings service, or (for a service that
+        talks to the store and not to the decider) the store, whose
+        ``GetApp`` answers the same."""
         self.stub = stub
+        self._request: Any = (
+            store_pb.GetAppRequest
+            if isinstance(stub, store_grpc.TouchpointStoreServiceStub)
+            else apps_pb.GetAppRequest
+        )
         # A one-tuple, so that "no such app" is cached too.
         self.cache: LruCache[str, tuple[app_pb2.App | None]] = LruCache(size, ttl, clock)
         self.clock = clock
@@ -73,9 +84,7 @@ class AppDirectory:
 
     async def _read(self, app_id: str) -> app_pb2.App | None:
         try:
-            app: app_pb2.App | None = (
-                await self.stub.GetApp(apps_pb.GetAppRequest(app_id=app_id))
-            ).app
+            app: app_pb2.App | None = (await self.stub.GetApp(self._request(app_id=app_id))).app
         except (NotFound, InvalidArgument):
             app = None
         self.cache.put(app_id, (app,))

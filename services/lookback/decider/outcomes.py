@@ -138,13 +138,15 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
                 if entry.record_time.ToMicroseconds() / 1e6 > horizon:
                     held = True  # this one and the ones after it: next round
                     break
+                cursor = entry.cursor
                 answer = pb.WatchDecisionsResponse(cursor=entry.cursor)
                 if entry.HasField("decision"):
                     answer.decision.CopyFrom(entry.decision)
-                else:
+                elif entry.HasField("event"):
                     answer.event.CopyFrom(entry.event)
+                else:
+                    continue  # stored touches: the reports', not the feed's
                 yield answer
-                cursor = entry.cursor
             if held or len(read.outcomes) < WATCH_PAGE:
                 await asyncio.sleep(WATCH_POLL)
 

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2_grpc
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import auth, clients, tls
 from lookback.decider.client import AppDirectory, DeciderClient
@@ -27,8 +28,10 @@ class GatewayComponent:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.channels = clients.channels(config.decider_address, config.store_address)
-        decider_ch, store_ch = self.channels
+        self.channels = clients.channels(
+            config.decider_address, config.store_address, config.reports_address
+        )
+        decider_ch, store_ch, reports_ch = self.channels
         key = config.outgoing_key()
         apps = clients.stub(apps_grpc.AppSettingsServiceStub, decider_ch, key=key)
         self.app_keys = directory = AppDirectory(apps)
@@ -54,6 +57,7 @@ class GatewayComponent:
             directory=directory,
             config=config,
             outcomes=clients.stub(outcomes_grpc.OutcomesServiceStub, decider_ch, key=key),
+            reports=clients.stub(reports_grpc.ReportsServiceStub, reports_ch, key=key),
             # A stream has no deadline; the raw stub, with the key per call.
             watch=(
                 outcomes_grpc.OutcomesServiceStub(decider_ch).WatchDecisions,

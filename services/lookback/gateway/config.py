@@ -22,6 +22,8 @@ class GatewayConfig(ServerConfig):
     """The touchpoint store (clicks and touches are written to it directly)."""
     decider_address: str = "127.0.0.1:7402"
     """The decider (installs, opens, events and the app settings API)."""
+    reports_address: str = "127.0.0.1:7405"
+    """The reports (served by the postback dispatcher, which keeps them)."""
     decider_timeout: float = 5.0
     """Deadline of a decision call, in seconds."""
     signing_secrets: dict[str, str] = field(default_factory=dict)

@@ -60,6 +60,8 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.api.reports.v1 import reports_service_pb2 as reports_pb
+from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
 from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
 from lookback.core import auth, intake, jsonapi, redact, telemetry, wire
 from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError, NotFound
@@ -322,6 +324,7 @@ class Gateway:
         config: GatewayConfig | None = None,
         outcomes: outcomes_grpc.OutcomesServiceStub | None = None,
         watch: tuple[Any, tuple[tuple[str, str], ...]] | None = None,
+        reports: reports_grpc.ReportsServiceStub | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -333,6 +336,7 @@ class Gateway:
         self.decider = decider
         self.apps = apps
         self.outcomes = outcomes
+        self.reports = reports
         self.watch = watch
         """The raw WatchDecisions multicallable and the metadata (key) it presents."""
         self.auth = authenticator
@@ -367,6 +371,7 @@ class Gateway:
             "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
         )
         r.add_get("/v1/apps/{app_id}/installs/{install_id}", _guard(a, own, "", self.get_install))
+        r.add_get("/v1/apps/{app_id}/reports", _guard(a, own, "", self.get_report))
         r.add_get("/dashboard", _guard(a, public, "", self.dashboard))
         r.add_get("/dashboard/{asset}", _guard(a, public, "", self.dashboard_asset))
         r.add_get("/healthz", _guard(a, public, "", self.healthz))
@@ -571,6 +576,23 @@ class Gateway:
                 "next_page_token": listed.next_page_token,
             }
         )
+
+    async def get_report(self, request: web.Request) -> web.StreamResponse:
+        """``?start_time=&end_time=`` (RFC 3339), ``bucket=hour|day`` (none: a
+        total), ``group_by=media_source,campaign,kind``."""
+        allow(request, request.match_info)
+        assert self.reports is not None
+        q = request.query
+        body: dict[str, Any] = {"app_id": request.match_info["app_id"]}
+        for name in ("start_time", "end_time"):
+            if q.get(name):
+                body[name] = q[name]
+        if q.get("bucket"):
+            body["bucket"] = q["bucket"]
+        if q.get("group_by"):
+            body["group_by"] = [d for d in q["group_by"].split(",") if d]
+        answer = await self.reports.GetReport(jsonapi.parse(reports_pb.GetReportRequest, body))
+        return web.json_response(jsonapi.dump(answer, defaults=True))
 
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
         """The live dashboard's page. It holds no data: the page asks for an

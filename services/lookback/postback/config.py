@@ -53,3 +53,6 @@ class PostbackConfig(ServerConfig):
     relay_settle: float = 5.0
     """The relay reads only log entries older than this many seconds (an entry
     may land behind a cursor for as long as a decision's store call can take)."""
+    report_interval: float = 0.2
+    """Seconds between the reports' passes over every app's log (a decision
+    is in the reports within about this long)."""

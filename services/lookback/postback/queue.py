@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.types.v1 import postback_pb2
 from lookback.core.sqlite import SqliteDatabase
+from lookback.reports.counts import MIGRATION as REPORT_TABLES
 
 PURGE_INTERVAL = 60.0
 """Seconds between purges of delivered jobs past their retention (SQLite)."""
@@ -90,6 +91,8 @@ _MIGRATIONS = {
     """,
     # Consumers' positions (the relay's, in each app's outcomes log).
     2: "CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    # 3: the reports' counts (lookback.reports.counts), kept with the cursors.
+    3: REPORT_TABLES,
 }
 
 Db = sqlite3.Connection

@@ -18,15 +18,13 @@ and stops at the first younger one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.core.errors import LookbackError
+from lookback.core.tasks import Periodic
 from lookback.postback.queue import PostbackQueue
 
 log = logging.getLogger("lookback.postback.relay")
@@ -36,7 +34,7 @@ PAGE = 500
 APPS_PAGE = 1000
 
 
-class Relay:
+class Relay(Periodic):
     """Queues the jobs of every app's outcomes log, from a cursor per app."""
 
     def __init__(
@@ -53,11 +51,12 @@ class Relay:
         self.on_queued = on_queued
         self.interval = interval
         self.settle = settle
+        super().__init__()
         self.clock = clock
+        self.log = log
+        self.name = "relay"
         self.new = 0
         """Of those, jobs the queue did not have yet (hand-overs that had failed)."""
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
 
     async def run_once(self) -> int:
         """One pass over every app; the number of new jobs queued."""
@@ -102,22 +101,3 @@ class Relay:
                 await self.queue.set_cursor(name, cursor)
             if len(settled) < len(read.outcomes) or len(read.outcomes) < PAGE:
                 return new
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except LookbackError as exc:  # the store or the queue away: next round
-                log.info("relay: %s: %s", exc.code.name, exc.message)
-            except Exception:
-                log.exception("relay pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)

@@ -158,6 +158,7 @@ async def start_gateway(addresses: SuiteAddresses, **settings: object) -> tuple[
             "http_port": 0,
             "store_address": addresses.store,
             "decider_address": addresses.decider,
+            "reports_address": addresses.postback,
             **NO_RATE_LIMITS,
             **settings,
         }  # type: ignore[arg-type]

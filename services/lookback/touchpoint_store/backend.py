@@ -123,12 +123,42 @@ def decision_outcome(
 
 
 def event_outcome(
+    event: install_pb2.InAppEvent,
     attribution: decision_pb2.EventAttribution,
     postbacks: Sequence[postback_pb2.PostbackJob],
     record_time: int,
 ) -> store_pb.Outcome:
+    """The log entry of an event's attribution, with what the feed and the
+    reports need of the event itself (its install, name, revenue, time)."""
+    logged = decision_pb2.EventAttribution()
+    logged.CopyFrom(attribution)
+    logged.install_id = event.install_id
+    logged.name = event.name
+    logged.revenue = event.revenue
+    logged.currency = event.currency
+    logged.occurred_at.CopyFrom(event.occurred_at)
     return store_pb.Outcome(
-        event=attribution, postbacks=postbacks, record_time=micros_to_ts(record_time)
+        event=logged, postbacks=postbacks, record_time=micros_to_ts(record_time)
+    )
+
+
+def touches_outcome(touches: Sequence[touch_pb2.Touch], record_time: int) -> store_pb.Outcome:
+    """The log entry of touches stored by one write: what the reports count
+    (type, partner, campaign, time), no device or network identifiers."""
+    return store_pb.Outcome(
+        touches=store_pb.StoredTouches(
+            touches=[
+                store_pb.StoredTouch(
+                    click_id=t.click_id,
+                    type=t.type,
+                    media_source=t.media_source,
+                    campaign=t.campaign,
+                    engaged_at=t.engaged_at,
+                )
+                for t in touches
+            ]
+        ),
+        record_time=micros_to_ts(record_time),
     )
 
 
@@ -221,11 +251,13 @@ class StoreBackend(Protocol):
         ...
 
     async def read_outcomes(
-        self, app_id: str, after_cursor: str, limit: int
+        self, app_id: str, after_cursor: str, limit: int, rewind: int = 0
     ) -> tuple[list[store_pb.Outcome], str]:
         """Up to ``limit`` entries of the app's outcomes log after
         ``after_cursor`` (empty: the oldest kept), in log order, and the
-        cursor to read on from (``after_cursor`` when there are none)."""
+        cursor to read on from (``after_cursor`` when there are none).
+        ``rewind`` (microseconds): start that much earlier where entries can
+        land behind a cursor (Cassandra); ignored where they cannot."""
         ...
 
     async def get_decision(self, app_id: str, decision_id: str) -> decision_pb2.Decision | None: ...

@@ -73,6 +73,7 @@ from lookback.touchpoint_store.backend import (
     page_token,
     parse_page_token,
     touch_retention,
+    touches_outcome,
 )
 from lookback.touchpoint_store.cql import LoopConnection, rows_of
 
@@ -302,6 +303,7 @@ class CassandraBackend:
         batches: list[BatchStatement] = []
         size = BATCH_BYTES
         stored = 0
+        by_app: dict[str, list[touch_pb2.Touch]] = {}
         for item in touches:
             t = item.touch
             engaged = ts_to_micros(t.engaged_at)
@@ -309,6 +311,7 @@ class CassandraBackend:
             if ttl == 0:
                 continue  # past its retention already: it can never count
             stored += 1
+            by_app.setdefault(t.app_id, []).append(t)
             body = t.SerializeToString()
             at = engaged // 1000
             rows: list[tuple[str, tuple[Any, ...]]] = [
@@ -325,7 +328,20 @@ class CassandraBackend:
             size += weight
             for name, params in rows:
                 batches[-1].add(self.q[name], params)
-        await asyncio.gather(*(self._execute(b) for b in batches))
+        # The reports' entries, one per app: every touch written (Cassandra
+        # cannot tell a repeated click id cheaply; the reports count a click
+        # id once). Written with the touches: OK only when both are.
+        logged = [
+            self._run(name, params)
+            for app_id, written in by_app.items()
+            for name, params in self._outcome_rows(
+                app_id,
+                "t:" + ",".join(t.click_id for t in written),
+                now,
+                touches_outcome(written, now),
+            )
+        ]
+        await asyncio.gather(*(self._execute(b) for b in batches), *logged)
         return stored
 
     async def find_touches(
@@ -466,14 +482,17 @@ class CassandraBackend:
         await self._execute(batch)
 
     async def read_outcomes(
-        self, app_id: str, after_cursor: str, limit: int
+        self, app_id: str, after_cursor: str, limit: int, rewind: int = 0
     ) -> tuple[list[store_pb.Outcome], str]:
         """Day buckets forward from the cursor's (from the oldest kept without
-        one) up to today's; one read per bucket until ``limit`` entries."""
+        one) up to today's; one read per bucket until ``limit`` entries.
+        ``rewind`` (microseconds) starts that long before the cursor's time."""
         limit = limit or DEFAULT_LIMIT
         now = self.clock()
         oldest = bucket(now - self.outcome_retention)
         after = _parse_cursor(after_cursor) if after_cursor else None
+        if after is not None and rewind:
+            after = outcome_position(position_time(after) - rewind, "")
         first = oldest if after is None else max(oldest, bucket(position_time(after)))
         out: list[store_pb.Outcome] = []
         for b in range(first, bucket(now + BUCKET_SKEW) + 1):
@@ -620,7 +639,8 @@ class CassandraBackend:
         """The lightweight transaction, then (when it applied) the outcome,
         placed by the store's clock: a failure in between loses the entry (a
         retried put finds the event and appends nothing)."""
-        ttl = max(1, _ttl(ts_to_micros(event.occurred_at) + EVENT_RETENTION, self.clock()))
+        now = self.clock()
+        ttl = max(1, _ttl(ts_to_micros(event.occurred_at) + EVENT_RETENTION, now))
         rows = await self._run(
             "create_event",
             (
@@ -628,16 +648,31 @@ class CassandraBackend:
                 event.event_id,
                 event.SerializeToString(),
                 attribution.SerializeToString(),
+                now,
                 ttl,
             ),
         )
         if rows and not rows[0].get("[applied]", True):
-            return False, decision_pb2.EventAttribution.FromString(rows[0]["attribution"])
-        now = self.clock()
-        outcome = event_outcome(attribution, postbacks, now)
-        for name, params in self._outcome_rows(event.app_id, f"e:{event.event_id}", now, outcome):
-            await self._run(name, params)
+            stored = decision_pb2.EventAttribution.FromString(rows[0]["attribution"])
+            logged_at = rows[0].get("logged_at")
+            if logged_at is not None and stored == attribution:
+                # The same call again (its answer was lost, or the store
+                # failed before the entry): the entry again, at its place.
+                await self._log_event(event, stored, postbacks, logged_at)
+            return False, stored
+        await self._log_event(event, attribution, postbacks, now)
         return True, attribution
+
+    async def _log_event(
+        self,
+        event: install_pb2.InAppEvent,
+        attribution: decision_pb2.EventAttribution,
+        postbacks: Sequence[postback_pb2.PostbackJob],
+        at: int,
+    ) -> None:
+        outcome = event_outcome(event, attribution, postbacks, at)
+        for name, params in self._outcome_rows(event.app_id, f"e:{event.event_id}", at, outcome):
+            await self._run(name, params)
 
     # --- apps ------------------------------------------------------------
 

@@ -85,6 +85,8 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY ((app_id, decision_id))
         ) WITH default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
     ],
+    # 4: an event's log time, so a retried PutEvent re-appends at the same place.
+    4: ["ALTER TABLE events ADD logged_at bigint"],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -115,8 +117,8 @@ STATEMENTS: dict[str, str] = {
     " (app_id, key, installed_at, install_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "set_reengagement": "UPDATE installs USING TTL ? SET reengagement = ?"
     " WHERE app_id = ? AND install_id = ?",
-    "create_event": "INSERT INTO events (app_id, event_id, body, attribution) VALUES (?, ?, ?, ?)"
-    " IF NOT EXISTS USING TTL ?",
+    "create_event": "INSERT INTO events (app_id, event_id, body, attribution, logged_at)"
+    " VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
     "put_outcome": "INSERT INTO outcomes (app_id, bucket, position, body) VALUES (?, ?, ?, ?)"
     " USING TTL ?",
     "outcomes_after": "SELECT position, body FROM outcomes WHERE app_id = ? AND bucket = ?"

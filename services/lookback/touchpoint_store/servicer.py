@@ -201,7 +201,10 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     ) -> pb.ReadOutcomesResponse:
         check.ensure(check.check_read_outcomes, request)
         outcomes, cursor = await self.backend.read_outcomes(
-            request.app_id, request.after_cursor, request.limit
+            request.app_id,
+            request.after_cursor,
+            request.limit,
+            request.rewind.ToMicroseconds() if request.HasField("rewind") else 0,
         )
         return pb.ReadOutcomesResponse(outcomes=outcomes, next_cursor=cursor)
 

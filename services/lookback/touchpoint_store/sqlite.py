@@ -35,6 +35,7 @@ from lookback.touchpoint_store.backend import (
     page_token,
     parse_page_token,
     touch_retention,
+    touches_outcome,
 )
 
 
@@ -155,9 +156,9 @@ class SqliteBackend:
 
     # --- touches ---------------------------------------------------------
 
-    @staticmethod
-    def _put_touches(db: Db, touches: Sequence[store_pb.IndexedTouch]) -> int:
+    def _put_touches(self, db: Db, touches: Sequence[store_pb.IndexedTouch]) -> int:
         stored = 0
+        new: dict[str, list[touch_pb2.Touch]] = {}
         for item in touches:
             t = item.touch
             engaged = ts_to_micros(t.engaged_at)
@@ -169,9 +170,16 @@ class SqliteBackend:
             if cur.rowcount == 0:
                 continue
             stored += 1
+            new.setdefault(t.app_id, []).append(t)
             db.executemany(
                 "INSERT OR IGNORE INTO touch_keys VALUES (?,?,?,?,?)",
                 [(t.app_id, k, engaged, t.click_id, expires) for k in set(item.match_keys)],
+            )
+        # The reports' entry: only touches this write created (a repeated
+        # click id creates nothing), named after the first (unique per app).
+        for app_id, created in new.items():
+            self._append(
+                db, app_id, f"t:{created[0].click_id}", touches_outcome(created, self.clock())
             )
         return stored
 
@@ -309,8 +317,10 @@ class SqliteBackend:
         return out, out[-1].cursor if out else after_cursor
 
     async def read_outcomes(
-        self, app_id: str, after_cursor: str, limit: int
+        self, app_id: str, after_cursor: str, limit: int, rewind: int = 0
     ) -> tuple[list[store_pb.Outcome], str]:
+        """The log in commit order (one writer): no entry lands behind a cursor,
+        so ``rewind`` has nothing to re-read."""
         return self.db.read(self._read_outcomes, app_id, after_cursor, limit)
 
     def _get_decision(self, db: Db, app_id: str, decision_id: str) -> decision_pb2.Decision | None:
@@ -449,7 +459,7 @@ class SqliteBackend:
                 db,
                 event.app_id,
                 f"e:{event.event_id}",
-                event_outcome(attribution, postbacks, self.clock()),
+                event_outcome(event, attribution, postbacks, self.clock()),
             )
             return True, attribution
         row = db.execute(

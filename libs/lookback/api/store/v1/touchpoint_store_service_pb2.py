@@ -23,6 +23,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lookback.api.types.v1 import app_pb2 as lookback_dot_types_dot_v1_dot_app__pb2
 from lookback.api.types.v1 import decision_pb2 as lookback_dot_types_dot_v1_dot_decision__pb2
@@ -31,85 +32,89 @@ from lookback.api.types.v1 import postback_pb2 as lookback_dot_types_dot_v1_dot_
 from lookback.api.types.v1 import touch_pb2 as lookback_dot_types_dot_v1_dot_touch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lookback/store/v1/touchpoint_store_service.proto\x12\x11lookback.store.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blookback/types/v1/app.proto\x1a lookback/types/v1/decision.proto\x1a\x1flookback/types/v1/install.proto\x1a lookback/types/v1/postback.proto\x1a\x1dlookback/types/v1/touch.proto\":\n\x0fListAppsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x14\n\x0c\x61\x66ter_app_id\x18\x02 \x01(\t\"#\n\x10ListAppsResponse\x12\x0f\n\x07\x61pp_ids\x18\x01 \x03(\t\"\xef\x01\n\x07Outcome\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.DecisionH\x00\x12\x34\n\x05\x65vent\x18\x03 \x01(\x0b\x32#.lookback.types.v1.EventAttributionH\x00\x12\x31\n\tpostbacks\x18\x04 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12/\n\x0brecord_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07outcome\"J\n\x13ReadOutcomesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"Y\n\x14ReadOutcomesResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.lookback.store.v1.Outcome\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"9\n\x12GetDecisionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"D\n\x13GetDecisionResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"\xf1\x01\n\x14ListDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.lookback.types.v1.DecisionKind\x12\x14\n\x0cmedia_source\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"`\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x0cIndexedTouch\x12\'\n\x05touch\x18\x01 \x01(\x0b\x32\x18.lookback.types.v1.Touch\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\"\xf3\x01\n\rInstallRecord\x12+\n\x07install\x18\x01 \x01(\x0b\x32\x1a.lookback.types.v1.Install\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x04 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x05 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"E\n\x11PutTouchesRequest\x12\x30\n\x07touches\x18\x01 \x03(\x0b\x32\x1f.lookback.store.v1.IndexedTouch\"$\n\x12PutTouchesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xe2\x01\n\x19GatherInstallFactsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\x12\x12\n\ntouch_keys\x18\x03 \x03(\t\x12\x11\n\tclick_ids\x18\x04 \x03(\t\x12\x31\n\rengaged_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_keys\x18\x07 \x03(\t\"\xac\x01\n\x1aGatherInstallFactsResponse\x12\x32\n\x08\x65xisting\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12)\n\x07touches\x18\x02 \x03(\x0b\x32\x18.lookback.types.v1.Touch\x12/\n\x05prior\x18\x03 \x03(\x0b\x32 .lookback.store.v1.InstallRecord\"\xb2\x01\n\x12\x46indTouchesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12\x11\n\tclick_ids\x18\x03 \x03(\t\x12\x31\n\rengaged_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x13\x46indTouchesResponse\x12)\n\x07touches\x18\x01 \x03(\x0b\x32\x18.lookback.types.v1.Touch\"\x81\x01\n\x1a\x43reateInstallRecordRequest\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12\x31\n\tpostbacks\x18\x02 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"`\n\x1b\x43reateInstallRecordResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x30\n\x06record\x18\x02 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"=\n\x17GetInstallRecordRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"L\n\x18GetInstallRecordResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xa4\x01\n\x19RecordOpenDecisionRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x17.lookback.types.v1.Open\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"N\n\x1aRecordOpenDecisionResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xac\x01\n\x0fPutEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.lookback.types.v1.InAppEvent\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"]\n\x10PutEventResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"R\n\x11ReplaceAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\"9\n\x12ReplaceAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9c\x01\n\x1b\x45xchangeDecisionWorkRequest\x12=\n\x07gathers\x18\x01 \x03(\x0b\x32,.lookback.store.v1.GatherInstallFactsRequest\x12>\n\x07\x63reates\x18\x02 \x03(\x0b\x32-.lookback.store.v1.CreateInstallRecordRequest\"\x87\x01\n\x18GatherInstallFactsResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12<\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32-.lookback.store.v1.GatherInstallFactsResponse\"\x8c\x01\n\x19\x43reateInstallRecordResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12@\n\x08response\x18\x02 \x01(\x0b\x32..lookback.store.v1.CreateInstallRecordResponse\"\x9b\x01\n\x1c\x45xchangeDecisionWorkResponse\x12<\n\x07gathers\x18\x01 \x03(\x0b\x32+.lookback.store.v1.GatherInstallFactsResult\x12=\n\x07\x63reates\x18\x02 \x03(\x0b\x32,.lookback.store.v1.CreateInstallRecordResult2\xe2\x0b\n\x16TouchpointStoreService\x12Y\n\nPutTouches\x12$.lookback.store.v1.PutTouchesRequest\x1a%.lookback.store.v1.PutTouchesResponse\x12q\n\x12GatherInstallFacts\x12,.lookback.store.v1.GatherInstallFactsRequest\x1a-.lookback.store.v1.GatherInstallFactsResponse\x12w\n\x14\x45xchangeDecisionWork\x12..lookback.store.v1.ExchangeDecisionWorkRequest\x1a/.lookback.store.v1.ExchangeDecisionWorkResponse\x12\\\n\x0b\x46indTouches\x12%.lookback.store.v1.FindTouchesRequest\x1a&.lookback.store.v1.FindTouchesResponse\x12t\n\x13\x43reateInstallRecord\x12-.lookback.store.v1.CreateInstallRecordRequest\x1a..lookback.store.v1.CreateInstallRecordResponse\x12k\n\x10GetInstallRecord\x12*.lookback.store.v1.GetInstallRecordRequest\x1a+.lookback.store.v1.GetInstallRecordResponse\x12q\n\x12RecordOpenDecision\x12,.lookback.store.v1.RecordOpenDecisionRequest\x1a-.lookback.store.v1.RecordOpenDecisionResponse\x12S\n\x08PutEvent\x12\".lookback.store.v1.PutEventRequest\x1a#.lookback.store.v1.PutEventResponse\x12V\n\tCreateApp\x12#.lookback.store.v1.CreateAppRequest\x1a$.lookback.store.v1.CreateAppResponse\x12M\n\x06GetApp\x12 .lookback.store.v1.GetAppRequest\x1a!.lookback.store.v1.GetAppResponse\x12Y\n\nReplaceApp\x12$.lookback.store.v1.ReplaceAppRequest\x1a%.lookback.store.v1.ReplaceAppResponse\x12_\n\x0cReadOutcomes\x12&.lookback.store.v1.ReadOutcomesRequest\x1a\'.lookback.store.v1.ReadOutcomesResponse\x12\\\n\x0bGetDecision\x12%.lookback.store.v1.GetDecisionRequest\x1a&.lookback.store.v1.GetDecisionResponse\x12\x62\n\rListDecisions\x12\'.lookback.store.v1.ListDecisionsRequest\x1a(.lookback.store.v1.ListDecisionsResponse\x12S\n\x08ListApps\x12\".lookback.store.v1.ListAppsRequest\x1a#.lookback.store.v1.ListAppsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0lookback/store/v1/touchpoint_store_service.proto\x12\x11lookback.store.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blookback/types/v1/app.proto\x1a lookback/types/v1/decision.proto\x1a\x1flookback/types/v1/install.proto\x1a lookback/types/v1/postback.proto\x1a\x1dlookback/types/v1/touch.proto\":\n\x0fListAppsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x14\n\x0c\x61\x66ter_app_id\x18\x02 \x01(\t\"#\n\x10ListAppsResponse\x12\x0f\n\x07\x61pp_ids\x18\x01 \x03(\t\"\xa4\x02\n\x07Outcome\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.DecisionH\x00\x12\x34\n\x05\x65vent\x18\x03 \x01(\x0b\x32#.lookback.types.v1.EventAttributionH\x00\x12\x33\n\x07touches\x18\x06 \x01(\x0b\x32 .lookback.store.v1.StoredTouchesH\x00\x12\x31\n\tpostbacks\x18\x04 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12/\n\x0brecord_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07outcome\"u\n\x13ReadOutcomesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12)\n\x06rewind\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\rStoredTouches\x12/\n\x07touches\x18\x01 \x03(\x0b\x32\x1e.lookback.store.v1.StoredTouch\"\xa3\x01\n\x0bStoredTouch\x12\x10\n\x08\x63lick_id\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.lookback.types.v1.TouchType\x12\x14\n\x0cmedia_source\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12.\n\nengaged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x14ReadOutcomesResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.lookback.store.v1.Outcome\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"9\n\x12GetDecisionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"D\n\x13GetDecisionResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"\xf1\x01\n\x14ListDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.lookback.types.v1.DecisionKind\x12\x14\n\x0cmedia_source\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"`\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x0cIndexedTouch\x12\'\n\x05touch\x18\x01 \x01(\x0b\x32\x18.lookback.types.v1.Touch\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\"\xf3\x01\n\rInstallRecord\x12+\n\x07install\x18\x01 \x01(\x0b\x32\x1a.lookback.types.v1.Install\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x04 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x05 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"E\n\x11PutTouchesRequest\x12\x30\n\x07touches\x18\x01 \x03(\x0b\x32\x1f.lookback.store.v1.IndexedTouch\"$\n\x12PutTouchesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xe2\x01\n\x19GatherInstallFactsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\x12\x12\n\ntouch_keys\x18\x03 \x03(\t\x12\x11\n\tclick_ids\x18\x04 \x03(\t\x12\x31\n\rengaged_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65vice_keys\x18\x07 \x03(\t\"\xac\x01\n\x1aGatherInstallFactsResponse\x12\x32\n\x08\x65xisting\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12)\n\x07touches\x18\x02 \x03(\x0b\x32\x18.lookback.types.v1.Touch\x12/\n\x05prior\x18\x03 \x03(\x0b\x32 .lookback.store.v1.InstallRecord\"\xb2\x01\n\x12\x46indTouchesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\nmatch_keys\x18\x02 \x03(\t\x12\x11\n\tclick_ids\x18\x03 \x03(\t\x12\x31\n\rengaged_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x65ngaged_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x13\x46indTouchesResponse\x12)\n\x07touches\x18\x01 \x03(\x0b\x32\x18.lookback.types.v1.Touch\"\x81\x01\n\x1a\x43reateInstallRecordRequest\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\x12\x31\n\tpostbacks\x18\x02 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"`\n\x1b\x43reateInstallRecordResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x30\n\x06record\x18\x02 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"=\n\x17GetInstallRecordRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"L\n\x18GetInstallRecordResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xa4\x01\n\x19RecordOpenDecisionRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x17.lookback.types.v1.Open\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"N\n\x1aRecordOpenDecisionResponse\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .lookback.store.v1.InstallRecord\"\xac\x01\n\x0fPutEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.lookback.types.v1.InAppEvent\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\x12\x31\n\tpostbacks\x18\x03 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\"]\n\x10PutEventResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x38\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.EventAttribution\"7\n\x10\x43reateAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"8\n\x11\x43reateAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"5\n\x0eGetAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"R\n\x11ReplaceAppRequest\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\"9\n\x12ReplaceAppResponse\x12#\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x16.lookback.types.v1.App\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9c\x01\n\x1b\x45xchangeDecisionWorkRequest\x12=\n\x07gathers\x18\x01 \x03(\x0b\x32,.lookback.store.v1.GatherInstallFactsRequest\x12>\n\x07\x63reates\x18\x02 \x03(\x0b\x32-.lookback.store.v1.CreateInstallRecordRequest\"\x87\x01\n\x18GatherInstallFactsResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12<\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32-.lookback.store.v1.GatherInstallFactsResponse\"\x8c\x01\n\x19\x43reateInstallRecordResult\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1d.lookback.store.v1.ItemStatus\x12@\n\x08response\x18\x02 \x01(\x0b\x32..lookback.store.v1.CreateInstallRecordResponse\"\x9b\x01\n\x1c\x45xchangeDecisionWorkResponse\x12<\n\x07gathers\x18\x01 \x03(\x0b\x32+.lookback.store.v1.GatherInstallFactsResult\x12=\n\x07\x63reates\x18\x02 \x03(\x0b\x32,.lookback.store.v1.CreateInstallRecordResult2\xe2\x0b\n\x16TouchpointStoreService\x12Y\n\nPutTouches\x12$.lookback.store.v1.PutTouchesRequest\x1a%.lookback.store.v1.PutTouchesResponse\x12q\n\x12GatherInstallFacts\x12,.lookback.store.v1.GatherInstallFactsRequest\x1a-.lookback.store.v1.GatherInstallFactsResponse\x12w\n\x14\x45xchangeDecisionWork\x12..lookback.store.v1.ExchangeDecisionWorkRequest\x1a/.lookback.store.v1.ExchangeDecisionWorkResponse\x12\\\n\x0b\x46indTouches\x12%.lookback.store.v1.FindTouchesRequest\x1a&.lookback.store.v1.FindTouchesResponse\x12t\n\x13\x43reateInstallRecord\x12-.lookback.store.v1.CreateInstallRecordRequest\x1a..lookback.store.v1.CreateInstallRecordResponse\x12k\n\x10GetInstallRecord\x12*.lookback.store.v1.GetInstallRecordRequest\x1a+.lookback.store.v1.GetInstallRecordResponse\x12q\n\x12RecordOpenDecision\x12,.lookback.store.v1.RecordOpenDecisionRequest\x1a-.lookback.store.v1.RecordOpenDecisionResponse\x12S\n\x08PutEvent\x12\".lookback.store.v1.PutEventRequest\x1a#.lookback.store.v1.PutEventResponse\x12V\n\tCreateApp\x12#.lookback.store.v1.CreateAppRequest\x1a$.lookback.store.v1.CreateAppResponse\x12M\n\x06GetApp\x12 .lookback.store.v1.GetAppRequest\x1a!.lookback.store.v1.GetAppResponse\x12Y\n\nReplaceApp\x12$.lookback.store.v1.ReplaceAppRequest\x1a%.lookback.store.v1.ReplaceAppResponse\x12_\n\x0cReadOutcomes\x12&.lookback.store.v1.ReadOutcomesRequest\x1a\'.lookback.store.v1.ReadOutcomesResponse\x12\\\n\x0bGetDecision\x12%.lookback.store.v1.GetDecisionRequest\x1a&.lookback.store.v1.GetDecisionResponse\x12\x62\n\rListDecisions\x12\'.lookback.store.v1.ListDecisionsRequest\x1a(.lookback.store.v1.ListDecisionsResponse\x12S\n\x08ListApps\x12\".lookback.store.v1.ListAppsRequest\x1a#.lookback.store.v1.ListAppsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.store.v1.touchpoint_store_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTAPPSREQUEST']._serialized_start=265
-  _globals['_LISTAPPSREQUEST']._serialized_end=323
-  _globals['_LISTAPPSRESPONSE']._serialized_start=325
-  _globals['_LISTAPPSRESPONSE']._serialized_end=360
-  _globals['_OUTCOME']._serialized_start=363
-  _globals['_OUTCOME']._serialized_end=602
-  _globals['_READOUTCOMESREQUEST']._serialized_start=604
-  _globals['_READOUTCOMESREQUEST']._serialized_end=678
-  _globals['_READOUTCOMESRESPONSE']._serialized_start=680
-  _globals['_READOUTCOMESRESPONSE']._serialized_end=769
-  _globals['_GETDECISIONREQUEST']._serialized_start=771
-  _globals['_GETDECISIONREQUEST']._serialized_end=828
-  _globals['_GETDECISIONRESPONSE']._serialized_start=830
-  _globals['_GETDECISIONRESPONSE']._serialized_end=898
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=901
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=1142
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1144
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1240
-  _globals['_INDEXEDTOUCH']._serialized_start=1242
-  _globals['_INDEXEDTOUCH']._serialized_end=1317
-  _globals['_INSTALLRECORD']._serialized_start=1320
-  _globals['_INSTALLRECORD']._serialized_end=1563
-  _globals['_PUTTOUCHESREQUEST']._serialized_start=1565
-  _globals['_PUTTOUCHESREQUEST']._serialized_end=1634
-  _globals['_PUTTOUCHESRESPONSE']._serialized_start=1636
-  _globals['_PUTTOUCHESRESPONSE']._serialized_end=1672
-  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_start=1675
-  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_end=1901
-  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_start=1904
-  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_end=2076
-  _globals['_FINDTOUCHESREQUEST']._serialized_start=2079
-  _globals['_FINDTOUCHESREQUEST']._serialized_end=2257
-  _globals['_FINDTOUCHESRESPONSE']._serialized_start=2259
-  _globals['_FINDTOUCHESRESPONSE']._serialized_end=2323
-  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_start=2326
-  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_end=2455
-  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_start=2457
-  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_end=2553
-  _globals['_GETINSTALLRECORDREQUEST']._serialized_start=2555
-  _globals['_GETINSTALLRECORDREQUEST']._serialized_end=2616
-  _globals['_GETINSTALLRECORDRESPONSE']._serialized_start=2618
-  _globals['_GETINSTALLRECORDRESPONSE']._serialized_end=2694
-  _globals['_RECORDOPENDECISIONREQUEST']._serialized_start=2697
-  _globals['_RECORDOPENDECISIONREQUEST']._serialized_end=2861
-  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_start=2863
-  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_end=2941
-  _globals['_PUTEVENTREQUEST']._serialized_start=2944
-  _globals['_PUTEVENTREQUEST']._serialized_end=3116
-  _globals['_PUTEVENTRESPONSE']._serialized_start=3118
-  _globals['_PUTEVENTRESPONSE']._serialized_end=3211
-  _globals['_CREATEAPPREQUEST']._serialized_start=3213
-  _globals['_CREATEAPPREQUEST']._serialized_end=3268
-  _globals['_CREATEAPPRESPONSE']._serialized_start=3270
-  _globals['_CREATEAPPRESPONSE']._serialized_end=3326
-  _globals['_GETAPPREQUEST']._serialized_start=3328
-  _globals['_GETAPPREQUEST']._serialized_end=3359
-  _globals['_GETAPPRESPONSE']._serialized_start=3361
-  _globals['_GETAPPRESPONSE']._serialized_end=3414
-  _globals['_REPLACEAPPREQUEST']._serialized_start=3416
-  _globals['_REPLACEAPPREQUEST']._serialized_end=3498
-  _globals['_REPLACEAPPRESPONSE']._serialized_start=3500
-  _globals['_REPLACEAPPRESPONSE']._serialized_end=3557
-  _globals['_ITEMSTATUS']._serialized_start=3559
-  _globals['_ITEMSTATUS']._serialized_end=3602
-  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_start=3605
-  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_end=3761
-  _globals['_GATHERINSTALLFACTSRESULT']._serialized_start=3764
-  _globals['_GATHERINSTALLFACTSRESULT']._serialized_end=3899
-  _globals['_CREATEINSTALLRECORDRESULT']._serialized_start=3902
-  _globals['_CREATEINSTALLRECORDRESULT']._serialized_end=4042
-  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_start=4045
-  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_end=4200
-  _globals['_TOUCHPOINTSTORESERVICE']._serialized_start=4203
-  _globals['_TOUCHPOINTSTORESERVICE']._serialized_end=5709
+  _globals['_LISTAPPSREQUEST']._serialized_start=297
+  _globals['_LISTAPPSREQUEST']._serialized_end=355
+  _globals['_LISTAPPSRESPONSE']._serialized_start=357
+  _globals['_LISTAPPSRESPONSE']._serialized_end=392
+  _globals['_OUTCOME']._serialized_start=395
+  _globals['_OUTCOME']._serialized_end=687
+  _globals['_READOUTCOMESREQUEST']._serialized_start=689
+  _globals['_READOUTCOMESREQUEST']._serialized_end=806
+  _globals['_STOREDTOUCHES']._serialized_start=808
+  _globals['_STOREDTOUCHES']._serialized_end=872
+  _globals['_STOREDTOUCH']._serialized_start=875
+  _globals['_STOREDTOUCH']._serialized_end=1038
+  _globals['_READOUTCOMESRESPONSE']._serialized_start=1040
+  _globals['_READOUTCOMESRESPONSE']._serialized_end=1129
+  _globals['_GETDECISIONREQUEST']._serialized_start=1131
+  _globals['_GETDECISIONREQUEST']._serialized_end=1188
+  _globals['_GETDECISIONRESPONSE']._serialized_start=1190
+  _globals['_GETDECISIONRESPONSE']._serialized_end=1258
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1261
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1502
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1504
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1600
+  _globals['_INDEXEDTOUCH']._serialized_start=1602
+  _globals['_INDEXEDTOUCH']._serialized_end=1677
+  _globals['_INSTALLRECORD']._serialized_start=1680
+  _globals['_INSTALLRECORD']._serialized_end=1923
+  _globals['_PUTTOUCHESREQUEST']._serialized_start=1925
+  _globals['_PUTTOUCHESREQUEST']._serialized_end=1994
+  _globals['_PUTTOUCHESRESPONSE']._serialized_start=1996
+  _globals['_PUTTOUCHESRESPONSE']._serialized_end=2032
+  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_start=2035
+  _globals['_GATHERINSTALLFACTSREQUEST']._serialized_end=2261
+  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_start=2264
+  _globals['_GATHERINSTALLFACTSRESPONSE']._serialized_end=2436
+  _globals['_FINDTOUCHESREQUEST']._serialized_start=2439
+  _globals['_FINDTOUCHESREQUEST']._serialized_end=2617
+  _globals['_FINDTOUCHESRESPONSE']._serialized_start=2619
+  _globals['_FINDTOUCHESRESPONSE']._serialized_end=2683
+  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_start=2686
+  _globals['_CREATEINSTALLRECORDREQUEST']._serialized_end=2815
+  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_start=2817
+  _globals['_CREATEINSTALLRECORDRESPONSE']._serialized_end=2913
+  _globals['_GETINSTALLRECORDREQUEST']._serialized_start=2915
+  _globals['_GETINSTALLRECORDREQUEST']._serialized_end=2976
+  _globals['_GETINSTALLRECORDRESPONSE']._serialized_start=2978
+  _globals['_GETINSTALLRECORDRESPONSE']._serialized_end=3054
+  _globals['_RECORDOPENDECISIONREQUEST']._serialized_start=3057
+  _globals['_RECORDOPENDECISIONREQUEST']._serialized_end=3221
+  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_start=3223
+  _globals['_RECORDOPENDECISIONRESPONSE']._serialized_end=3301
+  _globals['_PUTEVENTREQUEST']._serialized_start=3304
+  _globals['_PUTEVENTREQUEST']._serialized_end=3476
+  _globals['_PUTEVENTRESPONSE']._serialized_start=3478
+  _globals['_PUTEVENTRESPONSE']._serialized_end=3571
+  _globals['_CREATEAPPREQUEST']._serialized_start=3573
+  _globals['_CREATEAPPREQUEST']._serialized_end=3628
+  _globals['_CREATEAPPRESPONSE']._serialized_start=3630
+  _globals['_CREATEAPPRESPONSE']._serialized_end=3686
+  _globals['_GETAPPREQUEST']._serialized_start=3688
+  _globals['_GETAPPREQUEST']._serialized_end=3719
+  _globals['_GETAPPRESPONSE']._serialized_start=3721
+  _globals['_GETAPPRESPONSE']._serialized_end=3774
+  _globals['_REPLACEAPPREQUEST']._serialized_start=3776
+  _globals['_REPLACEAPPREQUEST']._serialized_end=3858
+  _globals['_REPLACEAPPRESPONSE']._serialized_start=3860
+  _globals['_REPLACEAPPRESPONSE']._serialized_end=3917
+  _globals['_ITEMSTATUS']._serialized_start=3919
+  _globals['_ITEMSTATUS']._serialized_end=3962
+  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_start=3965
+  _globals['_EXCHANGEDECISIONWORKREQUEST']._serialized_end=4121
+  _globals['_GATHERINSTALLFACTSRESULT']._serialized_start=4124
+  _globals['_GATHERINSTALLFACTSRESULT']._serialized_end=4259
+  _globals['_CREATEINSTALLRECORDRESULT']._serialized_start=4262
+  _globals['_CREATEINSTALLRECORDRESULT']._serialized_end=4402
+  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_start=4405
+  _globals['_EXCHANGEDECISIONWORKRESPONSE']._serialized_end=4560
+  _globals['_TOUCHPOINTSTORESERVICE']._serialized_start=4563
+  _globals['_TOUCHPOINTSTORESERVICE']._serialized_end=6069
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ The data service: touches, install records, decisions, events and apps."""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -86,6 +87,7 @@ class Outcome(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    TOUCHES_FIELD_NUMBER: _builtins.int
     POSTBACKS_FIELD_NUMBER: _builtins.int
     RECORD_TIME_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
@@ -101,6 +103,10 @@ class Outcome(_message.Message):
         """An in-app event's attribution."""
 
     @_builtins.property
+    def touches(self) -> Global___StoredTouches:
+        """Touches stored by one write (for the reports; the watch leaves them out)."""
+
+    @_builtins.property
     def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
         """The postback jobs it triggers (the outbox)."""
 
@@ -114,14 +120,15 @@ class Outcome(_message.Message):
         cursor: _builtins.str = ...,
         decision: _decision_pb2.Decision | None = ...,
         event: _decision_pb2.EventAttribution | None = ...,
+        touches: Global___StoredTouches | None = ...,
         postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
         record_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "event", b"event", "outcome", b"outcome", "record_time", b"record_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "event", b"event", "outcome", b"outcome", "record_time", b"record_time", "touches", b"touches"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "decision", b"decision", "event", b"event", "outcome", b"outcome", "postbacks", b"postbacks", "record_time", b"record_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "decision", b"decision", "event", b"event", "outcome", b"outcome", "postbacks", b"postbacks", "record_time", b"record_time", "touches", b"touches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["decision", "event"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["decision", "event", "touches"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -136,26 +143,102 @@ class ReadOutcomesRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    REWIND_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The app."""
     after_cursor: _builtins.str
     """Read entries after this cursor; empty: from the oldest kept."""
     limit: _builtins.int
     """At most this many entries (1 to 1000; 0: 100)."""
+    @_builtins.property
+    def rewind(self) -> _duration_pb2.Duration:
+        """Start this long before the cursor's position instead (1 s to 1 hour): on
+        a store whose log can gain entries just behind a cursor (Cassandra,
+        where it is ordered by decision time), a reader that deduplicates reads
+        those too. Ignored where the log is in commit order (SQLite).
+        """
+
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         after_cursor: _builtins.str = ...,
         limit: _builtins.int = ...,
+        rewind: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rewind", b"rewind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "app_id", b"app_id", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "app_id", b"app_id", "limit", b"limit", "rewind", b"rewind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadOutcomesRequest: _TypeAlias = ReadOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class StoredTouches(_message.Message):
+    """Touches stored by one write, as the reports count them: no identifiers of
+    devices or people.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOUCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def touches(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredTouch]:
+        """The touches."""
+
+    def __init__(
+        self,
+        *,
+        touches: _abc.Iterable[Global___StoredTouch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["touches", b"touches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTouches: _TypeAlias = StoredTouches  # noqa: Y015
+
+@_typing.final
+class StoredTouch(_message.Message):
+    """One stored touch, as the reports count it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLICK_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MEDIA_SOURCE_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    ENGAGED_AT_FIELD_NUMBER: _builtins.int
+    click_id: _builtins.str
+    """The touch's click id (the reports count a click id once)."""
+    type: _touch_pb2.TouchType.ValueType
+    """Click or impression."""
+    media_source: _builtins.str
+    """The partner."""
+    campaign: _builtins.str
+    """The campaign."""
+    @_builtins.property
+    def engaged_at(self) -> _timestamp_pb2.Timestamp:
+        """When the user engaged (the reports count touches by this time)."""
+
+    def __init__(
+        self,
+        *,
+        click_id: _builtins.str = ...,
+        type: _touch_pb2.TouchType.ValueType = ...,
+        media_source: _builtins.str = ...,
+        campaign: _builtins.str = ...,
+        engaged_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engaged_at", b"engaged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "click_id", b"click_id", "engaged_at", b"engaged_at", "media_source", b"media_source", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTouch: _TypeAlias = StoredTouch  # noqa: Y015
 
 @_typing.final
 class ReadOutcomesResponse(_message.Message):

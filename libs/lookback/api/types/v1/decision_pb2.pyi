@@ -292,6 +292,11 @@ class EventAttribution(_message.Message):
     REENGAGEMENT_MEDIA_SOURCE_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    INSTALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The event's id."""
     media_source: _builtins.str
@@ -306,6 +311,20 @@ class EventAttribution(_message.Message):
     """The counted decision the event is attributed to."""
     duplicate: _builtins.bool
     """True when the same event id was already recorded."""
+    install_id: _builtins.str
+    """The install that performed the event (set in the outcomes log)."""
+    name: _builtins.str
+    """The event's name (set in the outcomes log)."""
+    revenue: _builtins.str
+    """The event's revenue as a decimal string; empty when none (set in the
+    outcomes log).
+    """
+    currency: _builtins.str
+    """ISO 4217 currency of the revenue (set in the outcomes log)."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the event happened (set in the outcomes log)."""
+
     def __init__(
         self,
         *,
@@ -315,10 +334,15 @@ class EventAttribution(_message.Message):
         reengagement_media_source: _builtins.str = ...,
         decision_id: _builtins.str = ...,
         duplicate: _builtins.bool = ...,
+        install_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        revenue: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "decision_id", b"decision_id", "duplicate", b"duplicate", "event_id", b"event_id", "media_source", b"media_source", "reengagement_media_source", b"reengagement_media_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "currency", b"currency", "decision_id", b"decision_id", "duplicate", b"duplicate", "event_id", b"event_id", "install_id", b"install_id", "media_source", b"media_source", "name", b"name", "occurred_at", b"occurred_at", "reengagement_media_source", b"reengagement_media_source", "revenue", b"revenue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Reports: exact counts kept from the outcomes log (docs/outcomes.md)."""
