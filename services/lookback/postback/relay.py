@@ -13,28 +13,29 @@ queued now. The cursor moves only after the jobs are queued: at least once.
 On Cassandra the log is ordered by decision time, so an entry may land just
 behind a cursor already read; the relay reads only entries older than
 ``settle`` seconds (longer than the decider's store deadline and retries),
-and stops at the first younger one.
+and stops at the first younger one; and its sweeps
+(:mod:`lookback.touchpoint_store.logreader`) queue the jobs of entries that
+landed up to ``sweep_window`` seconds behind its cursor.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.core.tasks import Periodic
 from lookback.postback.queue import PostbackQueue
+from lookback.touchpoint_store.logreader import LogReader
 
 log = logging.getLogger("lookback.postback.relay")
 
 PAGE = 500
 """Log entries read per call."""
-APPS_PAGE = 1000
 
 
-class Relay(Periodic):
+class Relay(LogReader):
     """Queues the jobs of every app's outcomes log, from a cursor per app."""
 
     def __init__(
@@ -46,35 +47,33 @@ class Relay(Periodic):
         settle: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        super().__init__(store, interval, clock=clock)
         self.queue = queue
         self.on_queued = on_queued
-        self.interval = interval
         self.settle = settle
-        super().__init__()
-        self.clock = clock
         self.log = log
         self.name = "relay"
         self.new = 0
-        """Of those, jobs the queue did not have yet (hand-overs that had failed)."""
+        """Jobs the queue did not have yet (hand-overs that had failed)."""
 
-    async def run_once(self) -> int:
-        """One pass over every app; the number of new jobs queued."""
-        new = 0
-        after = ""
-        while True:
-            page = await self.store.ListApps(
-                store_pb.ListAppsRequest(page_size=APPS_PAGE, after_app_id=after)
-            )
-            for app_id in page.app_ids:
-                new += await self._app(app_id)
-            if len(page.app_ids) < APPS_PAGE:
-                return new
-            after = page.app_ids[-1]
+    async def cursor(self, app_id: str) -> str:
+        return await self.queue.get_cursor(f"outcomes:{app_id}")
 
-    async def _app(self, app_id: str) -> int:
-        name = f"outcomes:{app_id}"
-        cursor = await self.queue.get_cursor(name)
+    async def _queue(self, app_id: str, entries: Sequence[store_pb.Outcome]) -> int:
+        jobs = [job for outcome in entries for job in outcome.postbacks]
+        if not jobs:
+            return 0
+        added = await self.queue.enqueue(jobs, self.clock())
+        self.new += added
+        if added:
+            log.warning("relay: %d postback job(s) of %s queued from the log", added, app_id)
+            self.on_queued()
+        return added
+
+    async def swept(self, app_id: str, entries: Sequence[store_pb.Outcome]) -> int:
+        return await self._queue(app_id, entries)
+
+    async def forward(self, app_id: str, cursor: str) -> int:
         new = 0
         while True:
             read = await self.store.ReadOutcomes(
@@ -86,18 +85,9 @@ class Relay(Periodic):
                 if outcome.record_time.ToMicroseconds() / 1e6 > horizon:
                     break
                 settled.append(outcome)
-            jobs = [job for outcome in settled for job in outcome.postbacks]
-            if jobs:
-                added = await self.queue.enqueue(jobs, self.clock())
-                self.new += added
-                new += added
-                if added:
-                    log.warning(
-                        "relay: %d postback job(s) of %s queued from the log", added, app_id
-                    )
-                    self.on_queued()
+            new += await self._queue(app_id, settled)
             if settled:
                 cursor = settled[-1].cursor
-                await self.queue.set_cursor(name, cursor)
+                await self.queue.set_cursor(f"outcomes:{app_id}", cursor)
             if len(settled) < len(read.outcomes) or len(read.outcomes) < PAGE:
                 return new

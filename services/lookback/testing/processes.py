@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -204,10 +204,28 @@ class SuiteProcesses:
     grpc: dict[str, str]
     """Each gRPC service's ``host:port``."""
     gateway_url: str
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    """Each service's command line (to start it again)."""
+    env: Mapping[str, str] | None = None
+    timeout: float = 180.0
 
     def outputs(self) -> dict[str, str]:
         """Each service's standard output and error so far."""
         return {name: p.output() for name, p in self.processes.items()}
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL one service (no shutdown of any kind) and reap it."""
+        process = self.processes[name].process
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    async def restart(self, name: str) -> RunningProcess:
+        """Start a (killed or stopped) service again, on its own ports and data."""
+        self.processes[name] = await start(
+            self.commands[name], name=name, env=self.env, timeout=self.timeout
+        )
+        return self.processes[name]
 
     async def stop(self) -> dict[str, int]:
         """SIGTERM to every service, the last started first; their exit codes."""
@@ -224,13 +242,17 @@ async def serve_suite(
     srn_endpoints: str = "",
     env: Mapping[str, str] | None = None,
     timeout: float = 180.0,
+    cassandra: str = "",
+    cassandra_keyspace: str = "lookback",
+    redis: str = "",
 ) -> SuiteProcesses:
     """Every service as its own ``lookback serve`` process, with the flags
     ``lookback up`` gives it (data in ``data_dir``, gRPC ports from
     ``base_port``, a free block if 0, the gateway on ``base_port + 100``),
     started together; ready once each says it listens. Settings go in
     ``env`` (``LOOKBACK_LOG_LEVEL``, ``LOOKBACK_SIGNING_SECRETS``, ...): a
-    service takes the variables of its own settings only."""
+    service takes the variables of its own settings only. ``cassandra``
+    (``host:port``) and ``redis`` (a URL) as for ``lookback up``."""
     base = base_port or free_base_port()
     ns = argparse.Namespace(
         host="127.0.0.1",
@@ -238,8 +260,9 @@ async def serve_suite(
         http_port=base + 100,
         data_dir=str(data_dir),
         srn_endpoints=srn_endpoints,
-        cassandra="",
-        redis="",
+        cassandra=cassandra,
+        cassandra_keyspace=cassandra_keyspace,
+        redis=redis,
         gateway_processes=1,
     )
     children = child_commands(ns)
@@ -257,6 +280,9 @@ async def serve_suite(
         processes={c.name: p for c, p in zip(children, running, strict=True)},
         grpc={name: f"127.0.0.1:{base + offset}" for name, offset in PORT_OFFSETS.items()},
         gateway_url=f"http://127.0.0.1:{base + 100}",
+        commands={c.name: list(c.argv) for c in children},
+        env=env,
+        timeout=timeout,
     )
 
 

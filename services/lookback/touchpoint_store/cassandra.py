@@ -570,8 +570,12 @@ class CassandraBackend:
 
         The outcome (and the decision index) is written right after the
         transaction applied, in one logged batch at a position derived from
-        the decision, so a create retried after a lost answer (which finds
-        its own decision) writes it again onto the same rows."""
+        the decision, shielded from the caller's cancellation (a decider that
+        dies mid-call does not cut it short). The transaction also stores the
+        outcome entry with the record, so any later create of the same
+        install (a retry, a duplicate report) writes it again onto the same
+        rows: an entry that a store killed in between never wrote is written
+        by the next report of the install."""
         i = record.install
         installed = ts_to_micros(i.installed_at)
         ttl = max(1, _ttl(installed + INSTALL_RETENTION, self.clock()))
@@ -585,8 +589,13 @@ class CassandraBackend:
                 )
 
         body = record.SerializeToString()
+        outcome = decision_outcome(record.decision, postbacks, self.clock())
         rows, _ = await asyncio.gather(
-            self._run("create_install", (i.app_id, i.install_id, at, body, ttl)), index(body)
+            self._run(
+                "create_install",
+                (i.app_id, i.install_id, at, body, outcome.SerializeToString(), ttl),
+            ),
+            index(body),
         )
         if rows and not rows[0].get("[applied]", True):
             existing = self._record(rows[0])
@@ -594,13 +603,32 @@ class CassandraBackend:
                 existing = await self.get_install_record(i.app_id, i.install_id)
             assert existing is not None
             await index(existing.SerializeToString())
-            if existing.decision.decision_id == record.decision.decision_id:
-                await self._logged(
-                    self._decision_rows(i.app_id, existing.decision, postbacks, installed)
+            logged = rows[0].get("outcome")
+            if logged is not None:
+                # The entry as the first create stored it (jobs included).
+                entry = self._log_outcome(i.app_id, existing.decision, installed, logged)
+                await asyncio.shield(entry)
+            elif existing.decision.decision_id == record.decision.decision_id:
+                await asyncio.shield(
+                    self._logged(
+                        self._decision_rows(i.app_id, existing.decision, postbacks, installed)
+                    )
                 )
             return False, existing
-        await self._logged(self._decision_rows(i.app_id, record.decision, postbacks, installed))
+        await asyncio.shield(
+            self._log_outcome(i.app_id, record.decision, installed, outcome.SerializeToString())
+        )
         return True, record
+
+    async def _log_outcome(
+        self, app_id: str, decision: decision_pb2.Decision, fallback: int, outcome: bytes
+    ) -> None:
+        """A decision's stored outcome entry and index rows, in one logged batch."""
+        at = decision_time(decision, fallback)
+        entry = store_pb.Outcome.FromString(outcome)
+        await self._logged(
+            self._outcome_rows(app_id, f"d:{decision.decision_id}", at, entry, decision)
+        )
 
     async def record_open_decision(
         self,
@@ -625,7 +653,7 @@ class CassandraBackend:
             )
             record.latest_reengagement.CopyFrom(decision)
         rows += self._decision_rows(open_.app_id, decision, postbacks, self.clock())
-        await self._logged(rows)
+        await asyncio.shield(self._logged(rows))
         return record
 
     # --- events ----------------------------------------------------------
@@ -658,9 +686,9 @@ class CassandraBackend:
             if logged_at is not None and stored == attribution:
                 # The same call again (its answer was lost, or the store
                 # failed before the entry): the entry again, at its place.
-                await self._log_event(event, stored, postbacks, logged_at)
+                await asyncio.shield(self._log_event(event, stored, postbacks, logged_at))
             return False, stored
-        await self._log_event(event, attribution, postbacks, now)
+        await asyncio.shield(self._log_event(event, attribution, postbacks, now))
         return True, attribution
 
     async def _log_event(

@@ -87,6 +87,9 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # 4: an event's log time, so a retried PutEvent re-appends at the same place.
     4: ["ALTER TABLE events ADD logged_at bigint"],
+    # 5: an install's outcome entry, so that a later create (a retry, a
+    # duplicate report) can write an entry the first create did not finish.
+    5: ["ALTER TABLE installs ADD outcome blob"],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -111,8 +114,8 @@ STATEMENTS: dict[str, str] = {
     "install_by_id": "SELECT body, reengagement FROM installs WHERE app_id = ? AND install_id = ?",
     "installs_by_keys": "SELECT install_id, body FROM installs_by_device"
     " WHERE app_id = ? AND key IN ? PER PARTITION LIMIT ?",
-    "create_install": "INSERT INTO installs (app_id, install_id, installed_at, body)"
-    " VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    "create_install": "INSERT INTO installs (app_id, install_id, installed_at, body, outcome)"
+    " VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
     "put_install_key": "INSERT INTO installs_by_device"
     " (app_id, key, installed_at, install_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "set_reengagement": "UPDATE installs USING TTL ? SET reengagement = ?"
