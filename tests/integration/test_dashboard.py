@@ -1,6 +1,7 @@
 """The live dashboard in a real headless browser (Debian's Chromium through
-Playwright): decisions made through the API appear on the open page, and
-its counts move, without a reload."""
+Playwright): decisions and events made through the API appear on the open
+page (from the feed), and its counts, revenue and rejected touches (from the
+reports) move, without a reload."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from pathlib import Path
 
 import aiohttp
+from playwright.async_api import expect
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -55,9 +57,7 @@ async def test_new_decisions_appear_on_the_open_dashboard(
         await page.goto(f"{base}/dashboard#app={app_id}&key={keys.s2s}")
         await page.wait_for_selector(f'tr[data-decision-id="{first}"]', timeout=10_000)
         assert page.url.endswith("/dashboard")  # the key left the address bar
-        await page.wait_for_function(
-            "document.getElementById('installs').textContent === '1'", timeout=10_000
-        )
+        await expect(page.locator("#installs")).to_have_text("1", timeout=10_000)
         # Two more while the page stays open: they appear, the counts move.
         later = [await _decide(http, base, app_id, keys, n) for n in (2, 3)]
         for decision_id in later:
@@ -66,11 +66,26 @@ async def test_new_decisions_appear_on_the_open_dashboard(
             )
             assert row is not None
             assert "networka" in await row.inner_text()
-        await page.wait_for_function(
-            "document.getElementById('installs').textContent === '3'", timeout=10_000
-        )
+        await expect(page.locator("#installs")).to_have_text("3", timeout=10_000)
         bar = await page.wait_for_selector('rect.bar[data-source="networka"]', timeout=10_000)
         assert bar is not None
+        # An event with revenue: on the live table, and in the counts.
+        event = {
+            "app_id": app_id,
+            "install_id": "dash-2",
+            "event_id": "purchase-1",
+            "name": "purchase",
+            "revenue": "4.99",
+            "currency": "EUR",
+        }
+        async with http.post(f"{base}/v1/events", json=event, headers=bearer(keys.sdk)) as r:
+            assert r.status == 200, await r.text()
+        row = await page.wait_for_selector('tr[data-event-id="purchase-1"]', timeout=10_000)
+        assert row is not None and "4.99 EUR" in await row.inner_text()
+        await expect(page.locator("#events")).to_have_text("1", timeout=10_000)
+        await expect(page.locator("#revenue")).to_have_text("4.99 EUR", timeout=10_000)
+        source = await page.wait_for_selector('#sources tr[data-source="networka"]')
+        assert source is not None and "4.99 EUR" in await source.inner_text()
         shot = Path(os.environ.get("LOOKBACK_DASHBOARD_SCREENSHOT", tmp_path / "dashboard.png"))
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
@@ -85,8 +100,5 @@ async def test_the_dashboard_shows_nothing_without_the_right_key(suite: SuiteAdd
     async with browser_page() as page:
         # An sdk key (shipped in the app) does not read outcomes.
         await page.goto(f"{suite.gateway_url}/dashboard#app={app_id}&key={created.keys.sdk}")
-        await page.wait_for_function(
-            "document.getElementById('status').textContent.includes('PERMISSION_DENIED')",
-            timeout=10_000,
-        )
+        await expect(page.locator("#status")).to_contain_text("PERMISSION_DENIED", timeout=10_000)
         assert await page.locator("#decisions tbody tr").count() == 0

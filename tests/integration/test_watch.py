@@ -1,6 +1,7 @@
 """Watching an app's decisions: over gRPC (WatchDecisions) and as
 Server-Sent Events through the gateway; in order, each once, resumed from a
-cursor after a disconnect; an app's s2s key watches its own app only."""
+cursor after a disconnect; an app's s2s key watches its own app only, the
+admin every app at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import pytest
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
@@ -20,7 +22,7 @@ from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.core.server import GrpcServer
 from lookback.testing import builders
-from lookback.testing.keys import admin_channel, bearer, key_channel
+from lookback.testing.keys import admin_channel, admin_headers, bearer, key_channel
 from lookback.testing.processes import LOOKBACK, start, wait_http_ready
 from lookback.testing.suite import EphemeralSuite, SuiteAddresses
 
@@ -184,3 +186,67 @@ async def test_a_watch_resumes_by_cursor_across_a_restart_of_the_services(
         assert [e.decision.decision_id for e in resumed] == made
     finally:
         await suite.stop()
+
+
+async def test_the_admin_watches_every_app_and_resumes_after_a_cursor(
+    suite: SuiteAddresses,
+) -> None:
+    (a, keys_a), (b, keys_b) = await _app(suite), await _app(suite)
+    async with aiohttp.ClientSession() as http, admin_channel(suite.decider) as channel:
+        stub = outcomes_grpc.OutcomesServiceStub(channel)
+        call = stub.WatchDecisions(outcomes_pb.WatchDecisionsRequest())  # every app, from now
+        await call.initial_metadata()
+        made = [
+            (a, await _install(http, suite, a, keys_a.sdk)),
+            (b, await _install(http, suite, b, keys_b.sdk)),
+            (a, await _install(http, suite, a, keys_a.sdk)),
+        ]
+        got: list[tuple[str, str]] = []
+        cursor = ""
+        async for entry in call:  # other tests' apps decide too: only ours count
+            if entry.app_id in (a, b):
+                got.append((entry.app_id, entry.decision.decision_id))
+                cursor = entry.cursor
+            if len(got) == 2:
+                break
+        call.cancel()
+        assert got == made[:2]  # in the order made, each with its app
+        assert cursor.startswith("all.")
+        # Disconnected: one more of b's; resuming gives a's last and b's new
+        # one, each once.
+        later = (b, await _install(http, suite, b, keys_b.sdk))
+        call = stub.WatchDecisions(outcomes_pb.WatchDecisionsRequest(cursor=cursor))
+        resumed: list[tuple[str, str]] = []
+        async for entry in call:
+            if entry.app_id in (a, b):
+                resumed.append((entry.app_id, entry.decision.decision_id))
+            if len(resumed) == 2:
+                break
+        call.cancel()
+        assert resumed == [made[2], later]
+        # A bad cursor is refused, naming it.
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.WatchDecisions(outcomes_pb.WatchDecisionsRequest(cursor="all.x")).read()
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # An app's key does not watch every app (gRPC nor HTTP).
+    async with key_channel(suite.decider, keys_a.s2s) as channel:
+        call = outcomes_grpc.OutcomesServiceStub(channel).WatchDecisions(
+            outcomes_pb.WatchDecisionsRequest()
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call.read()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with aiohttp.ClientSession() as http:
+        url = f"{suite.gateway_url}/v1/decisions:watch"
+        async with http.get(url, headers=bearer(keys_a.s2s)) as r:
+            assert r.status == 403
+        async with http.get(url, headers=admin_headers()) as stream:
+            assert stream.status == 200
+            await stream.content.readline()  # ": watching"
+            mine = await _install(http, suite, a, keys_a.sdk)
+            while True:
+                (event,) = await _events(stream, 1)
+                if event["data"]["app_id"] == a:
+                    break
+            assert event["data"]["decision"]["decision_id"] == mine
+            assert event["id"].startswith("all.")

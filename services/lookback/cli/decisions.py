@@ -4,6 +4,7 @@ lookback decisions get APP_ID --install INSTALL_ID     an install's current deci
 lookback decisions get APP_ID --decision DECISION_ID   one decision
 lookback decisions list APP_ID [--since 1h] [--kind install,...] [--media-source S] [--limit N]
 lookback decisions tail APP_ID [--cursor C] [--count N]   new decisions as they are made
+lookback decisions tail --all [--cursor C] [--count N]    every app's (the admin key)
 
 Each takes ``--target HOST:PORT`` (the decider; ``lookback up``: 7402),
 ``--admin-key`` (or ``LOOKBACK_ADMIN_KEY``; an app's ``s2s`` key works for its
@@ -95,16 +96,20 @@ async def _tail(channel: Any, ns: argparse.Namespace) -> int:
     ``--count`` of them."""
     raw = pb_grpc.OutcomesServiceStub(channel)
     call = raw.WatchDecisions(
-        pb.WatchDecisionsRequest(app_id=ns.app_id, cursor=ns.cursor),
+        pb.WatchDecisionsRequest(app_id="" if ns.all else ns.app_id, cursor=ns.cursor),
         metadata=clients.key_metadata(admin_key(ns, "lookback decisions")),
     )
     seen = 0
     try:
         await call.initial_metadata()  # the stream is in place: "from now" holds
-        print(f"watching {ns.app_id}", file=sys.stderr, flush=True)
+        print(f"watching {'every app' if ns.all else ns.app_id}", file=sys.stderr, flush=True)
         async for entry in call:
             kind = "decision" if entry.HasField("decision") else "event"
-            line = {"cursor": entry.cursor, kind: jsonapi.dump(getattr(entry, kind), defaults=True)}
+            line = {
+                "cursor": entry.cursor,
+                "app_id": entry.app_id,
+                kind: jsonapi.dump(getattr(entry, kind), defaults=True),
+            }
             print(json.dumps(line, sort_keys=True), flush=True)
             seen += 1
             if ns.count and seen >= ns.count:
@@ -132,9 +137,13 @@ def main(argv: Sequence[str]) -> int:
     tail = sub.add_parser("tail", help="new decisions as they are made (Ctrl-C stops)")
     tail.add_argument("--cursor", default="", help="go on after this cursor; default: from now")
     tail.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
-    for p in sub.choices.values():
-        p.add_argument("app_id")
+    tail.add_argument("--all", action="store_true", help="every app (the admin key)")
+    for name, p in sub.choices.items():
+        p.add_argument("app_id", nargs="?" if name == "tail" else None, default="")
         p.add_argument("--target", default="127.0.0.1:7402", help="the decider (lookback up: 7402)")
         add_admin_key(p)
         add_tls_arguments(p)
-    return asyncio.run(_run(parser.parse_args(argv)))
+    ns = parser.parse_args(argv)
+    if ns.action == "tail" and not (ns.app_id or ns.all):
+        parser.error("tail needs an APP_ID or --all")
+    return asyncio.run(_run(ns))

@@ -5,7 +5,11 @@ store's records and its outcomes log."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +23,33 @@ from lookback.core.clock import now_micros
 from lookback.core.errors import Violations
 from lookback.domain.durations import DAY
 
+
+def all_cursor(cursors: dict[str, str]) -> str:
+    """The cursor of a watch of every app: each app's log cursor (apps with
+    none left out), compressed; opaque to clients."""
+    raw = json.dumps({a: c for a, c in sorted(cursors.items()) if c}, separators=(",", ":"))
+    return ALL_PREFIX + base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode()
+
+
+def parse_all_cursor(cursor: str, v: Violations) -> dict[str, str]:
+    try:
+        if not cursor.startswith(ALL_PREFIX):
+            raise ValueError(cursor)
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.urlsafe_b64decode(cursor[len(ALL_PREFIX) :]), 1 << 22)
+        if inflate.unconsumed_tail:  # more than 4 MiB: not ours
+            raise ValueError(cursor)
+        cursors = json.loads(raw)
+        if not isinstance(cursors, dict) or not all(
+            isinstance(a, str) and isinstance(c, str) for a, c in cursors.items()
+        ):
+            raise ValueError(cursor)
+        return cursors
+    except (ValueError, zlib.error, binascii.Error, UnicodeDecodeError):
+        v.add("cursor", "is not a cursor this service handed out")
+        return {}
+
+
 RULES = auth.rules_for(
     pb.DESCRIPTOR.services_by_name["OutcomesService"],
     GetDecision=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
@@ -26,7 +57,12 @@ RULES = auth.rules_for(
     ListDecisions=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
     WatchDecisions=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
 )
-"""An app's own backend (``s2s``) reads its app's outcomes; the admin all."""
+"""An app's own backend (``s2s``) reads its app's outcomes; the admin all
+(a watch of every app, ``app_id`` empty, names no app a key could hold)."""
+
+ALL_PREFIX = "all."
+MAX_ALL_CURSOR = 64 * 1024
+"""Longest cursor of a watch of every app (it names each app's position)."""
 
 MAX_RANGE = 31 * DAY
 
@@ -114,41 +150,73 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
         self, request: pb.WatchDecisionsRequest, context: object
     ) -> AsyncIterator[pb.WatchDecisionsResponse]:
         v = Violations()
-        check.check_id(v, request.app_id, "app_id")
-        if len(request.cursor) > 200:
+        if request.app_id:
+            check.check_id(v, request.app_id, "app_id")
+        if len(request.cursor) > (MAX_ALL_CURSOR if not request.app_id else 200):
             v.add("cursor", "is not a cursor this service handed out")
+        cursors: dict[str, str] = {}
+        if not request.app_id and request.cursor:
+            cursors = parse_all_cursor(request.cursor, v)
         v.raise_if_any()
-        cursor = request.cursor
-        if not cursor:  # from now: the log's end, without sending what is there
-            cursor = await self._end_of_log(request.app_id)
+        if request.app_id:
+            cursor = request.cursor
+            if not cursor:  # from now: the log's end, without sending what is there
+                cursor = await self._end_of_log(request.app_id)
+            cursors = {request.app_id: cursor}
+        elif not request.cursor:
+            cursors = {a: await self._end_of_log(a) async for a in self._apps()}
         # The caller may now rely on "from now" (its decisions after this are
         # on the stream): initial metadata says the stream is in place.
         send = getattr(context, "send_initial_metadata", None)
         if send is not None:
             await send(())
         while True:
-            read = await self.store.ReadOutcomes(
-                store_pb.ReadOutcomesRequest(
-                    app_id=request.app_id, after_cursor=cursor, limit=WATCH_PAGE
+            apps = [request.app_id] if request.app_id else [a async for a in self._apps()]
+            ready: list[tuple[int, int, str, store_pb.Outcome]] = []
+            full = False
+            horizon = int((time.time() - WATCH_SETTLE) * 1e6)
+            for n, app_id in enumerate(apps):
+                read = await self.store.ReadOutcomes(
+                    store_pb.ReadOutcomesRequest(
+                        app_id=app_id, after_cursor=cursors.get(app_id, ""), limit=WATCH_PAGE
+                    )
                 )
-            )
-            horizon = time.time() - WATCH_SETTLE
-            held = False
-            for entry in read.outcomes:
-                if entry.record_time.ToMicroseconds() / 1e6 > horizon:
-                    held = True  # this one and the ones after it: next round
-                    break
-                cursor = entry.cursor
-                answer = pb.WatchDecisionsResponse(cursor=entry.cursor)
+                for entry in read.outcomes:
+                    if entry.record_time.ToMicroseconds() > horizon:
+                        break  # this one and the ones after it: next round
+                    ready.append((entry.record_time.ToMicroseconds(), n, app_id, entry))
+                else:
+                    full = full or len(read.outcomes) == WATCH_PAGE
+            # One app: its log's order. Every app: by record time, each app's
+            # entries in its own log's order.
+            ready.sort(key=lambda r: (r[0], r[1]) if not request.app_id else (0, 0))
+            for _, _, app_id, entry in ready:
+                cursors[app_id] = entry.cursor
+                if not (entry.HasField("decision") or entry.HasField("event")):
+                    continue  # stored touches: the reports', not the feed's
+                answer = pb.WatchDecisionsResponse(
+                    cursor=entry.cursor if request.app_id else all_cursor(cursors),
+                    app_id=app_id,
+                )
                 if entry.HasField("decision"):
                     answer.decision.CopyFrom(entry.decision)
-                elif entry.HasField("event"):
-                    answer.event.CopyFrom(entry.event)
                 else:
-                    continue  # stored touches: the reports', not the feed's
+                    answer.event.CopyFrom(entry.event)
                 yield answer
-            if held or len(read.outcomes) < WATCH_PAGE:
+            if not full:
                 await asyncio.sleep(WATCH_POLL)
+
+    async def _apps(self) -> AsyncIterator[str]:
+        after = ""
+        while True:
+            page = await self.store.ListApps(
+                store_pb.ListAppsRequest(page_size=1000, after_app_id=after)
+            )
+            for app_id in page.app_ids:
+                yield app_id
+            if len(page.app_ids) < 1000:
+                return
+            after = page.app_ids[-1]
 
     async def _end_of_log(self, app_id: str) -> str:
         cursor = ""

@@ -367,6 +367,7 @@ class Gateway:
         own = auth.app_rule(auth.S2S, lambda m: (m["app_id"],))  # the app in the path
         r.add_get("/v1/apps/{app_id}/decisions", _guard(a, own, "", self.list_decisions))
         r.add_get("/v1/apps/{app_id}/decisions:watch", _guard(a, own, "", self.watch_decisions))
+        r.add_get("/v1/decisions:watch", _guard(a, admin, "", self.watch_decisions))
         r.add_get(
             "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
         )
@@ -518,19 +519,22 @@ class Gateway:
 
     async def watch_decisions(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: each new decision (``event: decision``) or event
-        attribution (``event: event``) of the app, its cursor as the event's
-        ``id``; a client that reconnects with ``Last-Event-ID`` (or
-        ``?cursor=``) goes on after it, missing nothing and seeing nothing twice."""
-        allow(request, request.match_info)
+        attribution (``event: event``) of the app (``/v1/decisions:watch``:
+        of every app, for the admin), its cursor as the event's ``id``; a
+        client that reconnects with ``Last-Event-ID`` (or ``?cursor=``) goes
+        on after it, missing nothing and seeing nothing twice."""
+        app_id = request.match_info.get("app_id", "")  # none: every app (admin)
+        if app_id:
+            allow(request, request.match_info)
         assert self.watch is not None
         cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor", "")
-        if len(cursor) > 200:
+        if len(cursor) > (200 if app_id else 64 * 1024):
             raise InvalidArgument(
                 [FieldViolation("cursor", "is not a cursor this service handed out")]
             )
         call, metadata = self.watch
         stream = call(
-            outcomes_pb.WatchDecisionsRequest(app_id=request.match_info["app_id"], cursor=cursor),
+            outcomes_pb.WatchDecisionsRequest(app_id=app_id, cursor=cursor),
             metadata=metadata,
         )
         try:
@@ -546,7 +550,8 @@ class Gateway:
         try:
             async for entry in stream:
                 kind = "decision" if entry.HasField("decision") else "event"
-                data = json.dumps({kind: jsonapi.dump(getattr(entry, kind), defaults=True)})
+                outcome = jsonapi.dump(getattr(entry, kind), defaults=True)
+                data = json.dumps({"app_id": entry.app_id, kind: outcome})
                 await answer.write(f"id: {entry.cursor}\nevent: {kind}\ndata: {data}\n\n".encode())
         except grpc.aio.AioRpcError as exc:
             error = json.dumps({"code": exc.code().name, "message": exc.details() or ""})

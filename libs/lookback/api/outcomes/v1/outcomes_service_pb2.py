@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookback.api.types.v1 import decision_pb2 as lookback_dot_types_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+lookback/outcomes/v1/outcomes_service.proto\x12\x14lookback.outcomes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/decision.proto\"7\n\x15WatchDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\x9a\x01\n\x16WatchDecisionsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.DecisionH\x00\x12\x34\n\x05\x65vent\x18\x03 \x01(\x0b\x32#.lookback.types.v1.EventAttributionH\x00\x42\t\n\x07outcome\"9\n\x12GetDecisionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"D\n\x13GetDecisionResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"7\n\x11GetInstallRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"\xb7\x01\n\x12GetInstallResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"\xf1\x01\n\x14ListDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.lookback.types.v1.DecisionKind\x12\x14\n\x0cmedia_source\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"`\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xaf\x03\n\x0fOutcomesService\x12\x62\n\x0bGetDecision\x12(.lookback.outcomes.v1.GetDecisionRequest\x1a).lookback.outcomes.v1.GetDecisionResponse\x12_\n\nGetInstall\x12\'.lookback.outcomes.v1.GetInstallRequest\x1a(.lookback.outcomes.v1.GetInstallResponse\x12h\n\rListDecisions\x12*.lookback.outcomes.v1.ListDecisionsRequest\x1a+.lookback.outcomes.v1.ListDecisionsResponse\x12m\n\x0eWatchDecisions\x12+.lookback.outcomes.v1.WatchDecisionsRequest\x1a,.lookback.outcomes.v1.WatchDecisionsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+lookback/outcomes/v1/outcomes_service.proto\x12\x14lookback.outcomes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/decision.proto\"7\n\x15WatchDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\xaa\x01\n\x16WatchDecisionsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.DecisionH\x00\x12\x34\n\x05\x65vent\x18\x03 \x01(\x0b\x32#.lookback.types.v1.EventAttributionH\x00\x12\x0e\n\x06\x61pp_id\x18\x04 \x01(\tB\t\n\x07outcome\"9\n\x12GetDecisionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"D\n\x13GetDecisionResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"7\n\x11GetInstallRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x12\n\ninstall_id\x18\x02 \x01(\t\"\xb7\x01\n\x12GetInstallResponse\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13\x61ttributed_decision\x18\x02 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x38\n\x13latest_reengagement\x18\x03 \x01(\x0b\x32\x1b.lookback.types.v1.Decision\"\xf1\x01\n\x14ListDecisionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.lookback.types.v1.DecisionKind\x12\x14\n\x0cmedia_source\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"`\n\x15ListDecisionsResponse\x12.\n\tdecisions\x18\x01 \x03(\x0b\x32\x1b.lookback.types.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xaf\x03\n\x0fOutcomesService\x12\x62\n\x0bGetDecision\x12(.lookback.outcomes.v1.GetDecisionRequest\x1a).lookback.outcomes.v1.GetDecisionResponse\x12_\n\nGetInstall\x12\'.lookback.outcomes.v1.GetInstallRequest\x1a(.lookback.outcomes.v1.GetInstallResponse\x12h\n\rListDecisions\x12*.lookback.outcomes.v1.ListDecisionsRequest\x1a+.lookback.outcomes.v1.ListDecisionsResponse\x12m\n\x0eWatchDecisions\x12+.lookback.outcomes.v1.WatchDecisionsRequest\x1a,.lookback.outcomes.v1.WatchDecisionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHDECISIONSREQUEST']._serialized_start=136
   _globals['_WATCHDECISIONSREQUEST']._serialized_end=191
   _globals['_WATCHDECISIONSRESPONSE']._serialized_start=194
-  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=348
-  _globals['_GETDECISIONREQUEST']._serialized_start=350
-  _globals['_GETDECISIONREQUEST']._serialized_end=407
-  _globals['_GETDECISIONRESPONSE']._serialized_start=409
-  _globals['_GETDECISIONRESPONSE']._serialized_end=477
-  _globals['_GETINSTALLREQUEST']._serialized_start=479
-  _globals['_GETINSTALLREQUEST']._serialized_end=534
-  _globals['_GETINSTALLRESPONSE']._serialized_start=537
-  _globals['_GETINSTALLRESPONSE']._serialized_end=720
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=723
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=964
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=966
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1062
-  _globals['_OUTCOMESSERVICE']._serialized_start=1065
-  _globals['_OUTCOMESSERVICE']._serialized_end=1496
+  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=364
+  _globals['_GETDECISIONREQUEST']._serialized_start=366
+  _globals['_GETDECISIONREQUEST']._serialized_end=423
+  _globals['_GETDECISIONRESPONSE']._serialized_start=425
+  _globals['_GETDECISIONRESPONSE']._serialized_end=493
+  _globals['_GETINSTALLREQUEST']._serialized_start=495
+  _globals['_GETINSTALLREQUEST']._serialized_end=550
+  _globals['_GETINSTALLRESPONSE']._serialized_start=553
+  _globals['_GETINSTALLRESPONSE']._serialized_end=736
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=739
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=980
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=982
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1078
+  _globals['_OUTCOMESSERVICE']._serialized_start=1081
+  _globals['_OUTCOMESSERVICE']._serialized_end=1512
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ class WatchDecisionsRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
-    """The app."""
+    """The app; empty: every app (the admin key only)."""
     cursor: _builtins.str
     """Go on after this cursor (one this stream handed out); empty: from now."""
     def __init__(
@@ -56,8 +56,11 @@ class WatchDecisionsResponse(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """This entry's position: reconnect with it to go on after it."""
+    app_id: _builtins.str
+    """The app it belongs to."""
     @_builtins.property
     def decision(self) -> _decision_pb2.Decision:
         """A decision."""
@@ -72,10 +75,11 @@ class WatchDecisionsResponse(_message.Message):
         cursor: _builtins.str = ...,
         decision: _decision_pb2.Decision | None = ...,
         event: _decision_pb2.EventAttribution | None = ...,
+        app_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "event", b"event", "outcome", b"outcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "decision", b"decision", "event", b"event", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cursor", b"cursor", "decision", b"decision", "event", b"event", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["decision", "event"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015

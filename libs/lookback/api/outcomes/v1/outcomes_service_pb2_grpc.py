@@ -87,8 +87,9 @@ class OutcomesServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchDecisions(self, request, context):
-        """Streams an app's new decisions and event attributions, in the order
-        they were recorded, each once, from now or from a cursor it handed out.
+        """Streams an app's (or, for the admin, every app's) new decisions and
+        event attributions, in the order they were recorded, each once, from
+        now or from a cursor it handed out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,8 +45,9 @@ class OutcomesServiceStub:
     ListDecisions: _grpc.UnaryUnaryMultiCallable[_outcomes_service_pb2.ListDecisionsRequest, _outcomes_service_pb2.ListDecisionsResponse]
     """Lists an app's decisions in a time range, newest first, paged."""
     WatchDecisions: _grpc.UnaryStreamMultiCallable[_outcomes_service_pb2.WatchDecisionsRequest, _outcomes_service_pb2.WatchDecisionsResponse]
-    """Streams an app's new decisions and event attributions, in the order
-    they were recorded, each once, from now or from a cursor it handed out.
+    """Streams an app's (or, for the admin, every app's) new decisions and
+    event attributions, in the order they were recorded, each once, from
+    now or from a cursor it handed out.
     """
 
 @_typing.type_check_only
@@ -65,8 +66,9 @@ class OutcomesServiceAsyncStub(OutcomesServiceStub):
     ListDecisions: _aio.UnaryUnaryMultiCallable[_outcomes_service_pb2.ListDecisionsRequest, _outcomes_service_pb2.ListDecisionsResponse]  # type: ignore[assignment]
     """Lists an app's decisions in a time range, newest first, paged."""
     WatchDecisions: _aio.UnaryStreamMultiCallable[_outcomes_service_pb2.WatchDecisionsRequest, _outcomes_service_pb2.WatchDecisionsResponse]  # type: ignore[assignment]
-    """Streams an app's new decisions and event attributions, in the order
-    they were recorded, each once, from now or from a cursor it handed out.
+    """Streams an app's (or, for the admin, every app's) new decisions and
+    event attributions, in the order they were recorded, each once, from
+    now or from a cursor it handed out.
     """
 
 class OutcomesServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -106,8 +108,9 @@ class OutcomesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _outcomes_service_pb2.WatchDecisionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_outcomes_service_pb2.WatchDecisionsResponse], _abc.AsyncIterator[_outcomes_service_pb2.WatchDecisionsResponse]]:
-        """Streams an app's new decisions and event attributions, in the order
-        they were recorded, each once, from now or from a cursor it handed out.
+        """Streams an app's (or, for the admin, every app's) new decisions and
+        event attributions, in the order they were recorded, each once, from
+        now or from a cursor it handed out.
         """
 
 def add_OutcomesServiceServicer_to_server(servicer: OutcomesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
