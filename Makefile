@@ -49,7 +49,7 @@ scenarios: setup
 	$(BIN)/lookback scenario run tests/scenarios $(wildcard ../shared/scenarios)
 
 ## Every benchmark in one sitting (docs/performance.md quotes this run); writes docs/benchmarks/.
-## About 15 minutes; run it on a quiet machine (no other tests or benchmarks).
+## About 25 minutes; run it on a quiet machine (no other tests or benchmarks).
 bench: setup
 	$(BIN)/python -m bench.decisions --duration 10 --out docs/benchmarks/decisions.md --json docs/benchmarks/decisions.json
 	$(BIN)/python -m bench.keys --duration 10 --rounds 3 --out docs/benchmarks/keys.md
@@ -57,6 +57,8 @@ bench: setup
 	$(BIN)/python -m bench.clicks --duration 10 --gateway-processes 2 --cassandra --out docs/benchmarks/clicks-cassandra.md
 	$(BIN)/python -m bench.storage --out docs/benchmarks/storage.md
 	$(BIN)/python -m bench.wal --clicks 1000000 --out docs/benchmarks/wal.md
+	$(BIN)/python -m bench.outcomes --duration 10 --rounds 3 --out docs/benchmarks/outcomes.md
+	$(BIN)/python -m bench.reports --out docs/benchmarks/reports.md
 
 ## Regenerate the Python code from protos/.
 protos: setup

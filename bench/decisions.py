@@ -175,6 +175,7 @@ async def running_suite(
     info_logs: tuple[str, ...] = (),
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    flags: dict[str, list[str]] | None = None,
 ) -> AsyncIterator[Suite]:
     """The suite as ``lookback up`` runs it (one process per service) on free
     loopback ports, until the block ends. ``store`` holds the Cassandra
@@ -182,7 +183,8 @@ async def running_suite(
     the embedded SQLite one. The processes' output and logs (and this
     process's stdout and stderr, meanwhile) go to the suite's log file;
     ``info_logs`` names the services that log at INFO; ``env`` is added to
-    every service's environment (besides the test admin key)."""
+    every service's environment (besides the test admin key); ``flags`` adds
+    command-line flags to the services it names."""
     data = Path(tempfile.mkdtemp(prefix="lookback-bench-"))
     base = free_base_port(first_port)
     ns = argparse.Namespace(
@@ -197,6 +199,7 @@ async def running_suite(
     for child in children:
         if child.name in info_logs:
             child.argv += ["--log-level", "INFO"]
+        child.argv += (flags or {}).get(child.name, [])
     suite = Suite(
         {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()},
         f"http://127.0.0.1:{base + 100}",
@@ -279,27 +282,10 @@ async def measure(suite: Suite, duration: float) -> list[Result]:
         clicked_at = int(time.time()) - 3600
 
         async def seed(n: int, prefix: str, gaid: Callable[[str, int], str] | None = None) -> None:
-            for start in range(0, n, 1000):
-                batch = []
-                for i in range(start, min(n, start + 1000)):
-                    t = touch_pb2.Touch(
-                        app_id=app_id,
-                        type=touch_pb2.TOUCH_TYPE_CLICK,
-                        media_source="networka",
-                        campaign="bench",
-                        click_id=f"{prefix}-{i}",
-                    )
-                    t.device.gaid = gaid(prefix, i) if gaid else hashed_gaid(prefix, i)
-                    t.engaged_at.FromSeconds(clicked_at)
-                    batch.append(t)
-                await ingestion.RecordTouches(
-                    ingestion_pb.RecordTouchesRequest(touches=batch), timeout=60
-                )
+            await seed_clicks(ingestion, app_id, n, prefix, clicked_at, gaid)
 
         def install(prefix: str, i: int) -> install_pb2.Install:
-            inst = install_pb2.Install(app_id=app_id, install_id=f"{prefix}-{i}")
-            inst.device.gaid = hashed_gaid(prefix, i)
-            return inst
+            return new_install(app_id, prefix, i)
 
         payload = b"x" * 200
         for c in CONCURRENCIES:
@@ -378,6 +364,39 @@ async def measure(suite: Suite, duration: float) -> list[Result]:
         results.append(HttpResult.of(f"{name}, at {rate:,.0f}/s", opened))
     await echo_process.stop()
     return results
+
+
+async def seed_clicks(
+    ingestion: ingestion_grpc.IngestionServiceStub,
+    app_id: str,
+    n: int,
+    prefix: str,
+    clicked_at: int,
+    gaid: Callable[[str, int], str] | None = None,
+) -> None:
+    """``n`` clicks of networka, the i-th on device ``gaid(prefix, i)`` (by
+    default :func:`hashed_gaid`), for the installs of ``prefix`` to find."""
+    for start in range(0, n, 1000):
+        batch = []
+        for i in range(start, min(n, start + 1000)):
+            t = touch_pb2.Touch(
+                app_id=app_id,
+                type=touch_pb2.TOUCH_TYPE_CLICK,
+                media_source="networka",
+                campaign="bench",
+                click_id=f"{prefix}-{i}",
+            )
+            t.device.gaid = gaid(prefix, i) if gaid else hashed_gaid(prefix, i)
+            t.engaged_at.FromSeconds(clicked_at)
+            batch.append(t)
+        await ingestion.RecordTouches(ingestion_pb.RecordTouchesRequest(touches=batch), timeout=60)
+
+
+def new_install(app_id: str, prefix: str, i: int) -> install_pb2.Install:
+    """The i-th install of ``prefix``: new, on the device of the i-th click."""
+    inst = install_pb2.Install(app_id=app_id, install_id=f"{prefix}-{i}")
+    inst.device.gaid = hashed_gaid(prefix, i)
+    return inst
 
 
 def hashed_gaid(prefix: str, i: int) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -147,7 +147,11 @@ def prior_install(r: store_pb.InstallRecord) -> PriorInstall:
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """A decision id: 32 hex digits, the first 12 the time in milliseconds
+    and the other 20 random (80 bits), like a UUIDv7: ids made one after the
+    other sort together, so the store's decision index takes them at its end
+    (a random id would dirty a random page of it per decision)."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 @dataclass

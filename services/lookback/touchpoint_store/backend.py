@@ -122,6 +122,31 @@ def decision_outcome(
     )
 
 
+def decision_outcome_bytes(
+    decision: bytes, postbacks: Sequence[postback_pb2.PostbackJob], record_time: int
+) -> bytes:
+    """:func:`decision_outcome` serialized, from the decision already
+    serialized (a message's encoding followed by a field's is the message
+    with that field: the decision is not copied or encoded again)."""
+    rest = store_pb.Outcome(postbacks=postbacks, record_time=micros_to_ts(record_time))
+    return rest.SerializeToString() + _DECISION_TAG + _varint(len(decision)) + decision
+
+
+_DECISION_TAG = bytes([(2 << 3) | 2])
+"""``Outcome.decision`` (field 2), length-delimited."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
 def event_outcome(
     event: install_pb2.InAppEvent,
     attribution: decision_pb2.EventAttribution,

@@ -191,10 +191,13 @@ class CassandraBackend:
         settings: CassandraSettings,
         clock: Clock = now_micros,
         outcome_retention: int = OUTCOME_RETENTION,
+        log_outcomes: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.outcome_retention = outcome_retention
+        self.log_outcomes = log_outcomes
+        """False: no outcomes log, no decision index (benchmarks only)."""
         self.cluster: Cluster | None = None
         self.session: Session | None = None
         self.q: dict[str, PreparedStatement] = {}
@@ -438,6 +441,8 @@ class CassandraBackend:
     ) -> list[tuple[str, tuple[Any, ...]]]:
         """The statements of one outcome (and of its decision's index rows),
         all placed by ``at``, so the same outcome always lands on the same rows."""
+        if not self.log_outcomes:
+            return []
         now = self.clock()
         rows: list[tuple[str, tuple[Any, ...]]] = [
             (
@@ -476,6 +481,8 @@ class CassandraBackend:
 
     async def _logged(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
         """The statements in one LOGGED batch: all of them are applied or none."""
+        if not rows:
+            return
         batch = BatchStatement(batch_type=BatchType.LOGGED)
         for name, params in rows:
             batch.add(self.q[name], params)
@@ -593,7 +600,14 @@ class CassandraBackend:
         rows, _ = await asyncio.gather(
             self._run(
                 "create_install",
-                (i.app_id, i.install_id, at, body, outcome.SerializeToString(), ttl),
+                (
+                    i.app_id,
+                    i.install_id,
+                    at,
+                    body,
+                    outcome.SerializeToString() if self.log_outcomes else None,
+                    ttl,
+                ),
             ),
             index(body),
         )

@@ -47,7 +47,7 @@ class StoreComponent:
 def make_backend(config: StoreConfig) -> StoreBackend:
     """Cassandra when contact points are configured, else embedded SQLite."""
     if not config.cassandra_hosts:
-        return SqliteBackend(config.sqlite_path)
+        return SqliteBackend(config.sqlite_path, log_outcomes=config.outcomes_log)
     from lookback.touchpoint_store.cassandra import CassandraBackend, CassandraSettings
 
     return CassandraBackend(
@@ -65,5 +65,6 @@ def make_backend(config: StoreConfig) -> StoreBackend:
             tls=config.cassandra_tls or bool(config.cassandra_tls_ca),
             tls_ca=config.cassandra_tls_ca,
             tls_check_hostname=config.cassandra_tls_check_hostname,
-        )
+        ),
+        log_outcomes=config.outcomes_log,
     )

@@ -13,6 +13,11 @@ class StoreConfig(ServerConfig):
 
     sqlite_path: str = ".lookback/data/store.sqlite3"
     """SQLite database file of the embedded backend (used when no Cassandra is configured)."""
+    outcomes_log: bool = True
+    """Record the outcomes log and the decision index (docs/outcomes.md).
+    Off only to measure what they cost (bench/outcomes.py): without them no
+    decision can be read back, watched, counted in the reports or relayed to
+    the dispatcher after a failed hand-over."""
     cassandra_hosts: str = ""
     """Cassandra contact points, ``host[,host...]``; empty for the embedded SQLite store."""
     cassandra_port: int = 9042

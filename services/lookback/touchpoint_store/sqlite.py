@@ -29,7 +29,7 @@ from lookback.touchpoint_store.backend import (
     InstallFacts,
     InstallQuery,
     bad_cursor,
-    decision_outcome,
+    decision_outcome_bytes,
     decision_time,
     event_outcome,
     page_token,
@@ -84,6 +84,16 @@ _MIGRATIONS = {
     CREATE INDEX decisions_by_time ON decisions (app_id, decided_at DESC, decision_id DESC);
     CREATE INDEX decisions_expiry ON decisions (expires_at);
     """,
+    # Fewer indexes on the decision's path (each is one more B-tree written in
+    # its transaction): a decision is logged once because its decision-index
+    # row is created once (the primary key), not by a unique source index;
+    # the log is purged in ``seq`` order (its expiry follows its order) and
+    # the decision index by app and time.
+    3: """
+    DROP INDEX outcomes_by_source;
+    DROP INDEX outcomes_expiry;
+    DROP INDEX decisions_expiry;
+    """,
 }
 
 CURSOR_DIGITS = 20
@@ -107,9 +117,12 @@ class SqliteBackend:
         path: str | Path,
         clock: Clock = now_micros,
         outcome_retention: int = OUTCOME_RETENTION,
+        log_outcomes: bool = True,
     ) -> None:
         self.clock = clock
         self.outcome_retention = outcome_retention
+        self.log_outcomes = log_outcomes
+        """False: no outcomes log, no decision index (benchmarks only)."""
         self.db = SqliteDatabase(path, _MIGRATIONS, name="store")
         self._purger: asyncio.Task[None] | None = None
 
@@ -138,16 +151,22 @@ class SqliteBackend:
     @staticmethod
     def _purge(db: Db, now: int) -> int:
         removed = 0
-        for table in (
-            "touches",
-            "touch_keys",
-            "installs",
-            "install_keys",
-            "events",
-            "outcomes",
-            "decisions",
-        ):
+        for table in ("touches", "touch_keys", "installs", "install_keys", "events"):
             removed += db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,)).rowcount
+        # The log expires in its own order (a fixed retention from the record
+        # time): everything before its first live entry goes.
+        removed += db.execute(
+            "DELETE FROM outcomes WHERE seq < COALESCE("
+            "(SELECT seq FROM outcomes WHERE expires_at >= ? ORDER BY seq LIMIT 1),"
+            " (SELECT MAX(seq) + 1 FROM outcomes), 0)",
+            (now,),
+        ).rowcount
+        # The decision index by app and time (its by-time index).
+        for (app_id,) in db.execute("SELECT DISTINCT app_id FROM apps").fetchall():
+            removed += db.execute(
+                "DELETE FROM decisions WHERE app_id = ? AND decided_at < ?",
+                (app_id, now - DECISION_RETENTION),
+            ).rowcount
         return removed
 
     async def purge_expired(self) -> int:
@@ -264,11 +283,16 @@ class SqliteBackend:
 
     # --- the outcomes log and the decision index ----------------------------
 
-    def _append(self, db: Db, app_id: str, source: str, outcome: store_pb.Outcome) -> None:
-        """One entry of the log, in the caller's transaction; once per source."""
+    def _append(self, db: Db, app_id: str, source: str, outcome: store_pb.Outcome | bytes) -> None:
+        """One entry of the log, in the caller's transaction. Callers append
+        once per source: a decision when its index row is new, an event when
+        it is, touches when the write created them."""
+        if not self.log_outcomes:
+            return
+        body = outcome if isinstance(outcome, bytes) else outcome.SerializeToString()
         db.execute(
-            "INSERT OR IGNORE INTO outcomes (app_id, source, expires_at, body) VALUES (?,?,?,?)",
-            (app_id, source, self.clock() + self.outcome_retention, outcome.SerializeToString()),
+            "INSERT INTO outcomes (app_id, source, expires_at, body) VALUES (?,?,?,?)",
+            (app_id, source, self.clock() + self.outcome_retention, body),
         )
 
     def _append_decision(
@@ -278,12 +302,14 @@ class SqliteBackend:
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob],
     ) -> None:
+        """The decision's index row and, when that is new, its log entry (a
+        retried create that finds its own decision appends nothing more)."""
+        if not self.log_outcomes:
+            return
         now = self.clock()
         at = decision_time(decision, now)
-        self._append(
-            db, app_id, f"d:{decision.decision_id}", decision_outcome(decision, postbacks, now)
-        )
-        db.execute(
+        body = decision.SerializeToString()
+        cur = db.execute(
             "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?)",
             (
                 app_id,
@@ -292,9 +318,12 @@ class SqliteBackend:
                 decision.kind,
                 decision.media_source,
                 at + DECISION_RETENTION,
-                decision.SerializeToString(),
+                body,
             ),
         )
+        if cur.rowcount:
+            entry = decision_outcome_bytes(body, postbacks, now)
+            self._append(db, app_id, f"d:{decision.decision_id}", entry)
 
     def _read_outcomes(
         self, db: Db, app_id: str, after_cursor: str, limit: int

@@ -1,0 +1,163 @@
+"""What recording outcomes costs a decision: DecideInstall throughput with
+the store's outcomes log (and decision index) on, and off, in the same run,
+beside a bare grpc.aio echo server.
+
+    python -m bench.outcomes [--duration 10] [--rounds 2] [--concurrency 16]
+                             [--out docs/benchmarks/outcomes.md]
+
+The suite runs as ``lookback up`` runs it (one process per service, the
+embedded SQLite store) on free loopback ports, once per setting and round,
+alternating (on, off, on, off, ...) so that a drift of the machine falls on
+both; every install is new, with a click to find (as in bench/decisions.py).
+"Off" is the store's ``--outcomes-log false``: no log entry, no decision
+index, no touch entries, and so no feed, reports or relay; the decider still
+renders the postback jobs and hands them over (the fast path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import platform
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from bench.decisions import (
+    TIMEOUT,
+    Result,
+    load,
+    new_install,
+    running_suite,
+    seed_clicks,
+)
+from bench.echo_server import ECHO_METHOD
+from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
+from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
+from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
+from lookback.api.types.v1 import app_pb2
+from lookback.testing.keys import admin_channel
+from lookback.testing.processes import python_module
+
+
+async def decide(log: bool, duration: float, concurrency: int, readers: bool = True) -> Result:
+    flags = {} if log else {"touchpoint_store": ["--outcomes-log", "false"]}
+    if not readers:  # the dispatcher without the log's consumers (relay, reports)
+        flags["postback"] = ["--store-address", ""]
+    async with running_suite(33_000, flags=flags) as suite:
+        app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
+        async with (
+            admin_channel(suite.addr["decider"]) as decider_ch,
+            admin_channel(suite.addr["ingestion"]) as ingestion_ch,
+        ):
+            await apps_grpc.AppSettingsServiceStub(decider_ch).CreateApp(
+                apps_pb.CreateAppRequest(
+                    app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
+                )
+            )
+            decider = decider_grpc.DeciderServiceStub(decider_ch)
+            ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)
+            prefix = f"o{int(log)}"
+            await seed_clicks(
+                ingestion, app_id, int(3000 * duration * 2), prefix, int(time.time()) - 3600
+            )
+            await decider.DecideInstall(
+                decider_pb.DecideInstallRequest(install=new_install(app_id, "warm", 0))
+            )
+            return await load(
+                f"DecideInstall, outcomes log {'on' if log else 'off'}",
+                lambda i: decider.DecideInstall(
+                    decider_pb.DecideInstallRequest(install=new_install(app_id, prefix, i)),
+                    timeout=TIMEOUT,
+                ),
+                concurrency,
+                duration,
+            )
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
+    echo_process = await python_module("bench.echo_server", capture_stderr=False)
+    decisions: list[Result] = []
+    echoes: list[Result] = []
+    payload = b"x" * 200
+    try:
+        async with grpc.aio.insecure_channel(echo_process.address) as channel:
+            echo = channel.unary_unary(ECHO_METHOD)
+            for _, log in itertools.product(range(args.rounds), (True, False)):
+                echoes.append(
+                    await load(
+                        "bare echo",
+                        lambda i: echo(payload, timeout=TIMEOUT),
+                        args.concurrency,
+                        args.duration,
+                    )
+                )
+                decisions.append(
+                    await decide(log, args.duration, args.concurrency, not args.no_readers)
+                )
+                print(decisions[-1].row(), flush=True)
+    finally:
+        await echo_process.stop()
+    return decisions, echoes
+
+
+NO_READERS = " --no-readers"
+
+
+def report(decisions: list[Result], echoes: list[Result], args: argparse.Namespace) -> str:
+    on = [r.rate for r in decisions if r.name.endswith("on")]
+    off = [r.rate for r in decisions if r.name.endswith("off")]
+    echo = statistics.median(r.rate for r in echoes)
+    cost = 1 - statistics.median(on) / statistics.median(off)
+    lines = [
+        "# What recording outcomes costs a decision",
+        "",
+        f"`python -m bench.outcomes --duration {args.duration:g} --rounds {args.rounds}"
+        f" --concurrency {args.concurrency}{NO_READERS if args.no_readers else ''}`,"
+        f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
+        "",
+        "| what | concurrency | calls/s | p50 ms | p99 ms | calls |",
+        "|---|---|---|---|---|---|",
+        *[r.row() for r in decisions],
+        "",
+        f"Median decisions/s: log on {statistics.median(on):,.0f}, off"
+        f" {statistics.median(off):,.0f}: the outcomes log costs **{cost:.1%}** of the"
+        f" throughput (the limit is 10%). Bare echo, same run: {echo:,.0f} calls/s (median"
+        f" of {len(echoes)}); decisions with the log are {statistics.median(on) / echo:.0%}"
+        " of it.",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, grpcio {grpc.__version__}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--no-readers",
+        action="store_true",
+        help="run the dispatcher without the log's consumers (the relay, the reports)",
+    )
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    decisions, echoes = asyncio.run(run(args))
+    text = report(decisions, echoes, args)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
