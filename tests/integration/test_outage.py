@@ -9,7 +9,7 @@ with SIGKILL and starts them again:
 
 - on Cassandra with Redis: Redis (killed, started again four seconds
   later), then the postback dispatcher (the relay and the reports), then
-  the decider;
+  the decider, then the store (which records the outcomes);
 - on the embedded SQLite store: the postback dispatcher, then the store
   (which records the outcomes), then the decider.
 
@@ -46,10 +46,10 @@ from lookback.testing.receiver import PostbackSink
 from tests.backends import CassandraNode
 
 REPO = Path(__file__).resolve().parents[2]
-INSTALLS = 600
+INSTALLS = 800
 """Installs per test; every other one has the partner's click."""
 RATE = 40.0
-"""Installs started per second (the load lasts about 15 s)."""
+"""Installs started per second (the load lasts about 20 s)."""
 DUPLICATES = 10
 """Every this many-th install is reported a second time once answered."""
 CATCH_UP = 90.0
@@ -279,7 +279,7 @@ def _env(sink: PostbackSink) -> dict[str, str]:
     }
 
 
-async def test_redis_the_dispatcher_and_the_decider_killed_mid_load_on_cassandra(
+async def test_redis_the_dispatcher_the_decider_and_the_store_killed_mid_load_on_cassandra(
     cassandra: CassandraNode, tmp_path: Path
 ) -> None:
     (port,) = free_ports(1)
@@ -315,6 +315,9 @@ async def test_redis_the_dispatcher_and_the_decider_killed_mid_load_on_cassandra
             await asyncio.sleep(2)
             await suite.kill("decider")
             await suite.restart("decider")
+            await asyncio.sleep(2)
+            await suite.kill("touchpoint_store")
+            await suite.restart("touchpoint_store")
 
         try:
             await _run_outage(suite, sink, incidents)

@@ -174,8 +174,8 @@ async def demo_traffic(
 ) -> None:
     """Keep a trickle of clicks and installs flowing (until cancelled), so the
     dashboard has something to show: every ``interval`` seconds a click of one
-    of three partners and, two times in three, its install; now and then an
-    organic install."""
+    of three partners and, two times in three, its install (and every other
+    install a purchase); now and then an organic install."""
     connector = aiohttp.TCPConnector(ssl=ssl_context or True)
     async with aiohttp.ClientSession(connector=connector) as s:
         admin = {"Authorization": f"Bearer {admin_key}"}
@@ -209,6 +209,20 @@ async def demo_traffic(
                             "os_version": "14",
                         },
                     )
+                    if n % 2 == 0:  # a purchase now and then: events and revenue
+                        await _call(
+                            s,
+                            "POST",
+                            f"{gateway}/v1/events",
+                            headers=admin,
+                            json={
+                                "app_id": DEMO_APP,
+                                "install_id": f"live-{device[:8]}",
+                                "name": "purchase",
+                                "revenue": f"{1 + n % 7}.99",
+                                "currency": "USD" if n % 4 else "EUR",
+                            },
+                        )
             except (aiohttp.ClientError, RuntimeError):
                 pass  # the suite restarting a service: the next round tries again
             await asyncio.sleep(interval)

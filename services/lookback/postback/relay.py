@@ -89,5 +89,6 @@ class Relay(LogReader):
             if settled:
                 cursor = settled[-1].cursor
                 await self.queue.set_cursor(f"outcomes:{app_id}", cursor)
+                self.read_forward(app_id, settled)
             if len(settled) < len(read.outcomes) or len(read.outcomes) < PAGE:
                 return new

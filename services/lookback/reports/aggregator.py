@@ -71,6 +71,7 @@ class Aggregator(LogReader):
             added = await self.counts.add(
                 app_id, facts, (f"reports:{app_id}", cursor), self.clock()
             )
+            self.read_forward(app_id, read.outcomes)
             self.counted += added
             new += added
             if len(read.outcomes) < PAGE:

@@ -18,6 +18,8 @@ from lookback.core.tasks import Periodic
 
 APPS_PAGE = 1000
 SWEEP_PAGE = 1000
+MAX_SWEEP_PAGES = 50
+"""A sweep reads at most this many pages (50,000 entries in its window)."""
 
 
 class LogReader(Periodic):
@@ -41,6 +43,7 @@ class LogReader(Periodic):
         self.sweep_window = sweep_window
         self.clock = clock
         self._last_sweep = 0.0
+        self._read_until: dict[str, int] = {}
         self.passes = 0
 
     async def cursor(self, app_id: str) -> str:
@@ -51,6 +54,50 @@ class LogReader(Periodic):
 
     async def swept(self, app_id: str, entries: Sequence[store_pb.Outcome]) -> int:
         raise NotImplementedError
+
+    async def _sweep(self, app_id: str, cursor: str) -> int:
+        """Every entry from ``sweep_window`` seconds before the cursor up to
+        the cursor, page by page (the forward read goes on from there)."""
+        done = 0
+        until = self._read_until.get(app_id)
+        if until is None:
+            return 0  # nothing read forward yet by this process: nothing to sweep behind
+        read = await self.store.ReadOutcomes(
+            store_pb.ReadOutcomesRequest(
+                app_id=app_id,
+                after_cursor=cursor,
+                limit=SWEEP_PAGE,
+                rewind=duration_pb2.Duration(seconds=int(self.sweep_window)),
+            )
+        )
+        for _ in range(MAX_SWEEP_PAGES):
+            # Up to the cursor, or to an entry recorded after the last one read
+            # forward (where the store does not rewind, that is the first).
+            end = next(
+                (
+                    i
+                    for i, e in enumerate(read.outcomes)
+                    if e.cursor == cursor or e.record_time.ToMicroseconds() > until
+                ),
+                None,
+            )
+            page = read.outcomes if end is None else read.outcomes[:end]
+            if page:
+                done += await self.swept(app_id, page)
+            if end is not None or len(read.outcomes) < SWEEP_PAGE:
+                return done
+            read = await self.store.ReadOutcomes(
+                store_pb.ReadOutcomesRequest(
+                    app_id=app_id, after_cursor=read.outcomes[-1].cursor, limit=SWEEP_PAGE
+                )
+            )
+        return done
+
+    def read_forward(self, app_id: str, entries: Sequence[store_pb.Outcome]) -> None:
+        """Subclasses call this with each page their forward read handled:
+        a sweep goes no further than the last of them."""
+        if entries:
+            self._read_until[app_id] = entries[-1].record_time.ToMicroseconds()
 
     async def run_once(self) -> int:
         """One pass over every app (with a sweep when one is due); what the
@@ -65,16 +112,7 @@ class LogReader(Periodic):
             for app_id in page.app_ids:
                 cursor = await self.cursor(app_id)
                 if sweep and cursor:
-                    read = await self.store.ReadOutcomes(
-                        store_pb.ReadOutcomesRequest(
-                            app_id=app_id,
-                            after_cursor=cursor,
-                            limit=SWEEP_PAGE,
-                            rewind=duration_pb2.Duration(seconds=int(self.sweep_window)),
-                        )
-                    )
-                    if read.outcomes:
-                        done += await self.swept(app_id, read.outcomes)
+                    done += await self._sweep(app_id, cursor)
                 done += await self.forward(app_id, cursor)
             if len(page.app_ids) < APPS_PAGE:
                 break
