@@ -12,20 +12,14 @@ from typing import Any
 import aiohttp
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
-from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.testing import builders
-from lookback.testing.keys import admin_channel, admin_headers, bearer
+from lookback.testing.keys import admin_headers, bearer
 from lookback.testing.processes import run_cli
 from lookback.testing.suite import SuiteAddresses
 
 
 async def _app(suite: SuiteAddresses) -> tuple[str, apps_pb.AppKeys]:
-    app_id = builders.new_app_id("com.reports")
-    async with admin_channel(suite.decider) as channel:
-        created = await apps_grpc.AppSettingsServiceStub(channel).CreateApp(
-            apps_pb.CreateAppRequest(app=builders.app(app_id))
-        )
-    return app_id, created.keys
+    return await builders.keyed_app(suite.decider, "com.reports")
 
 
 async def _post(http: aiohttp.ClientSession, url: str, key: str, body: Any) -> dict[str, Any]:

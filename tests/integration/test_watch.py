@@ -17,7 +17,6 @@ import grpc
 import pytest
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
-from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.core.server import GrpcServer
@@ -28,12 +27,7 @@ from lookback.testing.suite import EphemeralSuite, SuiteAddresses
 
 
 async def _app(suite: SuiteAddresses) -> tuple[str, apps_pb.AppKeys]:
-    app_id = builders.new_app_id("com.watch")
-    async with admin_channel(suite.decider) as channel:
-        created = await apps_grpc.AppSettingsServiceStub(channel).CreateApp(
-            apps_pb.CreateAppRequest(app=builders.app(app_id))
-        )
-    return app_id, created.keys
+    return await builders.keyed_app(suite.decider, "com.watch")
 
 
 async def _install(

@@ -84,3 +84,16 @@ def install(
     if gaid:
         built.device.gaid = gaid
     return built
+
+
+async def keyed_app(decider: str, prefix: str = "com.test") -> tuple[str, apps_pb.AppKeys]:
+    """A fresh app (under ``prefix``) created with the admin key at the
+    decider's address; its id and its keys."""
+    from lookback.testing.keys import admin_channel
+
+    app_id = new_app_id(prefix)
+    async with admin_channel(decider) as channel:
+        created = await apps_grpc.AppSettingsServiceStub(channel).CreateApp(
+            apps_pb.CreateAppRequest(app=app(app_id))
+        )
+    return app_id, created.keys
