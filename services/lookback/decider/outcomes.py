@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import heapq
 import json
 import time
 import zlib
@@ -22,6 +23,7 @@ from lookback.core import validation as check
 from lookback.core.clock import now_micros
 from lookback.core.errors import Violations
 from lookback.domain.durations import DAY
+from lookback.touchpoint_store.logreader import app_ids
 
 
 def all_cursor(cursors: dict[str, str]) -> str:
@@ -164,33 +166,34 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
                 cursor = await self._end_of_log(request.app_id)
             cursors = {request.app_id: cursor}
         elif not request.cursor:
-            cursors = {a: await self._end_of_log(a) async for a in self._apps()}
+            cursors = {a: await self._end_of_log(a) async for a in app_ids(self.store)}
         # The caller may now rely on "from now" (its decisions after this are
         # on the stream): initial metadata says the stream is in place.
         send = getattr(context, "send_initial_metadata", None)
         if send is not None:
             await send(())
         while True:
-            apps = [request.app_id] if request.app_id else [a async for a in self._apps()]
-            ready: list[tuple[int, int, str, store_pb.Outcome]] = []
+            apps = [request.app_id] if request.app_id else [a async for a in app_ids(self.store)]
+            ready: list[list[tuple[str, store_pb.Outcome]]] = []
             full = False
             horizon = int((time.time() - WATCH_SETTLE) * 1e6)
-            for n, app_id in enumerate(apps):
+            for app_id in apps:
                 read = await self.store.ReadOutcomes(
                     store_pb.ReadOutcomesRequest(
                         app_id=app_id, after_cursor=cursors.get(app_id, ""), limit=WATCH_PAGE
                     )
                 )
+                settled = []
                 for entry in read.outcomes:
                     if entry.record_time.ToMicroseconds() > horizon:
                         break  # this one and the ones after it: next round
-                    ready.append((entry.record_time.ToMicroseconds(), n, app_id, entry))
+                    settled.append((app_id, entry))
                 else:
                     full = full or len(read.outcomes) == WATCH_PAGE
-            # One app: its log's order. Every app: by record time, each app's
-            # entries in its own log's order.
-            ready.sort(key=lambda r: (r[0], r[1]) if not request.app_id else (0, 0))
-            for _, _, app_id, entry in ready:
+                ready.append(settled)
+            # Each app's entries in its log's order; apps interleaved by record time.
+            merged = heapq.merge(*ready, key=lambda r: r[1].record_time.ToMicroseconds())
+            for app_id, entry in merged:
                 cursors[app_id] = entry.cursor
                 if not (entry.HasField("decision") or entry.HasField("event")):
                     continue  # stored touches: the reports', not the feed's
@@ -205,18 +208,6 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
                 yield answer
             if not full:
                 await asyncio.sleep(WATCH_POLL)
-
-    async def _apps(self) -> AsyncIterator[str]:
-        after = ""
-        while True:
-            page = await self.store.ListApps(
-                store_pb.ListAppsRequest(page_size=1000, after_app_id=after)
-            )
-            for app_id in page.app_ids:
-                yield app_id
-            if len(page.app_ids) < 1000:
-                return
-            after = page.app_ids[-1]
 
     async def _end_of_log(self, app_id: str) -> str:
         cursor = ""

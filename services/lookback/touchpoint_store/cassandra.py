@@ -436,7 +436,7 @@ class CassandraBackend:
         app_id: str,
         source: str,
         at: int,
-        outcome: store_pb.Outcome,
+        outcome: store_pb.Outcome | bytes,
         decision: decision_pb2.Decision | None = None,
     ) -> list[tuple[str, tuple[Any, ...]]]:
         """The statements of one outcome (and of its decision's index rows),
@@ -451,7 +451,7 @@ class CassandraBackend:
                     app_id,
                     bucket(at),
                     outcome_position(at, source),
-                    outcome.SerializeToString(),
+                    outcome if isinstance(outcome, bytes) else outcome.SerializeToString(),
                     max(1, _ttl(at + self.outcome_retention, now)),
                 ),
             )
@@ -596,7 +596,7 @@ class CassandraBackend:
                 )
 
         body = record.SerializeToString()
-        outcome = decision_outcome(record.decision, postbacks, self.clock())
+        outcome = decision_outcome(record.decision, postbacks, self.clock()).SerializeToString()
         rows, _ = await asyncio.gather(
             self._run(
                 "create_install",
@@ -605,7 +605,7 @@ class CassandraBackend:
                     i.install_id,
                     at,
                     body,
-                    outcome.SerializeToString() if self.log_outcomes else None,
+                    outcome if self.log_outcomes else None,
                     ttl,
                 ),
             ),
@@ -629,9 +629,7 @@ class CassandraBackend:
                     )
                 )
             return False, existing
-        await asyncio.shield(
-            self._log_outcome(i.app_id, record.decision, installed, outcome.SerializeToString())
-        )
+        await asyncio.shield(self._log_outcome(i.app_id, record.decision, installed, outcome))
         return True, record
 
     async def _log_outcome(
@@ -639,9 +637,8 @@ class CassandraBackend:
     ) -> None:
         """A decision's stored outcome entry and index rows, in one logged batch."""
         at = decision_time(decision, fallback)
-        entry = store_pb.Outcome.FromString(outcome)
         await self._logged(
-            self._outcome_rows(app_id, f"d:{decision.decision_id}", at, entry, decision)
+            self._outcome_rows(app_id, f"d:{decision.decision_id}", at, outcome, decision)
         )
 
     async def record_open_decision(

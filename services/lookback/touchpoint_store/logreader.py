@@ -8,7 +8,7 @@ Consumers must be idempotent: a sweep hands them entries they had."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf import duration_pb2
 
@@ -20,6 +20,19 @@ APPS_PAGE = 1000
 SWEEP_PAGE = 1000
 MAX_SWEEP_PAGES = 50
 """A sweep reads at most this many pages (50,000 entries in its window)."""
+
+
+async def app_ids(store: store_grpc.TouchpointStoreServiceStub) -> AsyncIterator[str]:
+    """Every app's id, a page of the store's ``ListApps`` at a time."""
+    after = ""
+    while True:
+        request = store_pb.ListAppsRequest(page_size=APPS_PAGE, after_app_id=after)
+        page = await store.ListApps(request)
+        for app_id in page.app_ids:
+            yield app_id
+        if len(page.app_ids) < APPS_PAGE:
+            return
+        after = page.app_ids[-1]
 
 
 class LogReader(Periodic):
@@ -104,19 +117,11 @@ class LogReader(Periodic):
         consumer's calls answered, summed."""
         sweep = self.clock() - self._last_sweep >= self.sweep_interval
         done = 0
-        after = ""
-        while True:
-            page = await self.store.ListApps(
-                store_pb.ListAppsRequest(page_size=APPS_PAGE, after_app_id=after)
-            )
-            for app_id in page.app_ids:
-                cursor = await self.cursor(app_id)
-                if sweep and cursor:
-                    done += await self._sweep(app_id, cursor)
-                done += await self.forward(app_id, cursor)
-            if len(page.app_ids) < APPS_PAGE:
-                break
-            after = page.app_ids[-1]
+        async for app_id in app_ids(self.store):
+            cursor = await self.cursor(app_id)
+            if sweep and cursor:
+                done += await self._sweep(app_id, cursor)
+            done += await self.forward(app_id, cursor)
         if sweep:
             self._last_sweep = self.clock()
         self.passes += 1

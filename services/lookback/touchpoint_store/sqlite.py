@@ -162,7 +162,7 @@ class SqliteBackend:
             (now,),
         ).rowcount
         # The decision index by app and time (its by-time index).
-        for (app_id,) in db.execute("SELECT DISTINCT app_id FROM apps").fetchall():
+        for (app_id,) in db.execute("SELECT app_id FROM apps").fetchall():
             removed += db.execute(
                 "DELETE FROM decisions WHERE app_id = ? AND decided_at < ?",
                 (app_id, now - DECISION_RETENTION),
