@@ -23,7 +23,7 @@ from lookback.core import validation as check
 from lookback.core.clock import now_micros
 from lookback.core.errors import Violations
 from lookback.domain.durations import DAY
-from lookback.touchpoint_store.logreader import app_ids
+from lookback.touchpoint_store.logreader import app_ids, behind
 
 
 def all_cursor(cursors: dict[str, str]) -> str:
@@ -52,6 +52,24 @@ def parse_all_cursor(cursor: str, v: Violations) -> dict[str, str]:
         return {}
 
 
+def _key(entry: store_pb.Outcome) -> str:
+    """The entry's decision or event ("" for stored touches)."""
+    if entry.HasField("decision"):
+        return "d:" + entry.decision.decision_id
+    if entry.HasField("event"):
+        return "e:" + entry.event.event_id
+    return ""
+
+
+def _answer(app_id: str, entry: store_pb.Outcome, cursor: str) -> pb.WatchDecisionsResponse:
+    answer = pb.WatchDecisionsResponse(cursor=cursor, app_id=app_id)
+    if entry.HasField("decision"):
+        answer.decision.CopyFrom(entry.decision)
+    else:
+        answer.event.CopyFrom(entry.event)
+    return answer
+
+
 RULES = auth.rules_for(
     pb.DESCRIPTOR.services_by_name["OutcomesService"],
     GetDecision=auth.app_rule(auth.S2S, lambda r: (r.app_id,)),
@@ -72,6 +90,11 @@ WATCH_POLL = 0.2
 """Seconds between reads of the log while a watch has caught up (an entry
 is on the stream well within the 1 s the contract allows)."""
 WATCH_PAGE = 500
+WATCH_SWEEP_INTERVAL = 1.0
+"""Seconds between a stream's sweeps behind its cursor."""
+WATCH_SWEEP = 30.0
+"""How far behind its cursor a stream sweeps: an entry that lands that late
+(a repaired or slow write on Cassandra) is still sent, once, when found."""
 WATCH_SETTLE = 0.4
 """Seconds an entry waits before the watch sends it. On Cassandra the log is
 ordered by decision time, so an entry can land a moment behind a later one;
@@ -172,7 +195,25 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
         send = getattr(context, "send_initial_metadata", None)
         if send is not None:
             await send(())
+        start = dict(cursors)  # what this stream began after: a sweep sends nothing before it
+        sent: dict[str, float] = {}  # entries sent lately (a sweep sends the others)
+        read_until: dict[str, int] = {}
+        last_sweep = time.monotonic()
         while True:
+            if time.monotonic() - last_sweep >= WATCH_SWEEP_INTERVAL:
+                last_sweep = time.monotonic()
+                for cutoff in [k for k, t in sent.items() if t < last_sweep - 4 * WATCH_SWEEP]:
+                    del sent[cutoff]
+                for app_id, until in list(read_until.items()):
+                    async for entry in self._late(
+                        app_id, cursors[app_id], start.get(app_id, ""), until, sent
+                    ):
+                        sent[_key(entry)] = time.monotonic()
+                        yield _answer(
+                            app_id,
+                            entry,
+                            cursors[app_id] if request.app_id else all_cursor(cursors),
+                        )
             apps = [request.app_id] if request.app_id else [a async for a in app_ids(self.store)]
             ready: list[list[tuple[str, store_pb.Outcome]]] = []
             full = False
@@ -195,19 +236,31 @@ class OutcomesServicer(pb_grpc.OutcomesServiceServicer):
             merged = heapq.merge(*ready, key=lambda r: r[1].record_time.ToMicroseconds())
             for app_id, entry in merged:
                 cursors[app_id] = entry.cursor
-                if not (entry.HasField("decision") or entry.HasField("event")):
-                    continue  # stored touches: the reports', not the feed's
-                answer = pb.WatchDecisionsResponse(
-                    cursor=entry.cursor if request.app_id else all_cursor(cursors),
-                    app_id=app_id,
+                read_until[app_id] = entry.record_time.ToMicroseconds()
+                key = _key(entry)
+                if not key or key in sent:
+                    continue  # stored touches (the reports', not the feed's), or sent by a sweep
+                sent[key] = time.monotonic()
+                yield _answer(
+                    app_id, entry, entry.cursor if request.app_id else all_cursor(cursors)
                 )
-                if entry.HasField("decision"):
-                    answer.decision.CopyFrom(entry.decision)
-                else:
-                    answer.event.CopyFrom(entry.event)
-                yield answer
             if not full:
                 await asyncio.sleep(WATCH_POLL)
+
+    async def _late(
+        self, app_id: str, cursor: str, start: str, until: int, sent: dict[str, float]
+    ) -> AsyncIterator[store_pb.Outcome]:
+        """Entries that landed behind the stream's cursor (Cassandra orders
+        the log by decision time) and were not sent: up to
+        :data:`WATCH_SWEEP` seconds behind it, and after where the stream
+        began (what came before is the previous stream's)."""
+        pages = behind(self.store, app_id, cursor, WATCH_SWEEP, until)
+        entries = [e async for page in pages for e in page]
+        first = next((i + 1 for i, e in enumerate(entries) if e.cursor == start), 0)
+        for entry in entries[first:]:
+            key = _key(entry)
+            if key and key not in sent:
+                yield entry
 
     async def _end_of_log(self, app_id: str) -> str:
         cursor = ""

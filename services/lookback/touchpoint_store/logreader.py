@@ -35,6 +35,46 @@ async def app_ids(store: store_grpc.TouchpointStoreServiceStub) -> AsyncIterator
         after = page.app_ids[-1]
 
 
+async def behind(
+    store: store_grpc.TouchpointStoreServiceStub,
+    app_id: str,
+    cursor: str,
+    window: float,
+    until: int,
+) -> AsyncIterator[list[store_pb.Outcome]]:
+    """The app's entries from ``window`` seconds before ``cursor`` up to it,
+    or up to the first recorded after ``until`` (microseconds: the last entry
+    the reader read forward; where the store does not rewind, that is the
+    first entry), a page at a time, at most :data:`MAX_SWEEP_PAGES`."""
+    read = await store.ReadOutcomes(
+        store_pb.ReadOutcomesRequest(
+            app_id=app_id,
+            after_cursor=cursor,
+            limit=SWEEP_PAGE,
+            rewind=duration_pb2.Duration(seconds=int(window)),
+        )
+    )
+    for _ in range(MAX_SWEEP_PAGES):
+        end = next(
+            (
+                i
+                for i, e in enumerate(read.outcomes)
+                if e.cursor == cursor or e.record_time.ToMicroseconds() > until
+            ),
+            None,
+        )
+        page = list(read.outcomes if end is None else read.outcomes[:end])
+        if page:
+            yield page
+        if end is not None or len(read.outcomes) < SWEEP_PAGE:
+            return
+        read = await store.ReadOutcomes(
+            store_pb.ReadOutcomesRequest(
+                app_id=app_id, after_cursor=read.outcomes[-1].cursor, limit=SWEEP_PAGE
+            )
+        )
+
+
 class LogReader(Periodic):
     """A pass over every app's log each ``interval`` seconds, with a sweep
     ``sweep_window`` seconds behind each cursor every ``sweep_interval``.
@@ -70,40 +110,13 @@ class LogReader(Periodic):
 
     async def _sweep(self, app_id: str, cursor: str) -> int:
         """Every entry from ``sweep_window`` seconds before the cursor up to
-        the cursor, page by page (the forward read goes on from there)."""
-        done = 0
+        the cursor (the forward read goes on from there)."""
         until = self._read_until.get(app_id)
         if until is None:
             return 0  # nothing read forward yet by this process: nothing to sweep behind
-        read = await self.store.ReadOutcomes(
-            store_pb.ReadOutcomesRequest(
-                app_id=app_id,
-                after_cursor=cursor,
-                limit=SWEEP_PAGE,
-                rewind=duration_pb2.Duration(seconds=int(self.sweep_window)),
-            )
-        )
-        for _ in range(MAX_SWEEP_PAGES):
-            # Up to the cursor, or to an entry recorded after the last one read
-            # forward (where the store does not rewind, that is the first).
-            end = next(
-                (
-                    i
-                    for i, e in enumerate(read.outcomes)
-                    if e.cursor == cursor or e.record_time.ToMicroseconds() > until
-                ),
-                None,
-            )
-            page = read.outcomes if end is None else read.outcomes[:end]
-            if page:
-                done += await self.swept(app_id, page)
-            if end is not None or len(read.outcomes) < SWEEP_PAGE:
-                return done
-            read = await self.store.ReadOutcomes(
-                store_pb.ReadOutcomesRequest(
-                    app_id=app_id, after_cursor=read.outcomes[-1].cursor, limit=SWEEP_PAGE
-                )
-            )
+        done = 0
+        async for page in behind(self.store, app_id, cursor, self.sweep_window, until):
+            done += await self.swept(app_id, page)
         return done
 
     def read_forward(self, app_id: str, entries: Sequence[store_pb.Outcome]) -> None:
