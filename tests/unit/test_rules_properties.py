@@ -11,6 +11,7 @@ from lookback.domain import rules
 from lookback.domain.durations import DAY, HOUR, SECOND
 from lookback.domain.model import (
     ORGANIC,
+    QUALIFYING_VERDICTS,
     Device,
     Install,
     Outcome,
@@ -20,6 +21,7 @@ from lookback.domain.model import (
     SrnClaim,
     Touch,
     TouchType,
+    Verdict,
 )
 
 T0 = 1_780_000_000 * SECOND
@@ -145,7 +147,11 @@ def test_a_touch_outside_every_window_changes_nothing(
         user_agent=install.user_agent,
     )
     future = replace(stale, click_id="future", engaged_at=T0 + 1)
-    assert decide((install, s, [*ts, stale, future], claims)) == decide(case)
+    with_them = decide((install, s, [*ts, stale, future], claims))
+    assert replace(with_them, considered=()) == replace(decide(case), considered=())
+    verdicts = {c.click_id: c.verdict for c in with_them.considered}
+    assert verdicts["future"] is Verdict.AFTER_INSTALL
+    assert verdicts["stale"] in (Verdict.OUTSIDE_WINDOW, Verdict.DISABLED)
 
 
 @settings(max_examples=300, deadline=None)
@@ -194,3 +200,54 @@ def test_the_order_candidates_arrive_in_never_matters(
     rnd.shuffle(shuffled_ts)  # type: ignore[attr-defined]
     rnd.shuffle(shuffled_claims)  # type: ignore[attr-defined]
     assert decide((install, s, shuffled_ts, shuffled_claims)) == decide(case)
+
+
+# --- explanations (OUTCOMES.md section 4) -----------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(cases())
+def test_exactly_one_winner_unless_organic_and_it_is_the_decisions(
+    case: tuple[Install, Settings, list[Touch], list[SrnClaim]],
+) -> None:
+    out = decide(case)
+    winners = [c for c in out.considered if c.verdict is Verdict.WINNER]
+    if out.media_source == ORGANIC:
+        assert winners == []
+    else:
+        assert len(winners) == 1
+        assert (winners[0].click_id, winners[0].media_source) == (out.click_id, out.media_source)
+        assert winners[0].method is out.method
+
+
+@settings(max_examples=500, deadline=None)
+@given(cases())
+def test_the_marked_contributors_are_the_decisions_in_order(
+    case: tuple[Install, Settings, list[Touch], list[SrnClaim]],
+) -> None:
+    out = decide(case)
+    marked = [c.media_source for c in out.considered if c.contributor]
+    assert tuple(marked) == out.contributors
+    assert all(c.verdict in QUALIFYING_VERDICTS for c in out.considered if c.contributor)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_every_touch_that_shares_a_key_is_explained_and_rejections_agree(
+    case: tuple[Install, Settings, list[Touch], list[SrnClaim]],
+) -> None:
+    install, _, ts, _ = case
+    out = decide(case)
+    explained = {c.click_id for c in out.considered}
+    for t in ts:
+        shares = (t.device.raw.get("gaid") == install.device.raw.get("gaid") and t.device.raw) or (
+            t.ip and t.ip == install.ip
+        )
+        if shares:
+            assert t.click_id in explained
+    rejected = sorted((c.click_id, c.reason) for c in out.considered if c.reason is not None)
+    assert rejected == sorted((r.click_id, r.reason) for r in out.rejected)
+    # Explaining changes nothing about the decision.
+    install, s, ts, claims = case
+    quiet = rules.decide_install(install, s, ts, claims, explain=False)
+    assert quiet == replace(out, considered=())

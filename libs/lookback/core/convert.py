@@ -17,6 +17,7 @@ from lookback.api.types.v1 import (
     app_pb2,
     decision_pb2,
     device_pb2,
+    explanation_pb2,
     install_pb2,
     postback_pb2,
     touch_pb2,
@@ -99,6 +100,7 @@ REASON = EnumMap(decision_pb2.RejectionReason, model.Reason, "REJECTION_REASON_"
 PLATFORM = EnumMap(app_pb2.Platform, model.Platform, "PLATFORM_")
 PRELOAD_TYPE = EnumMap(install_pb2.PreloadType, model.PreloadType, "PRELOAD_TYPE_")
 ATT = EnumMap(install_pb2.AttStatus, model.AttStatus, "ATT_STATUS_")
+VERDICT = EnumMap(explanation_pb2.Verdict, model.Verdict, "VERDICT_")
 ATT.to_domain[0] = model.AttStatus.UNSPECIFIED
 ID_TYPE = {
     number: name.removeprefix("DEVICE_ID_TYPE_").lower()
@@ -343,4 +345,121 @@ def recorded_decision(d: decision_pb2.Decision) -> model.Decision:
         outcome=outcome(d),
         event_time=ts_to_micros(d.event_time),
         decided_at=ts_to_micros(d.decided_at),
+    )
+
+
+# --- explanations ------------------------------------------------------------
+
+
+def explained_candidate(c: model.Considered) -> explanation_pb2.ExplainedCandidate:
+    out = explanation_pb2.ExplainedCandidate(
+        click_id=c.click_id,
+        media_source=c.media_source,
+        campaign=c.campaign,
+        touch_type=TOUCH_TYPE.proto(c.touch_type),
+        method=METHOD.proto(c.method),
+        verdict=VERDICT.proto(c.verdict),
+        contributor=c.contributor,
+        is_retargeting=c.is_retargeting,
+    )
+    if c.engaged_at:
+        out.engaged_at.CopyFrom(micros_to_ts(c.engaged_at))
+    if c.window is not None:
+        out.window.CopyFrom(micros_to_dur(c.window))
+    if c.reason is not None:
+        out.reason = REASON.proto(c.reason)
+    return out
+
+
+def considered(c: explanation_pb2.ExplainedCandidate) -> model.Considered:
+    return model.Considered(
+        media_source=c.media_source,
+        touch_type=TOUCH_TYPE.domain(c.touch_type, model.TouchType.NONE),
+        engaged_at=ts_to_micros(c.engaged_at) if c.HasField("engaged_at") else 0,
+        method=METHOD.domain(c.method, model.Method.NONE),
+        verdict=VERDICT.domain(c.verdict, model.Verdict.DISABLED),
+        click_id=c.click_id,
+        campaign=c.campaign,
+        window=dur_to_micros(c.window) if c.HasField("window") else None,
+        reason=REASON.domain(c.reason) if c.reason else None,
+        contributor=c.contributor,
+        is_retargeting=c.is_retargeting,
+    )
+
+
+def prior_attribution(p: model.PriorInstall) -> explanation_pb2.PriorAttribution:
+    a = p.attributed
+    return explanation_pb2.PriorAttribution(
+        install_id=p.install_id,
+        decision_id=a.decision_id,
+        kind=KIND.proto(a.kind),
+        media_source=a.media_source,
+        campaign=a.campaign,
+        method=METHOD.proto(a.method),
+        touch_type=TOUCH_TYPE.proto(a.touch_type),
+        click_id=a.click_id,
+        event_time=micros_to_ts(a.event_time),
+        installed_at=micros_to_ts(p.installed_at),
+    )
+
+
+def prior_from_attribution(p: explanation_pb2.PriorAttribution) -> model.PriorInstall:
+    return model.PriorInstall(
+        install_id=p.install_id,
+        installed_at=ts_to_micros(p.installed_at),
+        attributed=model.PriorDecision(
+            decision_id=p.decision_id,
+            kind=KIND.domain(p.kind, model.Kind.INSTALL),
+            media_source=p.media_source,
+            event_time=ts_to_micros(p.event_time),
+            campaign=p.campaign,
+            method=METHOD.domain(p.method, model.Method.NONE),
+            touch_type=TOUCH_TYPE.domain(p.touch_type, model.TouchType.NONE),
+            click_id=p.click_id,
+        ),
+    )
+
+
+def explanation(
+    outcome: model.Outcome,
+    decision_id: str,
+    settings_version: int,
+    prior: tuple[model.PriorInstall, ...] | list[model.PriorInstall] = (),
+) -> explanation_pb2.Explanation:
+    """The explanation of a decision the rules made (``outcome.considered``)."""
+    return explanation_pb2.Explanation(
+        decision_id=decision_id,
+        settings_version=settings_version,
+        candidates=[explained_candidate(c) for c in outcome.considered],
+        prior=[prior_attribution(p) for p in prior],
+    )
+
+
+def srn_claims(e: explanation_pb2.Explanation) -> list[model.SrnClaim]:
+    """The SRN claims a decision saw (recorded among its candidates)."""
+    return [
+        model.SrnClaim(
+            media_source=c.media_source,
+            touch_type=TOUCH_TYPE.domain(c.touch_type, model.TouchType.CLICK),
+            engaged_at=ts_to_micros(c.engaged_at),
+            campaign=c.campaign,
+            click_id=c.click_id,
+        )
+        for c in e.candidates
+        if c.method == decision_pb2.ATTRIBUTION_METHOD_SRN
+    ]
+
+
+def stored_touch_ids(e: explanation_pb2.Explanation) -> list[str]:
+    """The click ids of the stored touches among a decision's candidates
+    (not SRN claims, preloads, or a referrer's unknown click)."""
+    skip = (decision_pb2.ATTRIBUTION_METHOD_SRN, decision_pb2.ATTRIBUTION_METHOD_PRELOAD)
+    return sorted(
+        {
+            c.click_id
+            for c in e.candidates
+            if c.click_id
+            and c.method not in skip
+            and c.reason != decision_pb2.REJECTION_REASON_UNKNOWN_CLICK_ID
+        }
     )

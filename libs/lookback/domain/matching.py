@@ -50,6 +50,11 @@ class Matching:
     agent: useragent.NormalisedAgent | None
     """The install's normalised agent; ``None`` when probabilistic matching is off."""
     ip: str
+    excluded_keys: frozenset[str] = frozenset()
+    """Keys of the install's identifiers the privacy rules keep from matching
+    (an IDFA without ATT consent): a touch with one is explained as ``privacy``."""
+    probabilistic_blocked: bool = False
+    """The privacy rules forbid probabilistic matching for this install."""
 
 
 def matching_for_install(install: Install, settings: Settings) -> Matching:
@@ -57,12 +62,18 @@ def matching_for_install(install: Install, settings: Settings) -> Matching:
     agent = None
     if privacy.probabilistic_allowed and install.ip:
         agent = useragent.normalise(install.user_agent, install.os_version)
+    keys = frozenset(devices.install_device_keys(install.device, privacy.excluded_ids))
+    excluded: frozenset[str] = frozenset()
+    if privacy.excluded_ids:
+        excluded = frozenset(devices.install_device_keys(install.device)) - keys
     return Matching(
         at=install.installed_at,
-        device_keys=frozenset(devices.install_device_keys(install.device, privacy.excluded_ids)),
+        device_keys=keys,
         referrer_click_id=install.referrer.click_id if install.referrer else "",
         agent=agent,
         ip=install.ip.strip().lower(),
+        excluded_keys=excluded,
+        probabilistic_blocked=not privacy.probabilistic_allowed,
     )
 
 
@@ -81,21 +92,26 @@ class Lookup:
     engaged_before: Micros
 
 
+AFTER_INSTALL_HORIZON = MAX_TOUCH_LOOKBACK
+"""How long after the install touches are still read: none of them can win,
+but a decision explains every touch of the device it could see (a click
+stamped after the first launch is ``after_install``)."""
+
+
 def install_lookup(install: Install, matching: Matching) -> Lookup:
-    """The store reads an install's decision needs."""
-    touch_keys = sorted(matching.device_keys)
-    device_keys = devices.install_keys(touch_keys)
-    agent = matching.agent
-    # The IP key only when a touch could match: an agent without OS and OS
-    # version matches nothing (useragent.agents_match), so it costs a read for nothing.
-    if agent is not None and agent.os and agent.os_version and (ip := useragent.ip_key(install.ip)):
+    """The store reads an install's decision needs: every touch that is a
+    candidate (OUTCOMES.md section 4), including those the privacy rules or a
+    fingerprint mismatch keep from matching, so that the decision can explain them."""
+    device_keys = devices.install_keys(matching.device_keys)
+    touch_keys = sorted(matching.device_keys | matching.excluded_keys)
+    if ip := useragent.ip_key(install.ip):
         touch_keys.append(ip)
     return Lookup(
         touch_keys=touch_keys,
         click_ids=[matching.referrer_click_id] if matching.referrer_click_id else [],
         device_keys=device_keys,
         engaged_after=matching.at - MAX_TOUCH_LOOKBACK,
-        engaged_before=matching.at,
+        engaged_before=matching.at + AFTER_INSTALL_HORIZON,
     )
 
 
@@ -106,5 +122,5 @@ def open_lookup(open_: Open) -> Lookup:
         click_ids=[open_.deep_link_click_id] if open_.deep_link_click_id else [],
         device_keys=[],
         engaged_after=open_.opened_at - MAX_TOUCH_LOOKBACK,
-        engaged_before=open_.opened_at,
+        engaged_before=open_.opened_at + AFTER_INSTALL_HORIZON,
     )

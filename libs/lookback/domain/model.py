@@ -60,6 +60,29 @@ class Reason(StrEnum):
     UNKNOWN_CLICK_ID = "unknown_click_id"
 
 
+class Verdict(StrEnum):
+    """What the rules made of one candidate touch (OUTCOMES.md section 4)."""
+
+    WINNER = "winner"
+    LOST_TO_HIGHER_TIER = "lost_to_higher_tier"
+    """Qualified, but the winner is in a higher tier of the waterfall."""
+    LOST_TO_NEWER = "lost_to_newer"
+    """Qualified in the winner's tier; the winner is newer (or won the tie-break)."""
+    OUTSIDE_WINDOW = "outside_window"
+    AFTER_INSTALL = "after_install"
+    REJECTED = "rejected"
+    PRIVACY = "privacy"
+    DISABLED = "disabled"
+    FINGERPRINT_MISMATCH = "fingerprint_mismatch"
+    NOT_RETARGETING = "not_retargeting"
+
+
+QUALIFYING_VERDICTS = frozenset(
+    {Verdict.WINNER, Verdict.LOST_TO_HIGHER_TIER, Verdict.LOST_TO_NEWER}
+)
+"""Verdicts of candidates that qualified (a loser of these may be a contributor)."""
+
+
 class AttStatus(StrEnum):
     UNSPECIFIED = ""
     AUTHORIZED = "authorized"
@@ -225,6 +248,34 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Considered:
+    """One candidate of a decision and its verdict: a stored touch, an SRN
+    claim, the install's preload, or a click its referrer named that does
+    not exist. Holds no device identifier."""
+
+    media_source: str
+    touch_type: TouchType
+    engaged_at: Micros
+    """0 when unknown (a referrer's unknown click)."""
+    method: Method
+    """How it matched the install (or would have: the way its verdict is about)."""
+    verdict: Verdict
+    click_id: str = ""
+    campaign: str = ""
+    window: Micros | None = None
+    """For ``outside_window``: the window that applied."""
+    reason: Reason | None = None
+    """For ``rejected``: the fraud rule's reason."""
+    contributor: bool = False
+    """A qualifying loser listed among the decision's contributors."""
+    is_retargeting: bool = False
+
+    def sort_key(self) -> tuple[int, str, str, str, str]:
+        """Most recent first (the contributors' order), then by name."""
+        return (-self.engaged_at, self.media_source, self.click_id, self.method, self.verdict)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What the rules decided. The service adds ids and timing."""
 
@@ -240,6 +291,9 @@ class Outcome:
     contributors: tuple[str, ...] = ()
     rejected: tuple[Rejection, ...] = ()
     original_decision_id: str = ""
+    considered: tuple[Considered, ...] = ()
+    """Every candidate and its verdict, most recent first (when the rules
+    were asked to explain)."""
 
     @property
     def counted(self) -> bool:

@@ -12,12 +12,14 @@ choice made where the specification is silent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from lookback.domain import devices, useragent
 from lookback.domain.matching import Matching, matching_for_install
 from lookback.domain.model import (
     ORGANIC,
+    Considered,
     Install,
     Kind,
     Method,
@@ -33,6 +35,7 @@ from lookback.domain.model import (
     SrnClaim,
     Touch,
     TouchType,
+    Verdict,
 )
 
 MAX_CONTRIBUTORS = 3
@@ -119,34 +122,73 @@ def _from_touch(touch: Touch, tier: int, method: Method) -> Candidate:
     )
 
 
-def _match_touch(touch: Touch, m: Matching, settings: Settings) -> Candidate | None:
-    """The best way ``touch`` qualifies for the install, or ``None``."""
-    is_click = touch.type is TouchType.CLICK
-    ways: list[tuple[int, Method]] = []
-    if is_click and m.referrer_click_id and touch.click_id == m.referrer_click_id:
-        ways.append((TIER_DETERMINISTIC_CLICK, Method.INSTALL_REFERRER))
-    if m.device_keys and not m.device_keys.isdisjoint(devices.touch_device_keys(touch.device)):
-        tier = TIER_DETERMINISTIC_CLICK if is_click else TIER_DETERMINISTIC_VIEW
-        ways.append((tier, Method.DEVICE_ID))
-    if m.agent is not None and touch.ip and touch.ip.strip().lower() == m.ip:
-        agent = useragent.normalise(touch.user_agent)
-        if useragent.agents_match(agent, m.agent):
-            tier = TIER_PROBABILISTIC_CLICK if is_click else TIER_PROBABILISTIC_VIEW
-            ways.append((tier, Method.PROBABILISTIC))
-    for tier, method in sorted(ways, key=lambda w: (w[0], _METHOD_ORDER[w[1]])):
-        window = _touch_window(touch, tier, settings)
-        if window > 0 and in_window(touch.engaged_at, m.at, window):
-            return _from_touch(touch, tier, method)
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """How a candidate failed to qualify: the way its verdict is about."""
+
+    method: Method
+    verdict: Verdict
+    window: Micros | None = None
+
+
+def _check_window(engaged_at: Micros, at: Micros, window: Micros) -> Miss | None:
+    """``None`` when the engagement lies in ``window``; else why not."""
+    if engaged_at > at:
+        return Miss(Method.NONE, Verdict.AFTER_INSTALL)
+    if window <= 0:
+        return Miss(Method.NONE, Verdict.DISABLED)
+    if at - engaged_at > window:
+        return Miss(Method.NONE, Verdict.OUTSIDE_WINDOW, window)
     return None
 
 
-def _claim_candidate(claim: SrnClaim, at: Micros, settings: Settings) -> Candidate | None:
+def _match_touch(touch: Touch, m: Matching, settings: Settings) -> Candidate | Miss | None:
+    """The best way ``touch`` qualifies for the install; else why it does
+    not (its best way's miss); ``None`` when it is no candidate at all."""
+    is_click = touch.type is TouchType.CLICK
+    ways: list[tuple[int, Method]] = []
+    blocked: Miss | None = None
+    if is_click and m.referrer_click_id and touch.click_id == m.referrer_click_id:
+        ways.append((TIER_DETERMINISTIC_CLICK, Method.INSTALL_REFERRER))
+    touch_keys: set[str] = set()
+    if m.device_keys or m.excluded_keys:
+        touch_keys = devices.touch_device_keys(touch.device)
+    if m.device_keys and not m.device_keys.isdisjoint(touch_keys):
+        tier = TIER_DETERMINISTIC_CLICK if is_click else TIER_DETERMINISTIC_VIEW
+        ways.append((tier, Method.DEVICE_ID))
+    elif m.excluded_keys and not m.excluded_keys.isdisjoint(touch_keys):
+        blocked = Miss(Method.DEVICE_ID, Verdict.PRIVACY)
+    if m.ip and touch.ip and touch.ip.strip().lower() == m.ip:
+        if m.agent is not None:
+            if useragent.agents_match(useragent.normalise(touch.user_agent), m.agent):
+                tier = TIER_PROBABILISTIC_CLICK if is_click else TIER_PROBABILISTIC_VIEW
+                ways.append((tier, Method.PROBABILISTIC))
+            elif blocked is None:
+                blocked = Miss(Method.PROBABILISTIC, Verdict.FINGERPRINT_MISMATCH)
+        elif m.probabilistic_blocked and blocked is None:
+            blocked = Miss(Method.PROBABILISTIC, Verdict.PRIVACY)
+    first_miss: Miss | None = None
+    for tier, method in sorted(ways, key=lambda w: (w[0], _METHOD_ORDER[w[1]])):
+        miss = _check_window(touch.engaged_at, m.at, _touch_window(touch, tier, settings))
+        if miss is None:
+            return _from_touch(touch, tier, method)
+        if first_miss is None:
+            first_miss = Miss(method, miss.verdict, miss.window)
+    if first_miss is not None:
+        return first_miss
+    if blocked is not None and touch.engaged_at > m.at:
+        return Miss(blocked.method, Verdict.AFTER_INSTALL)
+    return blocked
+
+
+def _claim_candidate(claim: SrnClaim, at: Micros, settings: Settings) -> Candidate | Miss:
     if claim.touch_type is TouchType.CLICK:
         tier, window = TIER_DETERMINISTIC_CLICK, settings.click_window(claim.media_source)
     else:
         tier, window = TIER_DETERMINISTIC_VIEW, settings.view_lookback
-    if window <= 0 or not in_window(claim.engaged_at, at, window):
-        return None
+    miss = _check_window(claim.engaged_at, at, window)
+    if miss is not None:
+        return Miss(Method.SRN, miss.verdict, miss.window)
     return Candidate(
         tier=tier,
         method=Method.SRN,
@@ -158,7 +200,7 @@ def _claim_candidate(claim: SrnClaim, at: Micros, settings: Settings) -> Candida
     )
 
 
-def _preload_candidate(install: Install, settings: Settings) -> Candidate | None:
+def _preload_candidate(install: Install, settings: Settings) -> Candidate | Miss | None:
     preload = install.preload
     if preload is None:
         return None
@@ -167,12 +209,13 @@ def _preload_candidate(install: Install, settings: Settings) -> Candidate | None
             preload.preloaded_at if preload.preloaded_at is not None else install.installed_at
         )
         if engaged_at > install.installed_at:
-            return None
+            return Miss(Method.PRELOAD, Verdict.AFTER_INSTALL)
     else:
         if preload.preloaded_at is None:
             return None
-        if not in_window(preload.preloaded_at, install.installed_at, settings.preload_lookback):
-            return None
+        miss = _check_window(preload.preloaded_at, install.installed_at, settings.preload_lookback)
+        if miss is not None:
+            return Miss(Method.PRELOAD, miss.verdict, miss.window)
         engaged_at = preload.preloaded_at
     return Candidate(
         tier=TIER_PRELOAD,
@@ -195,12 +238,43 @@ def _fraud_reason(c: Candidate, install: Install, settings: Settings) -> Reason 
     return None
 
 
+def _considered(c: Candidate, verdict: Verdict, **extra: object) -> Considered:
+    return Considered(
+        media_source=c.media_source,
+        touch_type=c.touch_type,
+        engaged_at=c.engaged_at,
+        method=c.method,
+        verdict=verdict,
+        click_id=c.click_id,
+        campaign=c.campaign,
+        is_retargeting=c.is_retargeting,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _missed(
+    miss: Miss, media_source: str, touch_type: TouchType, engaged_at: Micros, **names: Any
+) -> Considered:
+    return Considered(
+        media_source=media_source,
+        touch_type=touch_type,
+        engaged_at=engaged_at,
+        method=miss.method,
+        verdict=miss.verdict,
+        window=miss.window,
+        **names,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """Candidates after the fraud rules, best first."""
+    """Candidates after the windows and the fraud rules."""
 
     qualified: tuple[Candidate, ...]
+    """Best first."""
     rejected: tuple[Rejection, ...]
+    missed: tuple[Considered, ...] = ()
+    """The candidates that did not qualify, with their verdicts (when explaining)."""
 
 
 def judge(
@@ -209,11 +283,13 @@ def judge(
     touches: Iterable[Touch],
     claims: Iterable[SrnClaim] = (),
     matching: Matching | None = None,
+    explain: bool = True,
 ) -> Judged:
     """Match every touch and claim, apply the windows and the fraud rules
     (``matching``: the install's, when the caller has it already)."""
     m = matching or matching_for_install(install, settings)
     candidates: list[Candidate] = []
+    missed: list[Considered] = []
     seen: set[str] = set()
     known_click_ids: set[str] = set()
     for touch in touches:
@@ -221,20 +297,62 @@ def judge(
         if touch.click_id in seen:
             continue
         seen.add(touch.click_id)
-        candidate = _match_touch(touch, m, settings)
-        if candidate is not None:
-            candidates.append(candidate)
+        found = _match_touch(touch, m, settings)
+        if isinstance(found, Candidate):
+            candidates.append(found)
+        elif found is not None and explain:
+            missed.append(
+                _missed(
+                    found,
+                    touch.media_source,
+                    touch.type,
+                    touch.engaged_at,
+                    click_id=touch.click_id,
+                    campaign=touch.campaign,
+                    is_retargeting=touch.is_retargeting,
+                )
+            )
     for claim in claims:
-        candidate = _claim_candidate(claim, install.installed_at, settings)
-        if candidate is not None:
-            candidates.append(candidate)
+        found = _claim_candidate(claim, install.installed_at, settings)
+        if isinstance(found, Candidate):
+            candidates.append(found)
+        elif explain:
+            missed.append(
+                _missed(
+                    found,
+                    claim.media_source,
+                    claim.touch_type,
+                    claim.engaged_at,
+                    click_id=claim.click_id,
+                    campaign=claim.campaign,
+                )
+            )
     preload = _preload_candidate(install, settings)
-    if preload is not None:
+    if isinstance(preload, Candidate):
         candidates.append(preload)
+    elif preload is not None and explain and install.preload is not None:
+        p = install.preload
+        missed.append(
+            _missed(
+                preload, p.media_source, TouchType.NONE, p.preloaded_at or 0, campaign=p.campaign
+            )
+        )
 
     rejected: list[Rejection] = []
     if m.referrer_click_id and m.referrer_click_id not in known_click_ids:
         rejected.append(Rejection(m.referrer_click_id, "", Reason.UNKNOWN_CLICK_ID))
+        if explain:
+            missed.append(
+                Considered(
+                    media_source="",
+                    touch_type=TouchType.CLICK,
+                    engaged_at=0,
+                    method=Method.INSTALL_REFERRER,
+                    verdict=Verdict.REJECTED,
+                    click_id=m.referrer_click_id,
+                    reason=Reason.UNKNOWN_CLICK_ID,
+                )
+            )
     qualified: list[Candidate] = []
     for c in candidates:
         reason = _fraud_reason(c, install, settings)
@@ -242,26 +360,64 @@ def judge(
             qualified.append(c)
         else:
             rejected.append(Rejection(c.click_id, c.media_source, reason))
+            if explain:
+                missed.append(_considered(c, Verdict.REJECTED, reason=reason))
     qualified.sort(key=Candidate.sort_key)
     rejected.sort(key=lambda r: (r.reason.value, r.click_id, r.media_source))
-    return Judged(tuple(qualified), tuple(rejected))
+    return Judged(tuple(qualified), tuple(rejected), tuple(missed))
+
+
+def _contributing(winner: Candidate, qualified: Sequence[Candidate]) -> list[Candidate]:
+    """The touch of each contributing media source: other media sources with
+    a qualifying touch, distinct, most recent first, at most 3."""
+    out: list[Candidate] = []
+    sources: set[str] = set()
+    for c in sorted(qualified, key=lambda c: (-c.engaged_at, c.media_source)):
+        if c.media_source in (winner.media_source, ORGANIC) or c.media_source in sources:
+            continue
+        out.append(c)
+        sources.add(c.media_source)
+        if len(out) == MAX_CONTRIBUTORS:
+            break
+    return out
 
 
 def contributors_of(winner: Candidate, qualified: Sequence[Candidate]) -> tuple[str, ...]:
     """Other media sources with a qualifying touch: distinct, most recent first, at most 3."""
-    out: list[str] = []
-    for c in sorted(qualified, key=lambda c: (-c.engaged_at, c.media_source)):
-        if c.media_source in (winner.media_source, ORGANIC) or c.media_source in out:
-            continue
-        out.append(c.media_source)
-        if len(out) == MAX_CONTRIBUTORS:
-            break
+    return tuple(c.media_source for c in _contributing(winner, qualified))
+
+
+def _explained(
+    winner: Candidate | None,
+    qualified: Sequence[Candidate],
+    contributing: Sequence[Candidate],
+    others: Iterable[Considered],
+    not_retargeting: Iterable[Candidate] = (),
+) -> tuple[Considered, ...]:
+    """Every candidate with its verdict, most recent first."""
+    marked = {id(c) for c in contributing}
+    out = list(others)
+    for c in qualified:
+        if c is winner:
+            out.append(_considered(c, Verdict.WINNER))
+        else:
+            assert winner is not None
+            verdict = Verdict.LOST_TO_HIGHER_TIER if c.tier > winner.tier else Verdict.LOST_TO_NEWER
+            out.append(_considered(c, verdict, contributor=id(c) in marked))
+    out.extend(_considered(c, Verdict.NOT_RETARGETING) for c in not_retargeting)
+    out.sort(key=Considered.sort_key)
     return tuple(out)
 
 
 def _attributed(
-    kind: Kind, winner: Candidate, qualified: Sequence[Candidate], rejected: tuple[Rejection, ...]
+    kind: Kind,
+    winner: Candidate,
+    qualified: Sequence[Candidate],
+    judged: Judged,
+    explain: bool,
+    not_retargeting: Sequence[Candidate] = (),
 ) -> Outcome:
+    contributing = _contributing(winner, qualified)
     return Outcome(
         kind=kind,
         media_source=winner.media_source,
@@ -272,16 +428,22 @@ def _attributed(
         adset=winner.adset,
         ad=winner.ad,
         site_id=winner.site_id,
-        contributors=contributors_of(winner, qualified),
-        rejected=rejected,
+        contributors=tuple(c.media_source for c in contributing),
+        rejected=judged.rejected,
+        considered=(
+            _explained(winner, qualified, contributing, judged.missed, not_retargeting)
+            if explain
+            else ()
+        ),
     )
 
 
-def waterfall(kind: Kind, judged: Judged) -> Outcome:
+def waterfall(kind: Kind, judged: Judged, explain: bool = True) -> Outcome:
     """The best qualified candidate wins; with none, the outcome is organic."""
     if not judged.qualified:
-        return Outcome(kind=kind, rejected=judged.rejected)
-    return _attributed(kind, judged.qualified[0], judged.qualified, judged.rejected)
+        considered = _explained(None, (), (), judged.missed) if explain else ()
+        return Outcome(kind=kind, rejected=judged.rejected, considered=considered)
+    return _attributed(kind, judged.qualified[0], judged.qualified, judged, explain)
 
 
 def _holding_prior(
@@ -304,15 +466,20 @@ def decide_install(
     claims: Iterable[SrnClaim] = (),
     prior: Sequence[PriorInstall] = (),
     matching: Matching | None = None,
+    explain: bool = True,
 ) -> Outcome:
-    """Decide a first launch: new install, re-attribution or reinstall."""
-    judged = judge(install, settings, touches, claims, matching)
+    """Decide a first launch: new install, re-attribution or reinstall.
+    With ``explain``, the outcome also lists every candidate and its verdict."""
+    judged = judge(install, settings, touches, claims, matching, explain)
     holder = _holding_prior(install, settings, prior)
     if holder is None:
-        return waterfall(Kind.INSTALL, judged)
+        return waterfall(Kind.INSTALL, judged, explain)
     retargeting = tuple(c for c in judged.qualified if c.is_retargeting)
+    acquisition = tuple(c for c in judged.qualified if not c.is_retargeting)
     if retargeting:
-        return _attributed(Kind.REATTRIBUTION, retargeting[0], retargeting, judged.rejected)
+        return _attributed(
+            Kind.REATTRIBUTION, retargeting[0], retargeting, judged, explain, acquisition
+        )
     original = holder.attributed
     return Outcome(
         kind=Kind.REINSTALL,
@@ -323,6 +490,7 @@ def decide_install(
         click_id=original.click_id,
         rejected=judged.rejected,
         original_decision_id=original.decision_id,
+        considered=_explained(None, (), (), judged.missed, acquisition) if explain else (),
     )
 
 
@@ -331,45 +499,68 @@ def decide_open(
     settings: Settings,
     touches: Iterable[Touch],
     record: PriorInstall,
+    explain: bool = True,
 ) -> Outcome:
     """An open through a retargeting click is a re-engagement; otherwise nothing.
 
     The click must be a retargeting click of this app inside its click window,
     reached by the deep link's click id or by a device identifier, and newer
     than the install's attribution and its latest re-engagement (a click is
-    used once).
+    used once: an older one is ``outside_window``, its window running from
+    that time to the open).
     """
     since = record.attributed.event_time
     if record.latest_reengagement is not None:
         since = max(since, record.latest_reengagement.event_time)
     keys = devices.install_device_keys(open_.device)
-    best: Candidate | None = None
+    at = open_.opened_at
+    found: list[Candidate] = []
+    missed: list[Considered] = []
     for touch in touches:
-        if not touch.is_retargeting or touch.type is not TouchType.CLICK:
-            continue
-        if touch.engaged_at <= since:
-            continue
-        if not in_window(
-            touch.engaged_at, open_.opened_at, settings.click_window(touch.media_source)
-        ):
-            continue
         if open_.deep_link_click_id and touch.click_id == open_.deep_link_click_id:
             method = Method.DEEP_LINK
         elif keys and not keys.isdisjoint(devices.touch_device_keys(touch.device)):
             method = Method.DEVICE_ID
         else:
             continue
-        candidate = _from_touch(touch, TIER_DETERMINISTIC_CLICK, method)
-        rank = (method is not Method.DEEP_LINK, -touch.engaged_at, touch.click_id)
-        if best is None or rank < (
-            best.method is not Method.DEEP_LINK,
-            -best.engaged_at,
-            best.click_id,
-        ):
-            best = candidate
-    if best is None:
-        return Outcome(kind=Kind.NONE)
-    return _attributed(Kind.REENGAGEMENT, best, (best,), ())
+        miss: Miss | None = None
+        if not touch.is_retargeting or touch.type is not TouchType.CLICK:
+            miss = Miss(method, Verdict.NOT_RETARGETING)
+        elif touch.engaged_at <= since:
+            miss = Miss(method, Verdict.OUTSIDE_WINDOW, max(0, at - since))
+        else:
+            checked = _check_window(touch.engaged_at, at, settings.click_window(touch.media_source))
+            if checked is not None:
+                miss = Miss(method, checked.verdict, checked.window)
+        if miss is None:
+            found.append(_from_touch(touch, TIER_DETERMINISTIC_CLICK, method))
+        elif explain:
+            missed.append(
+                _missed(
+                    miss,
+                    touch.media_source,
+                    touch.type,
+                    touch.engaged_at,
+                    click_id=touch.click_id,
+                    campaign=touch.campaign,
+                    is_retargeting=touch.is_retargeting,
+                )
+            )
+    # A deep link's click beats a device match (a higher tier here), then the newest.
+    found.sort(key=lambda c: (c.method is not Method.DEEP_LINK, -c.engaged_at, c.click_id))
+    if not found:
+        considered = tuple(sorted(missed, key=Considered.sort_key)) if explain else ()
+        return Outcome(kind=Kind.NONE, considered=considered)
+    best = found[0]
+    outcome = _attributed(Kind.REENGAGEMENT, best, (best,), Judged((best,), (), ()), False)
+    if not explain:
+        return outcome
+    for c in found[1:]:
+        higher = best.method is Method.DEEP_LINK and c.method is not Method.DEEP_LINK
+        verdict = Verdict.LOST_TO_HIGHER_TIER if higher else Verdict.LOST_TO_NEWER
+        missed.append(_considered(c, verdict))
+    missed.append(_considered(best, Verdict.WINNER))
+    return replace(outcome, considered=tuple(sorted(missed, key=Considered.sort_key)))
 
 
 @dataclass(frozen=True, slots=True)

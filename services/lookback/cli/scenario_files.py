@@ -14,7 +14,29 @@ from typing import Any
 from lookback.domain.durations import parse_duration
 from lookback.domain.settings import DURATION_SETTINGS
 
-STEP_KINDS = ("click", "impression", "srn_claim", "install", "open", "event", "report")
+STEP_KINDS = (
+    "click",
+    "impression",
+    "srn_claim",
+    "install",
+    "open",
+    "event",
+    "report",
+    "whatif",
+)
+VERDICTS = (
+    "winner",
+    "lost_to_higher_tier",
+    "lost_to_newer",
+    "outside_window",
+    "after_install",
+    "rejected",
+    "privacy",
+    "disabled",
+    "fingerprint_mismatch",
+    "not_retargeting",
+)
+EXPLAIN_FIELDS = ("click_id", "campaign", "verdict", "reason", "contributor")
 REPORT_DIMENSIONS = ("media_source", "campaign", "kind")
 REPORT_METRICS = (
     "clicks",
@@ -44,6 +66,8 @@ EXPECTATIONS = (
     "error",
     "rows",
     "rows_complete",
+    "explain",
+    "changed",
 )
 SETTING_DURATIONS = DURATION_SETTINGS
 SETTINGS = (
@@ -175,6 +199,12 @@ def validate(file: str, data: Any) -> Scenario:
             _check_report(bad, where, body, expect)
         elif "rows" in expect or "rows_complete" in expect:
             raise bad(f"{where}.expect.rows", "is only for report steps")
+        if kinds[0] == "whatif":
+            _check_whatif(bad, where, body, expect)
+        elif "changed" in expect:
+            raise bad(f"{where}.expect.changed", "is only for whatif steps")
+        if "explain" in expect:
+            _check_explain(bad, f"{where}.expect.explain", expect["explain"])
         if "error" not in expect:
             for path in time_paths(kinds[0], body):
                 try:
@@ -204,6 +234,41 @@ def _check_report(bad: Any, where: str, body: dict[str, Any], expect: dict[str, 
         raise bad(f"{where}.expect.rows_complete", "must be true or false")
 
 
+def _check_explain(bad: Any, where: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise bad(where, "must be a list of candidates (objects)")
+    for j, c in enumerate(value):
+        extra = [k for k in c if k not in EXPLAIN_FIELDS]
+        if extra:
+            raise bad(f"{where}[{j}].{extra[0]}", f"is not one of {', '.join(EXPLAIN_FIELDS)}")
+        if "click_id" not in c and "campaign" not in c:
+            raise bad(f"{where}[{j}]", "must name its candidate by click_id or campaign")
+        if c.get("verdict") not in VERDICTS:
+            raise bad(f"{where}[{j}].verdict", f"must be one of {', '.join(VERDICTS)}")
+        if "contributor" in c and not isinstance(c["contributor"], bool):
+            raise bad(f"{where}[{j}].contributor", "must be true or false")
+
+
+def _check_whatif(bad: Any, where: str, body: dict[str, Any], expect: dict[str, Any]) -> None:
+    extra = [k for k in body if k not in ("settings", "from", "to")]
+    if extra:
+        raise bad(f"{where}.whatif.{extra[0]}", "is not a whatif field")
+    settings = body.get("settings")
+    if not isinstance(settings, dict):
+        raise bad(f"{where}.whatif.settings", "is required (a partial settings object)")
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            raise bad(f"{where}.whatif.settings.{key}", "is not a known setting")
+        if key in SETTING_DURATIONS:
+            _check_duration(bad, f"{where}.whatif.settings.{key}", value)
+    changed = expect.get("changed", [])
+    if not isinstance(changed, list) or not all(
+        isinstance(c, dict) and set(c) <= {"install_id", "media_source"} and "install_id" in c
+        for c in changed
+    ):
+        raise bad(f"{where}.expect.changed", "must be a list of {install_id, media_source}")
+
+
 def _check_duration(bad: Any, where: str, value: Any) -> None:
     if not isinstance(value, str):
         raise bad(where, "must be a duration string such as 7d")
@@ -216,7 +281,7 @@ def _check_duration(bad: Any, where: str, value: Any) -> None:
 def time_paths(kind: str, body: dict[str, Any]) -> list[tuple[str, ...]]:
     """Paths of the payload's own times, shifted like ``at`` when present."""
     paths: list[tuple[str, ...]] = []
-    if kind == "report":
+    if kind in ("report", "whatif"):
         paths += [(k,) for k in ("from", "to") if k in body]
     if kind == "install":
         paths += [(k,) for k in ("install_begin_at", "referrer_click_at") if k in body]

@@ -157,7 +157,15 @@ class Runner:
                 return r.status, {"error": {"code": f"HTTP_{r.status}", "message": await r.text()}}
 
     def _app_json(self, sc: Scenario, app_id: str) -> dict[str, Any]:
-        s = dict(sc.app.get("settings", {}))
+        return {
+            "app_id": app_id,
+            "platform": sc.app.get("platform", "android"),
+            "settings": self._settings_json(sc.app.get("settings", {})),
+        }
+
+    def _settings_json(self, given: dict[str, Any]) -> dict[str, Any]:
+        """A scenario's settings object as the settings API takes it."""
+        s = dict(given)
         settings: dict[str, Any] = {k: s[k] for k in SETTING_DURATIONS if k in s}
         if "click_lookback_by_source" in s:
             settings["click_lookback_by_source"] = s["click_lookback_by_source"]
@@ -173,11 +181,7 @@ class Runner:
             }
         if postbacks:
             settings["postbacks"] = postbacks
-        return {
-            "app_id": app_id,
-            "platform": sc.app.get("platform", "android"),
-            "settings": settings,
-        }
+        return settings
 
     def _request(
         self,
@@ -238,6 +242,9 @@ class Runner:
         # The app's own keys from here on, as its SDK and its backend hold them:
         # touches with the s2s key, reports with the sdk key.
         keys = answer["keys"]
+        began = datetime.now(UTC)
+        decided: list[tuple[datetime, datetime]] = []
+        """(the step's shifted time, when it was decided) of each install step."""
         for i, step in enumerate(sc.steps):
             kind = next(k for k in STEP_KINDS if k in step)
             expect = step.get("expect", {})
@@ -260,6 +267,11 @@ class Runner:
                     i, app_id, step[kind], expect, keys["s2s"], shift, first, at
                 )
                 continue
+            if kind == "whatif":
+                failures += await self._whatif(
+                    i, app_id, step[kind], expect, keys["s2s"], shift, began, decided
+                )
+                continue
             path, body = self._request(kind, step[kind], app_id, at, shift, "error" in expect)
             # An SDK's own address is the request's; a report naming its
             # device's ``ip`` comes from the app's backend, with the s2s key.
@@ -267,7 +279,98 @@ class Runner:
             key = keys["s2s"] if server_to_server else keys["sdk"]
             status, answer = await self._call("POST", path, body, key)
             failures += await self._check(i, app_id, kind, expect, answer)
+            made = answer.get("decision", {}) if isinstance(answer, dict) else {}
+            if kind == "install" and made.get("decided_at"):
+                decided.append((parse_time(at), parse_time(made["decided_at"])))
+            if "explain" in expect and made.get("decision_id"):
+                failures += await self._explain(i, app_id, made["decision_id"], expect, keys["s2s"])
         return failures
+
+    async def _explain(
+        self, i: int, app_id: str, decision_id: str, expect: dict[str, Any], key: str
+    ) -> list[Failure]:
+        """Each named candidate must be explained as expected (OUTCOMES.md section 4)."""
+        path = f"/v1/apps/{app_id}/decisions/{decision_id}:explain"
+        status, answer = await self._call("GET", path, None, key)
+        if status != 200:
+            return [Failure(i, "explain", "OK", answer.get("error", answer))]
+        candidates = answer.get("explanation", {}).get("candidates", [])
+        failures = []
+        for want in expect["explain"]:
+            name = "click_id" if "click_id" in want else "campaign"
+            found = [c for c in candidates if c.get(name) == want[name]]
+            if not found:
+                failures.append(Failure(i, f"explain[{want[name]}]", want, "not a candidate"))
+                continue
+            got = found[0]
+            checks = {"verdict": got.get("verdict")}
+            if "reason" in want:
+                checks["reason"] = got.get("reason", "")
+            if "contributor" in want:
+                checks["contributor"] = bool(got.get("contributor"))
+            for field_name, value in checks.items():
+                if want.get(field_name, value) != value:
+                    failures.append(
+                        Failure(i, f"explain[{want[name]}].{field_name}", want[field_name], value)
+                    )
+        return failures
+
+    async def _whatif(
+        self,
+        i: int,
+        app_id: str,
+        body: dict[str, Any],
+        expect: dict[str, Any],
+        key: str,
+        shift: timedelta,
+        began: datetime,
+        decided: list[tuple[datetime, datetime]],
+    ) -> list[Failure]:
+        """A simulation (OUTCOMES.md section 5) over the installs decided so
+        far; ``from``/``to`` (scenario times) choose the installs whose steps
+        lie in them, by the times those were decided."""
+        start, end = began, datetime.now(UTC) + timedelta(seconds=1)
+        if "from" in body or "to" in body:
+            low = parse_time(body["from"]) + shift if "from" in body else None
+            high = parse_time(body["to"]) + shift if "to" in body else None
+            chosen = [
+                real
+                for at, real in decided
+                if (low is None or at >= low) and (high is None or at < high)
+            ]
+            if chosen:
+                start, end = min(chosen), max(chosen) + timedelta(microseconds=1)
+            else:
+                start, end = began, began + timedelta(microseconds=1)
+        request = {
+            "settings": self._settings_json(body["settings"]),
+            "start_time": iso(start),
+            "end_time": iso(end),
+        }
+        headers = {"Authorization": f"Bearer {key}"}
+        url = f"{self.gateway}/v1/apps/{app_id}/installs:simulate"
+        pages = []
+        async with self.session.post(url, json=request, headers=headers) as r:
+            if r.status != 200:
+                return [Failure(i, "whatif", "OK", await r.text())]
+            async for line in r.content:
+                if line.strip():
+                    pages.append(json.loads(line))
+        if not pages or "error" in pages[-1] or not pages[-1].get("done"):
+            return [Failure(i, "whatif", "done", pages[-1] if pages else "no answer")]
+        changed = sorted(
+            (item["install_id"], item.get("after", {}).get("media_source", ""))
+            for page in pages
+            for item in page.get("installs", [])
+            if not item.get("not_replayable")
+        )
+        if "changed" not in expect:
+            return []
+        got = dict(changed)
+        want = {c["install_id"]: c.get("media_source") for c in expect["changed"]}
+        if set(got) != set(want) or any(m is not None and got[a] != m for a, m in want.items()):
+            return [Failure(i, "changed", expect["changed"], [list(c) for c in changed])]
+        return []
 
     async def _check(
         self, i: int, app_id: str, kind: str, expect: dict[str, Any], answer: Any

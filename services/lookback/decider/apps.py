@@ -171,6 +171,20 @@ class AppSettings:
         current = await self.store.get_app(app_id)
         if expected_version and expected_version != current.version:
             raise Aborted(f"app {app_id!r} is at version {current.version}, not {expected_version}")
+        updated = await self.changed(current, request, mask)
+        updated.version = current.version + 1
+        _stamp(updated, self.clock())
+        stored = await self.store.replace_app(updated, current.version)
+        self.remember(stored)
+        if self.on_change is not None:
+            await self.on_change(app_id)
+        return stored
+
+    async def changed(
+        self, current: app_pb2.App, request: app_pb2.App, mask: field_mask_pb2.FieldMask
+    ) -> app_pb2.App:
+        """``current`` with the fields ``mask`` names taken from ``request``
+        (platform and settings when empty), validated; nothing is stored."""
         updated = app_pb2.App()
         updated.CopyFrom(current)
         if mask.paths:
@@ -192,10 +206,4 @@ class AppSettings:
             updated.platform = request.platform
             updated.settings.CopyFrom(request.settings)
         await validate_app(updated, self.outbound)
-        updated.version = current.version + 1
-        _stamp(updated, self.clock())
-        stored = await self.store.replace_app(updated, current.version)
-        self.remember(stored)
-        if self.on_change is not None:
-            await self.on_change(app_id)
-        return stored
+        return updated

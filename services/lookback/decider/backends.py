@@ -16,12 +16,20 @@ from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    explanation_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core import convert
 from lookback.core.batching import Batcher
 from lookback.core.errors import Code, LookbackError, error_for
 from lookback.core.validation import is_id
 from lookback.decider.engine import ClaimsAnswer, InstallFacts
+from lookback.decider.explain import REPLAYED_KINDS, ReplayFacts
 from lookback.domain import matching, model
 
 log = logging.getLogger("lookback.decider")
@@ -152,9 +160,12 @@ class StoreClient:
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: explanation_pb2.Explanation | None = None,
     ) -> None:
         await self.stub.RecordOpenDecision(
-            store_pb.RecordOpenDecisionRequest(open=open_, decision=decision, postbacks=postbacks)
+            store_pb.RecordOpenDecisionRequest(
+                open=open_, decision=decision, postbacks=postbacks, explanation=explanation
+            )
         )
 
     async def put_event(
@@ -167,6 +178,41 @@ class StoreClient:
             store_pb.PutEventRequest(event=event, attribution=attribution, postbacks=postbacks)
         )
         return r.created, r.attribution
+
+    # --- history (explanations and simulations) ------------------------------
+
+    async def explained_decision(
+        self, app_id: str, decision_id: str
+    ) -> tuple[decision_pb2.Decision, explanation_pb2.Explanation | None]:
+        r = await self.stub.GetDecision(
+            store_pb.GetDecisionRequest(
+                app_id=app_id, decision_id=decision_id, include_explanation=True
+            )
+        )
+        return r.decision, r.explanation if r.HasField("explanation") else None
+
+    async def list_installs(
+        self, app_id: str, start: int, end: int, page_size: int, page_token: str
+    ) -> tuple[Sequence[decision_pb2.Decision], str]:
+        r = await self.stub.ListDecisions(
+            store_pb.ListDecisionsRequest(
+                app_id=app_id,
+                start_time=convert.micros_to_ts(start),
+                end_time=convert.micros_to_ts(end),
+                kinds=REPLAYED_KINDS,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        )
+        return r.decisions, r.next_page_token
+
+    async def replay_facts(
+        self, app_id: str, decisions: Sequence[decision_pb2.Decision]
+    ) -> Sequence[ReplayFacts]:
+        r = await self.stub.ReadReplayFacts(
+            store_pb.ReadReplayFactsRequest(app_id=app_id, decisions=decisions)
+        )
+        return [ReplayFacts(f.record if f.HasField("record") else None, f.touches) for f in r.facts]
 
     async def create_app(self, app: app_pb2.App) -> app_pb2.App:
         return (await self.stub.CreateApp(store_pb.CreateAppRequest(app=app))).app

@@ -10,6 +10,8 @@ from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
+from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
+from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
@@ -24,6 +26,9 @@ from lookback.decider.cache import LruCache
 from lookback.decider.coherence import RedisInvalidation
 from lookback.decider.config import DeciderConfig
 from lookback.decider.engine import DecisionEngine
+from lookback.decider.explain import Explainer
+from lookback.decider.explain_servicer import RULES as EXPLAIN_RULES
+from lookback.decider.explain_servicer import ExplainServicer
 from lookback.decider.outcomes import RULES as OUTCOMES_RULES
 from lookback.decider.outcomes import OutcomesServicer
 from lookback.decider.servicers import RULES, AppSettingsServicer, DeciderServicer
@@ -33,7 +38,7 @@ log = logging.getLogger("lookback.decider")
 
 class DeciderComponent:
     name = "decider"
-    auth_rules = {**RULES, **OUTCOMES_RULES}
+    auth_rules = {**RULES, **OUTCOMES_RULES, **EXPLAIN_RULES}
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
@@ -61,7 +66,9 @@ class DeciderComponent:
                 clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch, key=key)
             ),
             install_cache=LruCache(config.install_cache_size, config.install_cache_ttl),
+            explain=config.explanations,
         )
+        self.explainer = Explainer(self.apps, store, config.simulate_max_installs)
         self.app_keys = self.apps
         self.invalidation: RedisInvalidation | None = None
         metrics.watch({"settings": self.apps.cache, "install": self.engine.install_cache})
@@ -72,7 +79,9 @@ class DeciderComponent:
         outcomes_grpc.add_OutcomesServiceServicer_to_server(
             OutcomesServicer(self.store.stub), server
         )
+        explain_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(self.explainer), server)
         return [
+            explain_pb.DESCRIPTOR.services_by_name["ExplainService"].full_name,
             pb.DESCRIPTOR.services_by_name["DeciderService"].full_name,
             apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"].full_name,
             outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"].full_name,

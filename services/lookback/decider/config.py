@@ -28,6 +28,12 @@ class DeciderConfig(ServerConfig):
     """Recent install decisions cached for duplicate reports."""
     install_cache_ttl: float = 600.0
     """Seconds a cached install decision is kept."""
+    explanations: bool = True
+    """Record with each decision why it came out as it did (every candidate
+    and its verdict, for ExplainDecision and Simulate). Off only to measure
+    what it costs (``bench/explain.py``)."""
+    simulate_max_installs: int = 1_000_000
+    """Most installs one Simulate call examines (it stops there, saying so)."""
     store_timeout: float = 2.0
     """Deadline of each store call, in seconds."""
     redis_url: str = ""

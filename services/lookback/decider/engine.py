@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    decision_pb2,
+    explanation_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core import convert
 from lookback.core.clock import Clock, now_micros
 from lookback.core.errors import LookbackError
@@ -104,6 +110,7 @@ class Records(Protocol):
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: explanation_pb2.Explanation | None = None,
     ) -> None: ...
 
     async def put_event(
@@ -168,6 +175,8 @@ class DecisionEngine:
     )
     clock: Clock = now_micros
     new_id: Callable[[], str] = _new_id
+    explain: bool = True
+    """Record each decision's explanation with it."""
     _flights: SingleFlight[decision_pb2.Decision] = field(default_factory=SingleFlight)
 
     # --- installs ---------------------------------------------------------------
@@ -196,13 +205,15 @@ class DecisionEngine:
         if facts.existing is not None:
             return await self._known(facts.existing.decision, app)
 
+        priors = [prior_install(r) for r in facts.prior]
         outcome = rules.decide_install(
             facts_install,
             app.settings,
             [convert.touch(t) for t in facts.touches],
             answer.claims,
-            [prior_install(r) for r in facts.prior],
+            priors,
             matched,
+            self.explain,
         )
         decision = self._decision(
             outcome, install, facts_install.installed_at, started, tuple(answer.unanswered)
@@ -210,6 +221,10 @@ class DecisionEngine:
         record = store_pb.InstallRecord(
             install=install, match_keys=lookup.device_keys, decision=decision
         )
+        if self.explain:
+            record.explanation.CopyFrom(
+                convert.explanation(outcome, decision.decision_id, app.app.version, priors)
+            )
         if outcome.kind is Kind.REINSTALL:
             holder = next(
                 r
@@ -292,12 +307,21 @@ class DecisionEngine:
         facts_open = convert.open_(open_)
         touches = await self.facts.find_touches(open_.app_id, matching.open_lookup(facts_open))
         outcome = rules.decide_open(
-            facts_open, app.settings, [convert.touch(t) for t in touches], prior_install(record)
+            facts_open,
+            app.settings,
+            [convert.touch(t) for t in touches],
+            prior_install(record),
+            self.explain,
         )
         decision = self._decision(outcome, open_, facts_open.opened_at, started)
         if outcome.kind is Kind.REENGAGEMENT:
             jobs = self._jobs(decision, app)
-            await self.records.record_open(open_, decision, jobs)
+            explanation = (
+                convert.explanation(outcome, decision.decision_id, app.app.version)
+                if self.explain
+                else None
+            )
+            await self.records.record_open(open_, decision, jobs, explanation)
             await self._hand_over(jobs)
         return decision
 

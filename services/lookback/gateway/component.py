@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
+from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
@@ -58,6 +59,13 @@ class GatewayComponent:
             config=config,
             outcomes=clients.stub(outcomes_grpc.OutcomesServiceStub, decider_ch, key=key),
             reports=clients.stub(reports_grpc.ReportsServiceStub, reports_ch, key=key),
+            explain=(
+                clients.stub(explain_grpc.ExplainServiceStub, decider_ch, key=key),
+                (
+                    explain_grpc.ExplainServiceStub(decider_ch).Simulate,
+                    clients.key_metadata(key),
+                ),
+            ),
             # A stream has no deadline; the raw stub, with the key per call.
             watch=(
                 outcomes_grpc.OutcomesServiceStub(decider_ch).WatchDecisions,

@@ -57,6 +57,8 @@ from yarl import URL
 
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
+from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
+from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
@@ -325,6 +327,7 @@ class Gateway:
         outcomes: outcomes_grpc.OutcomesServiceStub | None = None,
         watch: tuple[Any, tuple[tuple[str, str], ...]] | None = None,
         reports: reports_grpc.ReportsServiceStub | None = None,
+        explain: tuple[explain_grpc.ExplainServiceStub, Any] | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -337,6 +340,9 @@ class Gateway:
         self.apps = apps
         self.outcomes = outcomes
         self.reports = reports
+        self.explain = explain
+        """The explain stub (with a deadline) and the raw Simulate
+        multicallable with the metadata (key) it presents."""
         self.watch = watch
         """The raw WatchDecisions multicallable and the metadata (key) it presents."""
         self.auth = authenticator
@@ -368,6 +374,16 @@ class Gateway:
         r.add_get("/v1/apps/{app_id}/decisions", _guard(a, own, "", self.list_decisions))
         r.add_get("/v1/apps/{app_id}/decisions:watch", _guard(a, own, "", self.watch_decisions))
         r.add_get("/v1/decisions:watch", _guard(a, admin, "", self.watch_decisions))
+        # The ``:explain`` routes before the plain ones, whose ids would take the suffix.
+        r.add_get(
+            "/v1/apps/{app_id}/decisions/{decision_id:[^/:]+}:explain",
+            _guard(a, own, "", self.explain_decision),
+        )
+        r.add_get(
+            "/v1/apps/{app_id}/installs/{install_id:[^/:]+}:explain",
+            _guard(a, own, "", self.explain_decision),
+        )
+        r.add_post("/v1/apps/{app_id}/installs:simulate", _guard(a, own, "", self.simulate))
         r.add_get(
             "/v1/apps/{app_id}/decisions/{decision_id}", _guard(a, own, "", self.get_decision)
         )
@@ -581,6 +597,62 @@ class Gateway:
                 "next_page_token": listed.next_page_token,
             }
         )
+
+    async def explain_decision(self, request: web.Request) -> web.StreamResponse:
+        """A decision's explanation, by decision id or by install id."""
+        allow(request, request.match_info)
+        assert self.explain is not None
+        m = request.match_info
+        found = await self.explain[0].ExplainDecision(
+            explain_pb.ExplainDecisionRequest(
+                app_id=m["app_id"],
+                decision_id=m.get("decision_id", ""),
+                install_id=m.get("install_id", ""),
+            )
+        )
+        return web.json_response(jsonapi.dump(found, defaults=True))
+
+    async def simulate(self, request: web.Request) -> web.StreamResponse:
+        """A what-if (``{"settings": {...}, "start_time", "end_time",
+        "page_size"}``; the settings named are the change). Answers NDJSON:
+        one line per page of the simulation, the last with ``"done": true``;
+        a client that goes away cancels it."""
+        allow(request, request.match_info)
+        assert self.explain is not None
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+        change = body.get("settings") or {}
+        if not isinstance(change, dict):
+            raise InvalidArgument([FieldViolation("settings", "must be a JSON object")])
+        fields = {k: v for k, v in body.items() if k != "update_mask"}
+        req = jsonapi.parse(
+            explain_pb.SimulateRequest, {**fields, "app_id": request.match_info["app_id"]}
+        )
+        req.update_mask.paths.extend(change)
+        _, (call, metadata) = self.explain
+        stream = call(req, metadata=metadata)
+        try:
+            first = await stream.read()
+        except grpc.aio.AioRpcError as exc:
+            stream.cancel()
+            raise wire.from_rpc_error(exc) from None
+        answer = web.StreamResponse(
+            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+        )
+        await answer.prepare(request)
+        try:
+            page = first
+            while page is not grpc.aio.EOF:
+                line = json.dumps(jsonapi.dump(page, defaults=True)) + "\n"
+                await answer.write(line.encode())
+                page = await stream.read()
+        except grpc.aio.AioRpcError as exc:
+            error = {"error": {"code": exc.code().name, "message": exc.details() or ""}}
+            await answer.write((json.dumps(error) + "\n").encode())
+        finally:
+            stream.cancel()
+        return answer
 
     async def get_report(self, request: web.Request) -> web.StreamResponse:
         """``?start_time=&end_time=`` (RFC 3339), ``bucket=hour|day`` (none: a

@@ -10,12 +10,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    explanation_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core import convert
 from lookback.core.errors import Aborted, AlreadyExists, NotFound, Unavailable
 from lookback.decider.apps import AppSettings
 from lookback.decider.cache import LruCache
 from lookback.decider.engine import ClaimsAnswer, DecisionEngine, InstallFacts
+from lookback.decider.explain import REPLAYED_KINDS, ReplayFacts
 from lookback.domain import devices, matching
 from lookback.domain.model import SrnClaim
 
@@ -31,6 +39,10 @@ class MemoryStore:
     events: dict[tuple[str, str], decision_pb2.EventAttribution] = field(default_factory=dict)
     outbox: list[postback_pb2.PostbackJob] = field(default_factory=list)
     """Postback jobs recorded with the decisions (the outcomes log's part)."""
+    decisions: dict[
+        tuple[str, str], tuple[decision_pb2.Decision, explanation_pb2.Explanation | None]
+    ] = field(default_factory=dict)
+    """Recorded decisions by (app, decision id), with their explanations."""
 
     def add_touch(self, touch: touch_pb2.Touch) -> None:
         keys = devices.touch_match_keys(convert.device(touch.device), touch.ip)
@@ -79,6 +91,11 @@ class MemoryStore:
             return False, self.records[key]
         self.records[key] = record
         self.outbox.extend(postbacks)
+        d = record.decision
+        self.decisions[(d.app_id, d.decision_id)] = (
+            d,
+            record.explanation if record.HasField("explanation") else None,
+        )
         return True, record
 
     async def record_open(
@@ -86,10 +103,56 @@ class MemoryStore:
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: explanation_pb2.Explanation | None = None,
     ) -> None:
         record = await self.install_record(open_.app_id, open_.install_id)
         record.latest_reengagement.CopyFrom(decision)
         self.outbox.extend(postbacks)
+        self.decisions[(decision.app_id, decision.decision_id)] = (decision, explanation)
+
+    # --- history (explanations and simulations) ------------------------------
+
+    async def explained_decision(
+        self, app_id: str, decision_id: str
+    ) -> tuple[decision_pb2.Decision, explanation_pb2.Explanation | None]:
+        found = self.decisions.get((app_id, decision_id))
+        if found is None:
+            raise NotFound(f"no decision {decision_id!r} for app {app_id!r}")
+        return found
+
+    async def list_installs(
+        self, app_id: str, start: int, end: int, page_size: int, page_token: str
+    ) -> tuple[Sequence[decision_pb2.Decision], str]:
+        """Newest first; the token is the index of the next one."""
+        chosen = sorted(
+            (
+                d
+                for (a, _), (d, _) in self.decisions.items()
+                if a == app_id
+                and d.kind in REPLAYED_KINDS
+                and start <= convert.ts_to_micros(d.decided_at) < end
+            ),
+            key=lambda d: (convert.ts_to_micros(d.decided_at), d.decision_id),
+            reverse=True,
+        )
+        first = int(page_token or 0)
+        page = chosen[first : first + page_size]
+        more = first + page_size < len(chosen)
+        return page, str(first + page_size) if more else ""
+
+    async def replay_facts(
+        self, app_id: str, decisions: Sequence[decision_pb2.Decision]
+    ) -> Sequence[ReplayFacts]:
+        out = []
+        for d in decisions:
+            record = self.records.get((app_id, d.install_id))
+            if record is None or record.decision.decision_id != d.decision_id:
+                out.append(ReplayFacts(None))
+                continue
+            wanted = set(convert.stored_touch_ids(record.explanation))
+            touches = [t for t, _ in self.touches if t.app_id == app_id and t.click_id in wanted]
+            out.append(ReplayFacts(record, touches))
+        return out
 
     async def put_event(
         self,

@@ -259,10 +259,17 @@ class StoreBackend(Protocol):
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: bytes | None = None,
     ) -> store_pb.InstallRecord | None:
         """Record an open's decision (every kind is appended to the outcomes
-        log; a re-engagement also becomes the install's latest); None, and
-        nothing recorded, when the install is unknown."""
+        log; a re-engagement also becomes the install's latest) and its
+        explanation (with the decision's index row); None, and nothing
+        recorded, when the install is unknown."""
+        ...
+
+    async def get_open_explanation(self, app_id: str, decision_id: str) -> bytes | None:
+        """The explanation recorded with an open's decision (an install's is
+        in its record)."""
         ...
 
     async def put_event(

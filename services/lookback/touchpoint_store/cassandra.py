@@ -596,6 +596,14 @@ class CassandraBackend:
                 )
 
         body = record.SerializeToString()
+        # The device index carries the record for prior-install reads, which
+        # need no explanation (it stays in the install's own row).
+        indexed = body
+        if record.HasField("explanation"):
+            slim = store_pb.InstallRecord()
+            slim.CopyFrom(record)
+            slim.ClearField("explanation")
+            indexed = slim.SerializeToString()
         outcome = decision_outcome(record.decision, postbacks, self.clock()).SerializeToString()
         rows, _ = await asyncio.gather(
             self._run(
@@ -609,14 +617,17 @@ class CassandraBackend:
                     ttl,
                 ),
             ),
-            index(body),
+            index(indexed),
         )
         if rows and not rows[0].get("[applied]", True):
             existing = self._record(rows[0])
             if existing is None:  # the row was there but had no body yet
                 existing = await self.get_install_record(i.app_id, i.install_id)
             assert existing is not None
-            await index(existing.SerializeToString())
+            winner = store_pb.InstallRecord()
+            winner.CopyFrom(existing)
+            winner.ClearField("explanation")
+            await index(winner.SerializeToString())
             logged = rows[0].get("outcome")
             if logged is not None:
                 # The entry as the first create stored it (jobs included).
@@ -646,9 +657,10 @@ class CassandraBackend:
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: bytes | None = None,
     ) -> store_pb.InstallRecord | None:
-        """The re-engagement (if it is one), the outcome and the decision
-        index in one logged batch."""
+        """The re-engagement (if it is one), the outcome, the decision
+        index and the explanation in one logged batch."""
         record = await self.get_install_record(open_.app_id, open_.install_id)
         if record is None:
             return None
@@ -663,9 +675,17 @@ class CassandraBackend:
                 )
             )
             record.latest_reengagement.CopyFrom(decision)
-        rows += self._decision_rows(open_.app_id, decision, postbacks, self.clock())
+        decision_rows = self._decision_rows(open_.app_id, decision, postbacks, self.clock())
+        rows += decision_rows
+        if explanation is not None and decision_rows:
+            ttl = decision_rows[-1][1][-1]  # the decision index row's
+            rows.append(("set_explanation", (ttl, explanation, open_.app_id, decision.decision_id)))
         await asyncio.shield(self._logged(rows))
         return record
+
+    async def get_open_explanation(self, app_id: str, decision_id: str) -> bytes | None:
+        rows = await self._run("explanation_by_id", (app_id, decision_id))
+        return rows[0]["explanation"] if rows else None
 
     # --- events ----------------------------------------------------------
 

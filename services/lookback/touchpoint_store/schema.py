@@ -90,6 +90,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # 5: an install's outcome entry, so that a later create (a retry, a
     # duplicate report) can write an entry the first create did not finish.
     5: ["ALTER TABLE installs ADD outcome blob"],
+    # 6: an open's explanation, with its decision (an install's is in its record).
+    6: ["ALTER TABLE decisions_by_id ADD explanation blob"],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -132,6 +134,10 @@ STATEMENTS: dict[str, str] = {
     "put_decision_by_id": "INSERT INTO decisions_by_id (app_id, decision_id, body)"
     " VALUES (?, ?, ?) USING TTL ?",
     "decision_by_id": "SELECT body FROM decisions_by_id WHERE app_id = ? AND decision_id = ?",
+    "set_explanation": "UPDATE decisions_by_id USING TTL ? SET explanation = ?"
+    " WHERE app_id = ? AND decision_id = ?",
+    "explanation_by_id": "SELECT explanation FROM decisions_by_id"
+    " WHERE app_id = ? AND decision_id = ?",
     "decisions_before": "SELECT decided_at, decision_id, body FROM decisions_by_day"
     " WHERE app_id = ? AND bucket = ? AND (decided_at, decision_id) < (?, ?) LIMIT ?",
     "create_app": "INSERT INTO apps (app_id, version, body) VALUES (?, ?, ?) IF NOT EXISTS",

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
-from lookback.api.types.v1 import app_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, explanation_pb2, touch_pb2
+from lookback.core import convert
 from lookback.core import validation as check
 from lookback.core.clock import now_micros
 from lookback.core.convert import ts_to_micros
@@ -18,6 +19,9 @@ from lookback.core.validation import validate_app
 from lookback.touchpoint_store.backend import DecisionFilter, InstallQuery, StoreBackend
 
 _FOREVER = 2**62
+_OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
+MAX_REPLAY_DECISIONS = 1000
+_REPLAY_IDS_PER_READ = 100
 
 log = logging.getLogger("lookback.store")
 
@@ -158,7 +162,10 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     ) -> pb.RecordOpenDecisionResponse:
         check.ensure(check.check_open_decision, request, now_micros())
         record = await self.backend.record_open_decision(
-            request.open, request.decision, request.postbacks
+            request.open,
+            request.decision,
+            request.postbacks,
+            request.explanation.SerializeToString() if request.HasField("explanation") else None,
         )
         return pb.RecordOpenDecisionResponse(
             record=_known_install(record, request.open.app_id, request.open.install_id)
@@ -215,7 +222,72 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         decision = await self.backend.get_decision(request.app_id, request.decision_id)
         if decision is None:
             raise NotFound(f"no decision {request.decision_id!r} for app {request.app_id!r}")
-        return pb.GetDecisionResponse(decision=decision)
+        answer = pb.GetDecisionResponse(decision=decision)
+        if request.include_explanation:
+            explanation = await self._explanation(decision)
+            if explanation is not None:
+                answer.explanation.CopyFrom(explanation)
+        return answer
+
+    async def _explanation(
+        self, decision: decision_pb2.Decision
+    ) -> explanation_pb2.Explanation | None:
+        """An open's explanation is kept with its decision; an install's in
+        its record (while the record still holds that decision)."""
+        if decision.kind in _OPEN_KINDS:
+            raw = await self.backend.get_open_explanation(decision.app_id, decision.decision_id)
+            return explanation_pb2.Explanation.FromString(raw) if raw else None
+        record = await self.backend.get_install_record(decision.app_id, decision.install_id)
+        if (
+            record is None
+            or record.decision.decision_id != decision.decision_id
+            or not record.HasField("explanation")
+        ):
+            return None
+        return record.explanation
+
+    async def ReadReplayFacts(
+        self, request: pb.ReadReplayFactsRequest, context: object
+    ) -> pb.ReadReplayFactsResponse:
+        """The records at once, then every touch their explanations name, in
+        reads of ``_REPLAY_IDS_PER_READ`` click ids at once."""
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        if len(request.decisions) > MAX_REPLAY_DECISIONS:
+            v.add("decisions", f"at most {MAX_REPLAY_DECISIONS} at once")
+        for n, d in enumerate(request.decisions):
+            check.check_id(v, d.install_id, f"decisions[{n}].install_id")
+        v.raise_if_any()
+        app_id = request.app_id
+        records = await asyncio.gather(
+            *(self.backend.get_install_record(app_id, d.install_id) for d in request.decisions)
+        )
+        held: list[pb.InstallRecord | None] = [
+            r if r is not None and r.decision.decision_id == d.decision_id else None
+            for d, r in zip(request.decisions, records, strict=True)
+        ]
+        wanted = sorted(
+            {c for r in held if r is not None for c in convert.stored_touch_ids(r.explanation)}
+        )
+        chunks = [
+            wanted[i : i + _REPLAY_IDS_PER_READ]
+            for i in range(0, len(wanted), _REPLAY_IDS_PER_READ)
+        ]
+        found: dict[str, touch_pb2.Touch] = {}
+        for touches in await asyncio.gather(
+            *(self.backend.find_touches(app_id, [], ids, 0, _FOREVER) for ids in chunks)
+        ):
+            found.update((t.click_id, t) for t in touches)
+        answer = pb.ReadReplayFactsResponse()
+        for r in held:
+            item = answer.facts.add()
+            if r is None:
+                continue
+            item.record.CopyFrom(r)
+            item.touches.extend(
+                found[c] for c in convert.stored_touch_ids(r.explanation) if c in found
+            )
+        return answer
 
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: object

@@ -94,6 +94,10 @@ _MIGRATIONS = {
     DROP INDEX outcomes_expiry;
     DROP INDEX decisions_expiry;
     """,
+    # An open's explanation, with its decision (an install's is in its record).
+    4: """
+    ALTER TABLE decisions ADD COLUMN explanation BLOB;
+    """,
 }
 
 CURSOR_DIGITS = 20
@@ -301,6 +305,7 @@ class SqliteBackend:
         app_id: str,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob],
+        explanation: bytes | None = None,
     ) -> None:
         """The decision's index row and, when that is new, its log entry (a
         retried create that finds its own decision appends nothing more)."""
@@ -310,7 +315,8 @@ class SqliteBackend:
         at = decision_time(decision, now)
         body = decision.SerializeToString()
         cur = db.execute(
-            "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO decisions (app_id, decision_id, decided_at, kind,"
+            " media_source, expires_at, body, explanation) VALUES (?,?,?,?,?,?,?,?)",
             (
                 app_id,
                 decision.decision_id,
@@ -319,6 +325,7 @@ class SqliteBackend:
                 decision.media_source,
                 at + DECISION_RETENTION,
                 body,
+                explanation,
             ),
         )
         if cur.rowcount:
@@ -361,6 +368,17 @@ class SqliteBackend:
 
     async def get_decision(self, app_id: str, decision_id: str) -> decision_pb2.Decision | None:
         return self.db.read(self._get_decision, app_id, decision_id)
+
+    def _get_open_explanation(self, db: Db, app_id: str, decision_id: str) -> bytes | None:
+        row = db.execute(
+            "SELECT explanation FROM decisions"
+            " WHERE app_id=? AND decision_id=? AND expires_at >= ?",
+            (app_id, decision_id, self.clock()),
+        ).fetchone()
+        return row[0] if row else None
+
+    async def get_open_explanation(self, app_id: str, decision_id: str) -> bytes | None:
+        return self.db.read(self._get_open_explanation, app_id, decision_id)
 
     def _list_decisions(
         self, db: Db, app_id: str, which: DecisionFilter, page_size: int, token: str
@@ -442,6 +460,7 @@ class SqliteBackend:
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob],
+        explanation: bytes | None,
     ) -> store_pb.InstallRecord | None:
         record = self._get_install(db, open_.app_id, open_.install_id)
         if record is None:
@@ -452,7 +471,7 @@ class SqliteBackend:
                 "UPDATE installs SET body=? WHERE app_id=? AND install_id=?",
                 (record.SerializeToString(), open_.app_id, open_.install_id),
             )
-        self._append_decision(db, open_.app_id, decision, postbacks)
+        self._append_decision(db, open_.app_id, decision, postbacks, explanation)
         return record
 
     async def record_open_decision(
@@ -460,8 +479,9 @@ class SqliteBackend:
         open_: install_pb2.Open,
         decision: decision_pb2.Decision,
         postbacks: Sequence[postback_pb2.PostbackJob] = (),
+        explanation: bytes | None = None,
     ) -> store_pb.InstallRecord | None:
-        return await self.db.write(self._record_open, open_, decision, list(postbacks))
+        return await self.db.write(self._record_open, open_, decision, list(postbacks), explanation)
 
     # --- events ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from lookback.api.types.v1 import app_pb2 as _app_pb2
 from lookback.api.types.v1 import decision_pb2 as _decision_pb2
+from lookback.api.types.v1 import explanation_pb2 as _explanation_pb2
 from lookback.api.types.v1 import install_pb2 as _install_pb2
 from lookback.api.types.v1 import postback_pb2 as _postback_pb2
 from lookback.api.types.v1 import touch_pb2 as _touch_pb2
@@ -276,19 +277,23 @@ class GetDecisionRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_EXPLANATION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The app."""
     decision_id: _builtins.str
     """The decision's id."""
+    include_explanation: _builtins.bool
+    """Also read the decision's explanation."""
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         decision_id: _builtins.str = ...,
+        include_explanation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "decision_id", b"decision_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "decision_id", b"decision_id", "include_explanation", b"include_explanation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -301,18 +306,24 @@ class GetDecisionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISION_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def decision(self) -> _decision_pb2.Decision:
         """The decision. NOT_FOUND when there is none."""
+
+    @_builtins.property
+    def explanation(self) -> _explanation_pb2.Explanation:
+        """Its explanation, when asked for and recorded."""
 
     def __init__(
         self,
         *,
         decision: _decision_pb2.Decision | None = ...,
+        explanation: _explanation_pb2.Explanation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -439,6 +450,7 @@ class InstallRecord(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     ATTRIBUTED_DECISION_FIELD_NUMBER: _builtins.int
     LATEST_REENGAGEMENT_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def install(self) -> _install_pb2.Install:
         """The install as reported."""
@@ -461,6 +473,10 @@ class InstallRecord(_message.Message):
     def latest_reengagement(self) -> _decision_pb2.Decision:
         """The latest re-engagement of this install, if any."""
 
+    @_builtins.property
+    def explanation(self) -> _explanation_pb2.Explanation:
+        """Why `decision` came out as it did (recorded with it)."""
+
     def __init__(
         self,
         *,
@@ -469,10 +485,11 @@ class InstallRecord(_message.Message):
         decision: _decision_pb2.Decision | None = ...,
         attributed_decision: _decision_pb2.Decision | None = ...,
         latest_reengagement: _decision_pb2.Decision | None = ...,
+        explanation: _explanation_pb2.Explanation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attributed_decision", b"attributed_decision", "decision", b"decision", "install", b"install", "latest_reengagement", b"latest_reengagement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributed_decision", b"attributed_decision", "decision", b"decision", "explanation", b"explanation", "install", b"install", "latest_reengagement", b"latest_reengagement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributed_decision", b"attributed_decision", "decision", b"decision", "install", b"install", "latest_reengagement", b"latest_reengagement", "match_keys", b"match_keys"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributed_decision", b"attributed_decision", "decision", b"decision", "explanation", b"explanation", "install", b"install", "latest_reengagement", b"latest_reengagement", "match_keys", b"match_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -805,6 +822,7 @@ class RecordOpenDecisionRequest(_message.Message):
     OPEN_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     POSTBACKS_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def open(self) -> _install_pb2.Open:
         """The open."""
@@ -817,16 +835,21 @@ class RecordOpenDecisionRequest(_message.Message):
     def postbacks(self) -> _containers.RepeatedCompositeFieldContainer[_postback_pb2.PostbackJob]:
         """The postback jobs the decision triggers (recorded with it, the outbox)."""
 
+    @_builtins.property
+    def explanation(self) -> _explanation_pb2.Explanation:
+        """Why the decision came out as it did (recorded with it)."""
+
     def __init__(
         self,
         *,
         open: _install_pb2.Open | None = ...,
         decision: _decision_pb2.Decision | None = ...,
         postbacks: _abc.Iterable[_postback_pb2.PostbackJob] | None = ...,
+        explanation: _explanation_pb2.Explanation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "open", b"open"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "open", b"open", "postbacks", b"postbacks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation", "open", b"open", "postbacks", b"postbacks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1211,3 +1234,87 @@ class ExchangeDecisionWorkResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExchangeDecisionWorkResponse: _TypeAlias = ExchangeDecisionWorkResponse  # noqa: Y015
+
+@_typing.final
+class ReadReplayFactsRequest(_message.Message):
+    """Request for ReadReplayFacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.Decision]:
+        """The install decisions to replay (at most 1000)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        decisions: _abc.Iterable[_decision_pb2.Decision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadReplayFactsRequest: _TypeAlias = ReadReplayFactsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayFacts(_message.Message):
+    """One decision's facts in a ReadReplayFactsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    TOUCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> Global___InstallRecord:
+        """The decision's install record; unset when it is gone (or no longer
+        holds this decision).
+        """
+
+    @_builtins.property
+    def touches(self) -> _containers.RepeatedCompositeFieldContainer[_touch_pb2.Touch]:
+        """The touches its explanation names that are still stored."""
+
+    def __init__(
+        self,
+        *,
+        record: Global___InstallRecord | None = ...,
+        touches: _abc.Iterable[_touch_pb2.Touch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "touches", b"touches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayFacts: _TypeAlias = ReplayFacts  # noqa: Y015
+
+@_typing.final
+class ReadReplayFactsResponse(_message.Message):
+    """Response for ReadReplayFacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplayFacts]:
+        """One entry per requested decision, in order."""
+
+    def __init__(
+        self,
+        *,
+        facts: _abc.Iterable[Global___ReplayFacts] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadReplayFactsResponse: _TypeAlias = ReadReplayFactsResponse  # noqa: Y015

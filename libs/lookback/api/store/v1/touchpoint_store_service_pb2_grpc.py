@@ -113,6 +113,11 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.FromString,
                 _registered_method=True)
+        self.ReadReplayFacts = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ReadReplayFacts',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.FromString,
+                _registered_method=True)
 
 
 class TouchpointStoreServiceServicer:
@@ -236,6 +241,15 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadReplayFacts(self, request, context):
+        """What a replay of recorded install decisions needs, per decision: the
+        install record (with its explanation) and the touches its explanation
+        names that are still stored. Reads only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TouchpointStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +327,11 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.ListApps,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.SerializeToString,
+            ),
+            'ReadReplayFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadReplayFacts,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -723,6 +742,33 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/ListApps',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListAppsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadReplayFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ReadReplayFacts',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

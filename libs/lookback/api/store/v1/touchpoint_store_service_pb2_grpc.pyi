@@ -83,6 +83,11 @@ class TouchpointStoreServiceStub:
     """Lists the ids of every app, in an order of the backend's own, paged (for
     consumers of every app's outcomes log).
     """
+    ReadReplayFacts: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadReplayFactsRequest, _touchpoint_store_service_pb2.ReadReplayFactsResponse]
+    """What a replay of recorded install decisions needs, per decision: the
+    install record (with its explanation) and the touches its explanation
+    names that are still stored. Reads only.
+    """
 
 @_typing.type_check_only
 class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
@@ -137,6 +142,11 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     ListApps: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListAppsRequest, _touchpoint_store_service_pb2.ListAppsResponse]  # type: ignore[assignment]
     """Lists the ids of every app, in an order of the backend's own, paged (for
     consumers of every app's outcomes log).
+    """
+    ReadReplayFacts: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadReplayFactsRequest, _touchpoint_store_service_pb2.ReadReplayFactsResponse]  # type: ignore[assignment]
+    """What a replay of recorded install decisions needs, per decision: the
+    install record (with its explanation) and the touches its explanation
+    names that are still stored. Reads only.
     """
 
 class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -279,6 +289,17 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_touchpoint_store_service_pb2.ListAppsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListAppsResponse]]:
         """Lists the ids of every app, in an order of the backend's own, paged (for
         consumers of every app's outcomes log).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadReplayFacts(
+        self,
+        request: _touchpoint_store_service_pb2.ReadReplayFactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ReadReplayFactsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ReadReplayFactsResponse]]:
+        """What a replay of recorded install decisions needs, per decision: the
+        install record (with its explanation) and the touches its explanation
+        names that are still stored. Reads only.
         """
 
 def add_TouchpointStoreServiceServicer_to_server(servicer: TouchpointStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
