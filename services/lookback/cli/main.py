@@ -7,6 +7,8 @@ lookback postbacks dead|show|replay         dead letters (--help)
 lookback apps create|show|rotate-key        apps and their keys (--help)
 lookback decisions get|list|tail            read decisions back (--help)
 lookback report APP_ID [--bucket hour|day]  counts per media source, campaign, kind
+lookback explain APP_ID INSTALL_ID          why a decision: every candidate and its verdict
+lookback whatif APP_ID --set NAME=VALUE     which installs other settings would change
 lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
 lookback health HOST:PORT [--service NAME]  one health check (TLS: --help)
 """
@@ -125,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
     sub.add_parser("decisions", help="get|list|tail: read decisions back, over the decider")
     sub.add_parser("report", help="APP_ID: an app's counts as a table (--help)")
+    sub.add_parser("explain", help="APP_ID INSTALL_ID: why a decision, as a table (--help)")
+    sub.add_parser("whatif", help="APP_ID --set NAME=VALUE: what other settings change (--help)")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     sub.add_parser("health", help="HOST:PORT: one gRPC health check (over TLS: --help)")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
@@ -147,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.report import main as report
 
         return report(args[1:])
+    if args[:1] == ["explain"]:
+        from lookback.cli.explain import explain_main
+
+        return explain_main(args[1:])
+    if args[:1] == ["whatif"]:
+        from lookback.cli.explain import whatif_main
+
+        return whatif_main(args[1:])
     if args[:1] == ["apps"]:
         from lookback.cli.apps import main as apps
 
