@@ -1,7 +1,7 @@
 """The live dashboard in a real headless browser (Debian's Chromium through
 Playwright): decisions and events made through the API appear on the open
 page (from the feed), and its counts, revenue and rejected touches (from the
-reports) move, without a reload."""
+reports) move, without a reload; choosing a decision shows its explanation."""
 
 from __future__ import annotations
 
@@ -86,6 +86,16 @@ async def test_new_decisions_appear_on_the_open_dashboard(
         await expect(page.locator("#revenue")).to_have_text("4.99 EUR", timeout=10_000)
         source = await page.wait_for_selector('#sources tr[data-source="networka"]')
         assert source is not None and "4.99 EUR" in await source.inner_text()
+        # Choosing a decision shows why it came out so: its candidates and verdicts.
+        assert await page.locator("#explain").is_hidden()
+        await page.click(f'tr[data-decision-id="{later[-1]}"]')
+        await expect(page.locator("#explain-title")).to_have_text(
+            "install of install dash-3", timeout=10_000
+        )
+        verdicts = page.locator("#explain-candidates tbody tr td:first-child")
+        await expect(verdicts).to_have_text(["winner"])
+        await expect(page.locator("#explain-summary")).to_contain_text(later[-1])
+        await expect(page.locator("#explain-candidates tbody tr")).to_contain_text(["networka"])
         shot = Path(os.environ.get("LOOKBACK_DASHBOARD_SCREENSHOT", tmp_path / "dashboard.png"))
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

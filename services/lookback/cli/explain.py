@@ -78,7 +78,7 @@ def explanation_table(answer: pb.ExplainDecisionResponse) -> str:
         detail = []
         if c.get("verdict") == "outside_window" and c.get("window"):
             detail.append(f"window {c['window']}")
-        if c.get("reason"):
+        if c.get("verdict") == "rejected" and c.get("reason"):
             detail.append(c["reason"])
         if c.get("contributor"):
             detail.append("contributor")

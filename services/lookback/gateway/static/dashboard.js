@@ -10,11 +10,13 @@
 //   GET /v1/apps/{app}/decisions.
 // - The last-day chart, the counts, revenue and rejected touches come from
 //   the reports (GET /v1/apps/{app}/reports), read again every 2 seconds.
+// - Choosing a decision of the live table shows its explanation (GET
+//   /v1/apps/{app}/decisions/{id}:explain): every candidate and its verdict.
 "use strict";
 
 const COLORS = ["#3b7ddd", "#e8743b", "#19a979", "#945ecf", "#ed4a7b", "#13a4b4", "#bf399e", "#8d8d8d"];
 const OTHER = "other";
-const state = { app: "", key: "", cursor: "", rows: new Map(), order: [], timer: null, abort: null, generation: 0 };
+const state = { app: "", key: "", cursor: "", rows: new Map(), order: [], timer: null, abort: null, generation: 0, chosen: "" };
 const $ = (id) => document.getElementById(id);
 const headers = () => ({ Authorization: `Bearer ${state.key}` });
 const appPath = () => `/v1/apps/${encodeURIComponent(state.app)}`;
@@ -231,6 +233,7 @@ function renderFeed() {
     const row = document.createElement("tr");
     if (e.decision) row.dataset.decisionId = e.id; else row.dataset.eventId = e.id.slice(6);
     if (e.fresh) row.className = "fresh";
+    if (e.id === state.chosen) row.className = "chosen";
     cell(row, (e.at || "").replace("T", " ").replace(/\..*Z$/, "Z"));
     cell(row, e.install); cell(row, e.kind); cell(row, e.source);
     cell(row, e.campaign); cell(row, e.method);
@@ -328,7 +331,8 @@ function start(app, key) {
   state.generation++;
   if (state.abort) state.abort.abort();
   if (state.timer) clearInterval(state.timer);
-  Object.assign(state, { app, key, cursor: "", rows: new Map(), order: [], abort: new AbortController() });
+  Object.assign(state, { app, key, cursor: "", rows: new Map(), order: [], abort: new AbortController(), chosen: "" });
+  $("explain").hidden = true;
   sessionStorage.setItem("lookback.app", app);
   sessionStorage.setItem("lookback.key", key);
   const generation = state.generation;
@@ -336,6 +340,51 @@ function start(app, key) {
   tick(generation);
   state.timer = setInterval(() => tick(generation), 2000);
 }
+
+// --- explanations ----------------------------------------------------------
+
+async function explain(decisionId) {
+  state.chosen = decisionId;
+  renderFeed();
+  const generation = state.generation;
+  const body = await getJson(`${appPath()}/decisions/${encodeURIComponent(decisionId)}:explain`);
+  if (generation !== state.generation || state.chosen !== decisionId) return;
+  const d = body.decision, x = body.explanation || {};
+  $("explain-title").textContent = `${d.kind} of install ${d.install_id}`;
+  const who = d.media_source + (d.campaign ? ` / ${d.campaign}` : "");
+  const contributors = (d.contributors || []).length ? `; contributors ${d.contributors.join(", ")}` : "";
+  $("explain-summary").textContent =
+    `${who} by ${d.method}${d.click_id ? ` (click ${d.click_id})` : ""}${contributors};` +
+    ` settings version ${x.settings_version || "?"}; decision ${d.decision_id}`;
+  const tbody = $("explain-candidates").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const c of x.candidates || []) {
+    const row = document.createElement("tr");
+    const detail = [];
+    if (c.verdict === "outside_window" && c.window) detail.push(`window ${c.window}`);
+    if (c.verdict === "rejected" && c.reason) detail.push(c.reason);
+    if (c.contributor) detail.push("contributor");
+    if (c.is_retargeting) detail.push("retargeting");
+    cell(row, c.verdict, `verdict-${c.verdict}`);
+    cell(row, c.media_source || "-"); cell(row, c.campaign || "-"); cell(row, c.click_id || "-");
+    cell(row, c.touch_type); cell(row, c.method);
+    cell(row, (c.engaged_at || "").replace("T", " ").replace(/\..*Z$/, "Z"));
+    cell(row, detail.join(", "));
+    tbody.appendChild(row);
+  }
+  if (!(x.candidates || []).length) {
+    const row = document.createElement("tr");
+    cell(row, "no candidate touch: nothing of this device was stored");
+    tbody.appendChild(row);
+  }
+  $("explain").hidden = false;
+}
+
+$("decisions").querySelector("tbody").addEventListener("click", (e) => {
+  const row = e.target.closest("tr[data-decision-id]");
+  if (!row) return;
+  explain(row.dataset.decisionId).catch((err) => setStatus(`${state.app}: ${err.message}`));
+});
 
 $("connect").addEventListener("submit", (e) => {
   e.preventDefault();
