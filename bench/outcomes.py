@@ -24,6 +24,7 @@ import platform
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -47,10 +48,11 @@ from lookback.testing.keys import admin_channel
 from lookback.testing.processes import python_module
 
 
-async def decide(log: bool, duration: float, concurrency: int, readers: bool = True) -> Result:
-    flags = {} if log else {"touchpoint_store": ["--outcomes-log", "false"]}
-    if not readers:  # the dispatcher without the log's consumers (relay, reports)
-        flags["postback"] = ["--store-address", ""]
+async def decide(
+    name: str, flags: dict[str, list[str]], duration: float, concurrency: int, prefix: str
+) -> Result:
+    """DecideInstall throughput of a suite started with ``flags`` (per
+    service), every install new with a click to find."""
     async with running_suite(33_000, flags=flags) as suite:
         app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
         async with (
@@ -64,7 +66,6 @@ async def decide(log: bool, duration: float, concurrency: int, readers: bool = T
             )
             decider = decider_grpc.DeciderServiceStub(decider_ch)
             ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)
-            prefix = f"o{int(log)}"
             await seed_clicks(
                 ingestion, app_id, int(3000 * duration * 2), prefix, int(time.time()) - 3600
             )
@@ -72,7 +73,7 @@ async def decide(log: bool, duration: float, concurrency: int, readers: bool = T
                 decider_pb.DecideInstallRequest(install=new_install(app_id, "warm", 0))
             )
             return await load(
-                f"DecideInstall, outcomes log {'on' if log else 'off'}",
+                name,
                 lambda i: decider.DecideInstall(
                     decider_pb.DecideInstallRequest(install=new_install(app_id, prefix, i)),
                     timeout=TIMEOUT,
@@ -82,7 +83,19 @@ async def decide(log: bool, duration: float, concurrency: int, readers: bool = T
             )
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
+@dataclass(frozen=True)
+class Variant:
+    """One setting of an A/B comparison: its name and the suite's flags."""
+
+    name: str
+    flags: dict[str, list[str]]
+
+
+async def compare(
+    variants: tuple[Variant, Variant], rounds: int, duration: float, concurrency: int
+) -> tuple[list[Result], list[Result]]:
+    """Each variant once per round, alternating (a, b, a, b, ...) so that a
+    drift of the machine falls on both, each after a bare echo run."""
     echo_process = await python_module("bench.echo_server", capture_stderr=False)
     decisions: list[Result] = []
     echoes: list[Result] = []
@@ -90,32 +103,64 @@ async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
     try:
         async with grpc.aio.insecure_channel(echo_process.address) as channel:
             echo = channel.unary_unary(ECHO_METHOD)
-            for _, log in itertools.product(range(args.rounds), (True, False)):
+            for n, (_, v) in enumerate(itertools.product(range(rounds), variants)):
                 echoes.append(
                     await load(
-                        "bare echo",
-                        lambda i: echo(payload, timeout=TIMEOUT),
-                        args.concurrency,
-                        args.duration,
+                        "bare echo", lambda i: echo(payload, timeout=TIMEOUT), concurrency, duration
                     )
                 )
-                decisions.append(
-                    await decide(log, args.duration, args.concurrency, not args.no_readers)
-                )
+                decisions.append(await decide(v.name, v.flags, duration, concurrency, f"v{n}"))
                 print(decisions[-1].row(), flush=True)
     finally:
         await echo_process.stop()
     return decisions, echoes
 
 
+def cost_lines(
+    decisions: list[Result], echoes: list[Result], variants: tuple[Variant, Variant], what: str
+) -> list[str]:
+    """The results table and the cost of ``variants[0]`` against ``variants[1]``."""
+    with_it = [r.rate for r in decisions if r.name == variants[0].name]
+    without = [r.rate for r in decisions if r.name == variants[1].name]
+    echo = statistics.median(r.rate for r in echoes)
+    cost = 1 - statistics.median(with_it) / statistics.median(without)
+    return [
+        "| what | concurrency | calls/s | p50 ms | p99 ms | calls |",
+        "|---|---|---|---|---|---|",
+        *[r.row() for r in decisions],
+        "",
+        f"Median decisions/s: {variants[0].name} {statistics.median(with_it):,.0f},"
+        f" {variants[1].name} {statistics.median(without):,.0f}: {what} costs"
+        f" **{cost:.1%}** of the throughput (the limit is 10%). Bare echo, same run:"
+        f" {echo:,.0f} calls/s (median of {len(echoes)}); the first are"
+        f" {statistics.median(with_it) / echo:.0%} of it.",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}, grpcio {grpc.__version__}.",
+    ]
+
+
+def variants(readers: bool) -> tuple[Variant, Variant]:
+    off: dict[str, list[str]] = {"touchpoint_store": ["--outcomes-log", "false"]}
+    on: dict[str, list[str]] = {}
+    if not readers:  # the dispatcher without the log's consumers (relay, reports)
+        on["postback"] = off["postback"] = ["--store-address", ""]
+    return (
+        Variant("DecideInstall, outcomes log on", on),
+        Variant("DecideInstall, outcomes log off", off),
+    )
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
+    return await compare(
+        variants(not args.no_readers), args.rounds, args.duration, args.concurrency
+    )
+
+
 NO_READERS = " --no-readers"
 
 
 def report(decisions: list[Result], echoes: list[Result], args: argparse.Namespace) -> str:
-    on = [r.rate for r in decisions if r.name.endswith("on")]
-    off = [r.rate for r in decisions if r.name.endswith("off")]
-    echo = statistics.median(r.rate for r in echoes)
-    cost = 1 - statistics.median(on) / statistics.median(off)
     lines = [
         "# What recording outcomes costs a decision",
         "",
@@ -123,18 +168,7 @@ def report(decisions: list[Result], echoes: list[Result], args: argparse.Namespa
         f" --concurrency {args.concurrency}{NO_READERS if args.no_readers else ''}`,"
         f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
         "",
-        "| what | concurrency | calls/s | p50 ms | p99 ms | calls |",
-        "|---|---|---|---|---|---|",
-        *[r.row() for r in decisions],
-        "",
-        f"Median decisions/s: log on {statistics.median(on):,.0f}, off"
-        f" {statistics.median(off):,.0f}: the outcomes log costs **{cost:.1%}** of the"
-        f" throughput (the limit is 10%). Bare echo, same run: {echo:,.0f} calls/s (median"
-        f" of {len(echoes)}); decisions with the log are {statistics.median(on) / echo:.0%}"
-        " of it.",
-        "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python"
-        f" {platform.python_version()}, grpcio {grpc.__version__}.",
+        *cost_lines(decisions, echoes, variants(not args.no_readers), "the outcomes log"),
     ]
     return "\n".join(lines) + "\n"
 
