@@ -99,8 +99,10 @@ async def test_an_install_is_explained_over_http_and_by_the_cli(suite: SuiteAddr
     assert code == 0, err
     assert "100.0%  1 installs examined, 1 would change" in err
     assert "click_lookback=2d" in out and "1 would change" in out
-    change = next(line for line in out.splitlines() if line.startswith("i1"))
-    assert "networka" in change and change.rstrip().endswith("install: organic by none")
+    lines = out.splitlines()
+    at = lines.index("i1")
+    assert lines[at + 1].startswith("  before: install: networka / networka-c by device_id")
+    assert lines[at + 2] == "  after:  install: organic by none"
 
     code, _, err = await run_cli(
         "whatif", app_id, "--set", "click_lookback=90d", "--target", suite.decider

@@ -139,29 +139,47 @@ async def _explain(ns: argparse.Namespace) -> int:
 
 
 def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs as a partial settings object (a value that is
-    JSON, such as ``true`` or an object, is taken as JSON)."""
+    """``NAME=VALUE`` pairs as a partial settings object: ``true``,
+    ``false``, an object or a list are taken as JSON, anything else (``3d``,
+    ``0``) as a string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise ValueError(f"--set {pair!r}: give NAME=VALUE")
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
+        if value in ("true", "false") or value[:1] in ("{", "["):
+            try:
+                out[name] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--set {pair!r}: {exc}") from exc
+        else:
             out[name] = value
     return out
 
 
+def _change_line(d: dict[str, Any]) -> str:
+    """A decision as the what-if table shows it: who, and what else it lists."""
+    line = _decision_line(d)
+    if d.get("contributors"):
+        line += f"; contributors {', '.join(d['contributors'])}"
+    rejected = [f"{r.get('click_id', '')} {r.get('reason', '')}" for r in d.get("rejected", [])]
+    if rejected:
+        line += f"; rejected {', '.join(rejected)}"
+    return line
+
+
 def _changes_table(items: list[dict[str, Any]]) -> str:
-    rows = []
+    """Each install with its decision before and after (or why it cannot be replayed)."""
+    out = []
     for i in items:
-        before = _decision_line(i["before"])
-        after = "not replayable" if i.get("not_replayable") else _decision_line(i["after"])
-        if i.get("missing_click_ids"):
-            after += f" (gone: {', '.join(i['missing_click_ids'])})"
-        rows.append([i["install_id"], before, after])
-    return "\n".join(_text_table(("install", "before", "after"), rows))
+        out.append(i["install_id"])
+        out.append(f"  before: {_change_line(i['before'])}")
+        if i.get("not_replayable"):
+            gone = ", ".join(i.get("missing_click_ids", [])) or "no explanation recorded"
+            out.append(f"  after:  not replayable ({gone})")
+        else:
+            out.append(f"  after:  {_change_line(i['after'])}")
+    return "\n".join(out)
 
 
 def _progress(page: pb.SimulateResponse, start: int, end: int) -> str:

@@ -306,6 +306,20 @@ class RedactedAccessLog(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
+def _explained_json(data: Any) -> Any:
+    """An answer with explanations, without the ``reason`` of candidates
+    that were not rejected (it would read ``unspecified``)."""
+    if isinstance(data, dict):
+        if "verdict" in data and data.get("verdict") != "rejected":
+            data.pop("reason", None)
+        for value in data.values():
+            _explained_json(value)
+    elif isinstance(data, list):
+        for value in data:
+            _explained_json(value)
+    return data
+
+
 def _may_name_ip(principal: auth.Principal, app_id: str) -> bool:
     """Whether the caller may say which IP a report or link comes from: the
     app's backend (``s2s``) or an admin."""
@@ -610,7 +624,7 @@ class Gateway:
                 install_id=m.get("install_id", ""),
             )
         )
-        return web.json_response(jsonapi.dump(found, defaults=True))
+        return web.json_response(_explained_json(jsonapi.dump(found, defaults=True)))
 
     async def simulate(self, request: web.Request) -> web.StreamResponse:
         """A what-if (``{"settings": {...}, "start_time", "end_time",
@@ -644,7 +658,7 @@ class Gateway:
         try:
             page = first
             while page is not grpc.aio.EOF:
-                line = json.dumps(jsonapi.dump(page, defaults=True)) + "\n"
+                line = json.dumps(_explained_json(jsonapi.dump(page, defaults=True))) + "\n"
                 await answer.write(line.encode())
                 page = await stream.read()
         except grpc.aio.AioRpcError as exc:
