@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
+from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
@@ -50,6 +51,7 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
         decider_pb.DESCRIPTOR.services_by_name["DeciderService"],
         apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
         outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"],
+        explain_pb.DESCRIPTOR.services_by_name["ExplainService"],
     ],
     "ingestion": [ingestion_pb.DESCRIPTOR.services_by_name["IngestionService"]],
     "srn": [srn_pb.DESCRIPTOR.services_by_name["SrnAdapterService"]],
@@ -257,6 +259,7 @@ def _bodies(app_id: str) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/apps"): {"app_id": builders.new_app_id("com.auth"), "platform": "android"},
         ("PATCH", "/v1/apps/{app_id}"): {"settings": {"click_lookback": "3d"}},
         ("POST", "/v1/apps/{app_id}/keys:rotate"): {"scope": "sdk", "grace_period": "1h"},
+        ("POST", "/v1/apps/{app_id}/installs:simulate"): {"settings": {"click_lookback": "3d"}},
     }
 
 

@@ -42,6 +42,7 @@ from yarl import URL
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
+from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.types.v1 import app_pb2, install_pb2
 from lookback.core import auth, wire
@@ -236,6 +237,7 @@ BODIES: dict[tuple[str, str], Descriptor] = {
     ("POST", "/v1/apps"): app_pb2.App.DESCRIPTOR,
     ("PATCH", "/v1/apps/{app_id}"): app_pb2.App.DESCRIPTOR,
     ("POST", "/v1/apps/{app_id}/keys:rotate"): apps_pb.RotateAppKeyRequest.DESCRIPTOR,
+    ("POST", "/v1/apps/{app_id}/installs:simulate"): explain_pb.SimulateRequest.DESCRIPTOR,
 }
 """The message each route's JSON body is parsed as."""
 
@@ -511,6 +513,8 @@ async def test_http_route_answers_bad_input_with_a_json_4xx(
         assert status == 400, (status, answer[:200])
         return
     tops = None if link else _tops(body, content_type, BODIES.get(route))
+    if tops is not None:  # a path parameter may be named too
+        tops |= set(re.findall(r"\{([a-z_]+)", template))
     check_http_answer(status, content_type_back, answer, tops)
 
 
