@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 from google.protobuf import field_mask_pb2
 
 from bench.decisions import TIMEOUT, new_install, running_suite, seed_clicks
 from bench.outcomes import Variant, compare, cost_lines
-from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
@@ -35,6 +33,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_gr
 from lookback.api.types.v1 import app_pb2
 from lookback.core.convert import micros_to_dur, micros_to_ts
 from lookback.domain.durations import DAY
+from lookback.testing import builders
 from lookback.testing.keys import admin_channel
 
 VARIANTS = (
@@ -46,15 +45,12 @@ VARIANTS = (
 async def simulate_timing(installs: int, concurrency: int) -> list[str]:
     """Rows of the Simulate table: each change, seconds, installs/s, pages, changed."""
     async with running_suite(33_500) as suite:
-        app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
         async with (
             admin_channel(suite.addr["decider"]) as decider_ch,
             admin_channel(suite.addr["ingestion"]) as ingestion_ch,
         ):
-            await apps_grpc.AppSettingsServiceStub(decider_ch).CreateApp(
-                apps_pb.CreateAppRequest(
-                    app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
-                )
+            app_id = await builders.create_app(
+                apps_grpc.AppSettingsServiceStub(decider_ch), builders.new_app_id("com.bench")
             )
             decider = decider_grpc.DeciderServiceStub(decider_ch)
             ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)

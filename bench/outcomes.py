@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +37,11 @@ from bench.decisions import (
     seed_clicks,
 )
 from bench.echo_server import ECHO_METHOD
-from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
-from lookback.api.types.v1 import app_pb2
+from lookback.testing import builders
 from lookback.testing.keys import admin_channel
 from lookback.testing.processes import python_module
 
@@ -54,15 +52,12 @@ async def decide(
     """DecideInstall throughput of a suite started with ``flags`` (per
     service), every install new with a click to find."""
     async with running_suite(33_000, flags=flags) as suite:
-        app_id = f"com.bench.{uuid.uuid4().hex[:8]}"
         async with (
             admin_channel(suite.addr["decider"]) as decider_ch,
             admin_channel(suite.addr["ingestion"]) as ingestion_ch,
         ):
-            await apps_grpc.AppSettingsServiceStub(decider_ch).CreateApp(
-                apps_pb.CreateAppRequest(
-                    app=app_pb2.App(app_id=app_id, platform=app_pb2.PLATFORM_ANDROID)
-                )
+            app_id = await builders.create_app(
+                apps_grpc.AppSettingsServiceStub(decider_ch), builders.new_app_id("com.bench")
             )
             decider = decider_grpc.DeciderServiceStub(decider_ch)
             ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)

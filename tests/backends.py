@@ -50,3 +50,35 @@ def start_backend(script: str, *args: str) -> None:
     )
     if started.returncode != 0:
         raise RuntimeError(f"{script} start failed:\n{started.stdout}\n{started.stderr}")
+
+
+@dataclass(frozen=True)
+class LocalRedis:
+    """A Redis of a test's own (scripts/redis.sh), in ``directory`` on ``port``,
+    to start, stop and kill at will."""
+
+    directory: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def run(self, action: str) -> None:
+        """``scripts/redis.sh ACTION`` (start, stop); raises if it fails."""
+        subprocess.run(
+            [
+                str(REPO / "scripts" / "redis.sh"),
+                action,
+                "--dir",
+                str(self.directory),
+                "--port",
+                str(self.port),
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+
+    def pid(self) -> int:
+        return int((self.directory / "redis.pid").read_text())

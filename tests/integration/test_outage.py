@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,10 +39,10 @@ import grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.testing import builders
-from lookback.testing.keys import ADMIN_KEY, admin_headers, bearer, key_channel
+from lookback.testing.keys import ADMIN_KEY, bearer, key_channel
 from lookback.testing.processes import SuiteProcesses, free_ports, serve_suite
 from lookback.testing.receiver import PostbackSink
-from tests.backends import CassandraNode
+from tests.backends import CassandraNode, LocalRedis
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALLS = 800
@@ -193,22 +192,7 @@ async def _run_outage(
     incidents: Callable[[], Awaitable[None]],
 ) -> None:
     base = suite.gateway_url
-    app_id = builders.new_app_id("com.outage")
-    async with aiohttp.ClientSession(headers=admin_headers()) as http:
-        async with http.post(
-            f"{base}/v1/apps",
-            json={
-                "app_id": app_id,
-                "platform": "android",
-                "settings": {
-                    "postbacks": {
-                        "networka": {"install": {"url": f"{sink.url}/networka?c={{click_id}}"}}
-                    }
-                },
-            },
-        ) as r:
-            assert r.status == 201, await r.text()
-            keys = (await r.json())["keys"]
+    app_id, keys = await builders.http_app(base, "com.outage", sink.url)
     load = Load(app_id, keys)
     watcher = Watcher(suite.grpc["decider"], keys["s2s"], app_id)
     watching = asyncio.create_task(watcher.run())
@@ -283,32 +267,22 @@ async def test_redis_the_dispatcher_the_decider_and_the_store_killed_mid_load_on
     cassandra: CassandraNode, tmp_path: Path
 ) -> None:
     (port,) = free_ports(1)
-    redis_dir = tmp_path / "redis"
-    script = str(REPO / "scripts" / "redis.sh")
-
-    def redis(action: str) -> None:
-        subprocess.run(
-            [script, action, "--dir", str(redis_dir), "--port", str(port)],
-            check=True,
-            timeout=60,
-            capture_output=True,
-        )
-
-    redis("start")
+    redis = LocalRedis(tmp_path / "redis", port)
+    redis.run("start")
     async with PostbackSink() as sink:
         suite = await serve_suite(
             tmp_path / "data",
             env=_env(sink),
             cassandra=f"{cassandra.host}:{cassandra.port}",
             cassandra_keyspace=f"outage_{uuid.uuid4().hex[:8]}",
-            redis=f"redis://127.0.0.1:{port}/0",
+            redis=redis.url,
         )
 
         async def incidents() -> None:
             await asyncio.sleep(3)
-            os.kill(int((redis_dir / "redis.pid").read_text()), signal.SIGKILL)
+            os.kill(redis.pid(), signal.SIGKILL)
             await asyncio.sleep(4)
-            await asyncio.to_thread(redis, "start")
+            await asyncio.to_thread(redis.run, "start")
             await asyncio.sleep(2)
             await suite.kill("postback")
             await suite.restart("postback")
@@ -323,7 +297,7 @@ async def test_redis_the_dispatcher_the_decider_and_the_store_killed_mid_load_on
             await _run_outage(suite, sink, incidents)
         finally:
             await suite.stop()
-            redis("stop")
+            redis.run("stop")
 
 
 async def test_the_dispatcher_the_store_and_the_decider_killed_mid_load_on_sqlite(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,13 +32,12 @@ from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.testing import builders
-from lookback.testing.keys import ADMIN_KEY, admin_headers, bearer, key_channel
+from lookback.testing.keys import ADMIN_KEY, bearer, key_channel
 from lookback.testing.processes import SuiteProcesses, free_ports, serve_suite
 from lookback.testing.receiver import PostbackSink
 from lookback.testing.suite import SuiteAddresses
-from tests.backends import CassandraNode
+from tests.backends import CassandraNode, LocalRedis
 
-REPO = Path(__file__).resolve().parents[2]
 ATTRIBUTED = 60
 """Installs with a partner click; half of the clicks are 3 days old."""
 ORGANIC = 20
@@ -65,22 +63,7 @@ async def _post(http: aiohttp.ClientSession, url: str, key: str, body: Any) -> d
 
 async def _busy(suite: SuiteProcesses, sink: PostbackSink) -> tuple[str, dict[str, str]]:
     base = suite.gateway_url
-    app_id = builders.new_app_id("com.whatif")
-    async with aiohttp.ClientSession(headers=admin_headers()) as http:
-        async with http.post(
-            f"{base}/v1/apps",
-            json={
-                "app_id": app_id,
-                "platform": "android",
-                "settings": {
-                    "postbacks": {
-                        "networka": {"install": {"url": f"{sink.url}/networka?c={{click_id}}"}}
-                    }
-                },
-            },
-        ) as r:
-            assert r.status == 201, await r.text()
-            keys: dict[str, str] = (await r.json())["keys"]
+    app_id, keys = await builders.http_app(base, "com.whatif", sink.url)
     async with aiohttp.ClientSession() as http:
         gaids = [builders.new_gaid() for _ in range(ATTRIBUTED + ORGANIC)]
         touches = [
@@ -296,20 +279,9 @@ async def test_a_simulation_changes_nothing_on_cassandra_and_redis(
     cassandra: CassandraNode, tmp_path: Path
 ) -> None:
     (port,) = free_ports(1)
-    redis_dir = tmp_path / "redis"
-    script = str(REPO / "scripts" / "redis.sh")
+    redis = LocalRedis(tmp_path / "redis", port)
     keyspace = f"whatif_{uuid.uuid4().hex[:8]}"
-    redis_url = f"redis://127.0.0.1:{port}/0"
-
-    def redis(action: str) -> None:
-        subprocess.run(
-            [script, action, "--dir", str(redis_dir), "--port", str(port)],
-            check=True,
-            timeout=60,
-            capture_output=True,
-        )
-
-    redis("start")
+    redis.run("start")
     try:
         async with PostbackSink() as sink:
             suite = await serve_suite(
@@ -317,13 +289,13 @@ async def test_a_simulation_changes_nothing_on_cassandra_and_redis(
                 env=_env(),
                 cassandra=f"{cassandra.host}:{cassandra.port}",
                 cassandra_keyspace=keyspace,
-                redis=redis_url,
+                redis=redis.url,
             )
 
             async def stores() -> dict[str, Any]:
                 return {
                     "store": await asyncio.to_thread(_cassandra_counts, cassandra, keyspace),
-                    "queue": await _redis_sizes(redis_url),
+                    "queue": await _redis_sizes(redis.url),
                 }
 
             try:
@@ -331,7 +303,7 @@ async def test_a_simulation_changes_nothing_on_cassandra_and_redis(
             finally:
                 await suite.stop()
     finally:
-        redis("stop")
+        redis.run("stop")
 
 
 async def test_simulate_and_explain_check_the_caller_and_name_bad_fields(

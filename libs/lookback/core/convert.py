@@ -304,7 +304,11 @@ def decision(
     )
 
 
-def prior_decision(d: decision_pb2.Decision) -> model.PriorDecision:
+def prior_decision(
+    d: decision_pb2.Decision | explanation_pb2.PriorAttribution,
+) -> model.PriorDecision:
+    """A recorded decision as a prior (a decision, or a prior attribution an
+    explanation recorded: the same fields)."""
     return model.PriorDecision(
         decision_id=d.decision_id,
         kind=KIND.domain(d.kind, model.Kind.INSTALL),
@@ -407,16 +411,7 @@ def prior_from_attribution(p: explanation_pb2.PriorAttribution) -> model.PriorIn
     return model.PriorInstall(
         install_id=p.install_id,
         installed_at=ts_to_micros(p.installed_at),
-        attributed=model.PriorDecision(
-            decision_id=p.decision_id,
-            kind=KIND.domain(p.kind, model.Kind.INSTALL),
-            media_source=p.media_source,
-            event_time=ts_to_micros(p.event_time),
-            campaign=p.campaign,
-            method=METHOD.domain(p.method, model.Method.NONE),
-            touch_type=TOUCH_TYPE.domain(p.touch_type, model.TouchType.NONE),
-            click_id=p.click_id,
-        ),
+        attributed=prior_decision(p),
     )
 
 

@@ -266,6 +266,18 @@ def _missed(
     )
 
 
+def _missed_touch(miss: Miss, touch: Touch) -> Considered:
+    return _missed(
+        miss,
+        touch.media_source,
+        touch.type,
+        touch.engaged_at,
+        click_id=touch.click_id,
+        campaign=touch.campaign,
+        is_retargeting=touch.is_retargeting,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Judged:
     """Candidates after the windows and the fraud rules."""
@@ -302,15 +314,7 @@ def judge(
             candidates.append(found)
         elif found is not None and explain:
             missed.append(
-                _missed(
-                    found,
-                    touch.media_source,
-                    touch.type,
-                    touch.engaged_at,
-                    click_id=touch.click_id,
-                    campaign=touch.campaign,
-                    is_retargeting=touch.is_retargeting,
-                )
+                _missed_touch(found, touch)
             )
     for claim in claims:
         found = _claim_candidate(claim, install.installed_at, settings)
@@ -536,15 +540,7 @@ def decide_open(
             found.append(_from_touch(touch, TIER_DETERMINISTIC_CLICK, method))
         elif explain:
             missed.append(
-                _missed(
-                    miss,
-                    touch.media_source,
-                    touch.type,
-                    touch.engaged_at,
-                    click_id=touch.click_id,
-                    campaign=touch.campaign,
-                    is_retargeting=touch.is_retargeting,
-                )
+                _missed_touch(miss, touch)
             )
     # A deep link's click beats a device match (a higher tier here), then the newest.
     found.sort(key=lambda c: (c.method is not Method.DEEP_LINK, -c.engaged_at, c.click_id))

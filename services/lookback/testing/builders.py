@@ -97,3 +97,26 @@ async def keyed_app(decider: str, prefix: str = "com.test") -> tuple[str, apps_p
             apps_pb.CreateAppRequest(app=app(app_id))
         )
     return app_id, created.keys
+
+
+async def http_app(
+    gateway_url: str, prefix: str, postback_sink: str = ""
+) -> tuple[str, dict[str, str]]:
+    """An android app created through the gateway with the admin key: its id
+    and its keys (``sdk``, ``s2s``). With ``postback_sink`` (a receiver's
+    URL), networka's install postbacks go there."""
+    import aiohttp  # the HTTP client is a test dependency, not the library's
+
+    from lookback.testing.keys import admin_headers
+
+    app_id = new_app_id(prefix)
+    settings: dict[str, Any] = {}
+    if postback_sink:
+        url = f"{postback_sink}/networka?c={{click_id}}"
+        settings["postbacks"] = {"networka": {"install": {"url": url}}}
+    async with aiohttp.ClientSession(headers=admin_headers()) as http:
+        body = {"app_id": app_id, "platform": "android", "settings": settings}
+        async with http.post(f"{gateway_url}/v1/apps", json=body) as r:
+            assert r.status == 201, await r.text()
+            keys: dict[str, str] = (await r.json())["keys"]
+    return app_id, keys
