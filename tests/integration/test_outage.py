@@ -44,7 +44,6 @@ from lookback.testing.processes import SuiteProcesses, free_ports, serve_suite
 from lookback.testing.receiver import PostbackSink
 from tests.backends import CassandraNode, LocalRedis
 
-REPO = Path(__file__).resolve().parents[2]
 INSTALLS = 800
 """Installs per test; every other one has the partner's click."""
 RATE = 40.0
