@@ -69,6 +69,14 @@ async def test_new_decisions_appear_on_the_open_dashboard(
         await expect(page.locator("#installs")).to_have_text("3", timeout=10_000)
         bar = await page.wait_for_selector('rect.bar[data-source="networka"]', timeout=10_000)
         assert bar is not None
+        # Both charts fit their panels: the newest hour's bar is in view, not cut off.
+        for chart in ("#day-chart", "#hour-chart"):
+            newest = page.locator(f"{chart} rect.bar").last
+            await expect(newest).to_be_visible(timeout=10_000)
+            box = await newest.bounding_box()
+            panel = await page.locator(chart).locator("xpath=..").bounding_box()
+            assert box is not None and panel is not None
+            assert box["x"] + box["width"] <= panel["x"] + panel["width"], (chart, box, panel)
         # An event with revenue: on the live table, and in the counts.
         event = {
             "app_id": app_id,
