@@ -313,9 +313,7 @@ def judge(
         if isinstance(found, Candidate):
             candidates.append(found)
         elif found is not None and explain:
-            missed.append(
-                _missed_touch(found, touch)
-            )
+            missed.append(_missed_touch(found, touch))
     for claim in claims:
         found = _claim_candidate(claim, install.installed_at, settings)
         if isinstance(found, Candidate):
@@ -539,9 +537,7 @@ def decide_open(
         if miss is None:
             found.append(_from_touch(touch, TIER_DETERMINISTIC_CLICK, method))
         elif explain:
-            missed.append(
-                _missed_touch(miss, touch)
-            )
+            missed.append(_missed_touch(miss, touch))
     # A deep link's click beats a device match (a higher tier here), then the newest.
     found.sort(key=lambda c: (c.method is not Method.DEEP_LINK, -c.engaged_at, c.click_id))
     if not found:
