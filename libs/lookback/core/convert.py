@@ -22,9 +22,9 @@ from lookback.api.types.v1 import (
     postback_pb2,
     touch_pb2,
 )
-from lookback.domain import model
+from lookback.domain import addresses, model
 from lookback.domain.model import Micros
-from lookback.domain.postbacks import EVENT_TRIGGER, TRIGGERS, Postback
+from lookback.domain.postbacks import POSTBACK_TRIGGERS, Postback
 
 E = TypeVar("E", bound=Any)
 
@@ -224,13 +224,15 @@ def settings(app: app_pb2.App) -> model.Settings:
         reattribution_window=_opt(s, "reattribution_window", d.reattribution_window),
         reengagement_window=_opt(s, "reengagement_window", d.reengagement_window),
         min_ctit=_opt(s, "min_ctit", d.min_ctit),
+        max_ctit=_opt(s, "max_ctit", d.max_ctit),
+        blocked_ips=addresses.parse_blocklist(list(s.blocked_ips)),
         click_injection_check=not s.disable_click_injection_check,
         srn_networks=tuple(s.srn_networks),
         postbacks={k: partner_postbacks(v) for k, v in s.postbacks.items()},
     )
 
 
-_TRIGGER_FIELDS = (*TRIGGERS.values(), EVENT_TRIGGER)
+_TRIGGER_FIELDS = POSTBACK_TRIGGERS
 
 
 def partner_postbacks(p: postback_pb2.PartnerPostbacks) -> model.PartnerPostbacks:

@@ -30,9 +30,10 @@ from lookback.core.convert import dur_to_micros, ts_to_micros
 from lookback.core.errors import FieldViolation, InvalidArgument, Violations
 from lookback.core.outbound import ALLOW_HINT, OutboundPolicy
 from lookback.core.signing import bound_to
+from lookback.domain import addresses
 from lookback.domain.durations import HOUR, SECOND
 from lookback.domain.model import Micros
-from lookback.domain.postbacks import unknown_macros
+from lookback.domain.postbacks import POSTBACK_TRIGGERS, unknown_macros
 from lookback.domain.settings import DURATION_SETTINGS, RANGES, TOUCH_CLICK_LOOKBACK
 
 # Whole values only (``fullmatch``: ``$`` would let a trailing newline in),
@@ -74,7 +75,8 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 MAX_SRN_NETWORKS = 20
 """Self-reporting networks an app (and one SRN query) may name at most."""
-POSTBACK_TRIGGERS = ("install", "reattribution", "reengagement", "event")
+MAX_BLOCKED_IPS = 10_000
+"""Entries of an app's IP blocklist."""
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -393,6 +395,13 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
         _check_click_signing(v, partner, templates)
+    if len(s.blocked_ips) > MAX_BLOCKED_IPS:
+        v.add("settings.blocked_ips", f"at most {MAX_BLOCKED_IPS} entries")
+    for i, entry in enumerate(s.blocked_ips[:MAX_BLOCKED_IPS]):
+        try:
+            addresses.parse_blocklist([entry])
+        except ValueError as exc:
+            v.add(f"settings.blocked_ips[{i}]", str(exc)[:200])
     if len(s.redirect_allowlist) > MAX_REDIRECT_HOSTS:
         v.add("settings.redirect_allowlist", f"at most {MAX_REDIRECT_HOSTS} entries")
     for i, entry in enumerate(s.redirect_allowlist):
@@ -404,7 +413,7 @@ def _check_app_sizes(v: Violations, s: app_pb2.AppSettings) -> None:
     check_count(v, s.postbacks, "settings.postbacks", 100)
     check_count(v, s.click_lookback_by_source, "settings.click_lookback_by_source", 1000)
     for partner, templates in s.postbacks.items():
-        for trigger in ("install", "reattribution", "reengagement", "event"):
+        for trigger in POSTBACK_TRIGGERS:
             t = getattr(templates, trigger)
             path = f"settings.postbacks[{partner}].{trigger}"
             check_text(v, t.url, f"{path}.url", MAX_URL)

@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from lookback.domain import useragent
+from lookback.domain import addresses, useragent
 from lookback.domain.model import Device
 
 _ZERO = re.compile(r"^[0\-]+$")
@@ -88,6 +88,7 @@ def touch_match_keys(device: Device, ip: str) -> list[str]:
     """Every key a touch is stored under: its device keys and, for
     probabilistic matching, its IP (see :func:`useragent.ip_key`)."""
     keys = touch_device_keys(device)
-    if ip_key := useragent.ip_key(ip):
+    # An address many devices share is never matched by, so not indexed either.
+    if (ip_key := useragent.ip_key(ip)) and not addresses.shared_or_special(ip):
         keys.add(ip_key)
     return sorted(keys)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lookback.domain import devices, useragent
+from lookback.domain import addresses, devices, useragent
 from lookback.domain.model import AttStatus, Install, Micros, Open, Platform, Settings
 from lookback.domain.settings import RANGES
 
@@ -60,7 +60,9 @@ class Matching:
 def matching_for_install(install: Install, settings: Settings) -> Matching:
     privacy = privacy_for(settings, install.os_version, install.att_status)
     agent = None
-    if privacy.probabilistic_allowed and install.ip:
+    # Never by an address many devices share or that is no device's own.
+    shared = addresses.shared_or_special(install.ip) if install.ip else True
+    if privacy.probabilistic_allowed and not shared:
         agent = useragent.normalise(install.user_agent, install.os_version)
     keys = frozenset(devices.install_device_keys(install.device, privacy.excluded_ids))
     excluded: frozenset[str] = frozenset()
@@ -104,7 +106,9 @@ def install_lookup(install: Install, matching: Matching) -> Lookup:
     fingerprint mismatch keep from matching, so that the decision can explain them."""
     device_keys = devices.install_keys(matching.device_keys)
     touch_keys = sorted(matching.device_keys | matching.excluded_keys)
-    if ip := useragent.ip_key(install.ip):
+    # A shared or special address is never read by: its touches are not the
+    # device's own (and may be many: a carrier-grade NAT's).
+    if (ip := useragent.ip_key(install.ip)) and not addresses.shared_or_special(install.ip):
         touch_keys.append(ip)
     return Lookup(
         touch_keys=touch_keys,

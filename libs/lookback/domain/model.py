@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
+from lookback.domain.addresses import Network
 from lookback.domain.durations import DAY, HOUR, SECOND
 
 Micros = int
@@ -58,6 +59,9 @@ class Reason(StrEnum):
     CTIT_TOO_SHORT = "ctit_too_short"
     CLICK_AFTER_INSTALL_BEGIN = "click_after_install_begin"
     UNKNOWN_CLICK_ID = "unknown_click_id"
+    CTIT_TOO_LONG = "ctit_too_long"
+    BLOCKED_IP = "blocked_ip"
+    BOT = "bot"
 
 
 class Verdict(StrEnum):
@@ -230,6 +234,10 @@ class Settings:
     reattribution_window: Micros = 90 * DAY
     reengagement_window: Micros = 30 * DAY
     min_ctit: Micros = 10 * SECOND
+    max_ctit: Micros = 0
+    """Longest click-to-install time (0: off)."""
+    blocked_ips: tuple[Network, ...] = ()
+    """Touches from these networks are rejected."""
     click_injection_check: bool = True
     srn_networks: tuple[str, ...] = ()
     postbacks: Mapping[str, PartnerPostbacks] = field(default_factory=dict)

@@ -27,6 +27,7 @@ MACROS = frozenset(
         "event_revenue",
         "event_currency",
         "reengagement_media_source",
+        "rejection_reason",
     }
 )
 _SLOT = re.compile(r"\{([a-z_]+)\}")
@@ -56,6 +57,10 @@ TRIGGERS = {
 }
 """The postback trigger of each counted decision kind."""
 EVENT_TRIGGER = "event"
+REJECTED_TRIGGER = "rejected"
+"""Each touch of the partner that a decision rejected."""
+POSTBACK_TRIGGERS = (*TRIGGERS.values(), EVENT_TRIGGER, REJECTED_TRIGGER)
+"""Every trigger a partner may have a template for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +134,46 @@ def render_postback(
 
 
 def for_decision(settings: Settings, d: Decision) -> list[Postback]:
-    """The postback a decision triggers: only counted ones do, to the winner."""
-    if not d.outcome.counted:
-        return []
-    trigger = TRIGGERS[d.outcome.kind]
-    pb = render_postback(
-        settings, d.outcome.media_source, trigger, d.decision_id, decision_macros(d)
-    )
-    return [pb] if pb is not None else []
+    """The postbacks a decision triggers: a counted one's to the winner, and
+    one per rejected touch to its partner, if it has a ``rejected`` template."""
+    out: list[Postback] = []
+    if d.outcome.counted:
+        trigger = TRIGGERS[d.outcome.kind]
+        pb = render_postback(
+            settings, d.outcome.media_source, trigger, d.decision_id, decision_macros(d)
+        )
+        if pb is not None:
+            out.append(pb)
+    return out + rejected_postbacks(settings, d)
+
+
+def rejected_postbacks(settings: Settings, d: Decision) -> list[Postback]:
+    """One postback per rejected touch of a partner with a ``rejected``
+    template: its click id and the reason (the decision's own media source,
+    campaign and ad are the winner's, so they are left empty). The n-th
+    rejection's job is ``<decision id>/r<n>:<partner>:rejected`` (the
+    rejections are in a fixed order, so a repeat hands over the same ids)."""
+    out: list[Postback] = []
+    base = decision_macros(d)
+    for n, r in enumerate(d.outcome.rejected):
+        if not r.media_source or r.media_source not in settings.postbacks:
+            continue
+        macros = {
+            **base,
+            "media_source": r.media_source,
+            "click_id": r.click_id,
+            "campaign": "",
+            "adset": "",
+            "ad": "",
+            "site_id": "",
+            "rejection_reason": r.reason.value,
+        }
+        pb = render_postback(
+            settings, r.media_source, REJECTED_TRIGGER, f"{d.decision_id}/r{n}", macros
+        )
+        if pb is not None:
+            out.append(pb)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lookback.domain import devices, useragent
+from lookback.domain import addresses, devices, useragent
 from lookback.domain.matching import Matching, matching_for_install
 from lookback.domain.model import (
     ORGANIC,
@@ -72,6 +72,10 @@ class Candidate:
     ad: str = ""
     site_id: str = ""
     is_retargeting: bool = False
+    ip: str = ""
+    """The touch's address (for the blocklist); empty for claims and preloads."""
+    user_agent: str = ""
+    """The touch's user agent (for the bot rule)."""
 
     def sort_key(self) -> tuple[int, int, int, str, str, str]:
         # Best first: lowest tier, most recent, method order; then click id,
@@ -119,6 +123,8 @@ def _from_touch(touch: Touch, tier: int, method: Method) -> Candidate:
         ad=touch.ad,
         site_id=touch.site_id,
         is_retargeting=touch.is_retargeting,
+        ip=touch.ip,
+        user_agent=touch.user_agent,
     )
 
 
@@ -228,10 +234,19 @@ def _preload_candidate(install: Install, settings: Settings) -> Candidate | Miss
 
 
 def _fraud_reason(c: Candidate, install: Install, settings: Settings) -> Reason | None:
+    """The first fraud rule that refuses ``c``: where it came from (a blocked
+    address, an automated client; any touch), then its timing (clicks)."""
+    if settings.blocked_ips and addresses.blocked(c.ip, settings.blocked_ips):
+        return Reason.BLOCKED_IP
+    if c.user_agent and useragent.is_bot(c.user_agent):
+        return Reason.BOT
     if c.touch_type is not TouchType.CLICK:
         return None
-    if settings.min_ctit > 0 and install.installed_at - c.engaged_at < settings.min_ctit:
+    ctit = install.installed_at - c.engaged_at
+    if settings.min_ctit > 0 and ctit < settings.min_ctit:
         return Reason.CTIT_TOO_SHORT
+    if settings.max_ctit > 0 and ctit > settings.max_ctit:
+        return Reason.CTIT_TOO_LONG
     begin = install.referrer.install_begin_at if install.referrer else None
     if settings.click_injection_check and begin is not None and begin < c.engaged_at:
         return Reason.CLICK_AFTER_INSTALL_BEGIN

@@ -35,6 +35,7 @@ RANGES: dict[str, Range] = {
     "reattribution_window": Range(1 * MONTH, 24 * MONTH),
     "reengagement_window": Range(1 * DAY, 90 * DAY),
     "min_ctit": Range(1, 1 * DAY, allow_zero=True),
+    "max_ctit": Range(1 * HOUR, 30 * DAY, allow_zero=True),
 }
 
 TOUCH_CLICK_LOOKBACK = RANGES["click_lookback"]

@@ -93,3 +93,45 @@ def agents_match(touch: NormalisedAgent, install: NormalisedAgent) -> bool:
     if (touch.os, touch.os_version) != (install.os, install.os_version):
         return False
     return not (touch.model and install.model) or touch.model == install.model
+
+
+BOT_MARKERS = (
+    "googlebot",
+    "bingbot",
+    "applebot",
+    "twitterbot",
+    "slackbot",
+    "discordbot",
+    "telegrambot",
+    "linkedinbot",
+    "facebookexternalhit",
+    "whatsapp/",
+    "spider",
+    "crawler",
+    "headlesschrome",
+    "curl/",
+    "wget/",
+    "python-requests",
+    "yandexbot",
+    "duckduckbot",
+    "ahrefsbot",
+    "semrushbot",
+    "petalbot",
+    "pinterestbot",
+    "redditbot",
+    "skypeuripreview",
+    "embedly",
+)
+"""Substrings (lower-case) of the user agents of known automated clients:
+search crawlers, chat apps' link previews, headless browsers and command-line
+HTTP clients (ATTRIBUTION_RULES.md section 6; the one list, in one place).
+Each names its client, never a bare "bot", so a phone whose model contains
+"bot" (CUBOT) is not taken for one."""
+
+
+@lru_cache(maxsize=4096)
+def is_bot(user_agent: str) -> bool:
+    """True for the user agent of a known automated client; False for none
+    at all (partners often report touches server to server without one)."""
+    lowered = user_agent.lower()
+    return bool(lowered) and any(marker in lowered for marker in BOT_MARKERS)

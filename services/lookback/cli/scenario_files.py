@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lookback.domain.durations import parse_duration
+from lookback.domain.postbacks import POSTBACK_TRIGGERS
 from lookback.domain.settings import DURATION_SETTINGS
 
 STEP_KINDS = (
@@ -76,8 +77,9 @@ SETTINGS = (
     "srn",
     "postbacks",
     "disable_click_injection_check",
+    "blocked_ips",
 )
-TRIGGERS = ("install", "reattribution", "reengagement", "event")
+TRIGGERS = POSTBACK_TRIGGERS
 DEVICE_TYPES = ("gaid", "idfa", "idfv", "oaid", "android_id", "imei", "fire_id")
 
 
@@ -151,6 +153,9 @@ def validate(file: str, data: Any) -> Scenario:
         elif key == "srn":
             if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
                 raise bad(where, "must be a list of network names")
+        elif key == "blocked_ips":
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise bad(where, "must be a list of CIDRs")
         elif key == "postbacks":
             if not isinstance(value, dict):
                 raise bad(where, "must map partners to templates by trigger")

@@ -173,6 +173,8 @@ class Runner:
             settings["srn_networks"] = s["srn"]
         if s.get("disable_click_injection_check"):
             settings["disable_click_injection_check"] = True
+        if "blocked_ips" in s:
+            settings["blocked_ips"] = s["blocked_ips"]
         postbacks = {}
         for partner, templates in s.get("postbacks", {}).items():
             postbacks[partner] = {
@@ -456,11 +458,17 @@ class Runner:
             await asyncio.sleep(REPORT_POLL)
 
     def _partners(self, prefix: str) -> set[str]:
+        """The partners whose postbacks of ``prefix`` (a decision's, or an
+        event's) arrived; a decision's rejected-touch postbacks are
+        ``<decision id>/r<n>:<partner>:rejected``."""
         partners = set()
+        rejected = prefix[:-1] + "/r"
         for r in self.sink.received:
             key = r.headers.get("Idempotency-Key", "")
             if key.startswith(prefix):
                 partners.add(key[len(prefix) :].rsplit(":", 1)[0])
+            elif key.startswith(rejected) and ":" in key:
+                partners.add(key.split(":", 1)[1].rsplit(":", 1)[0])
         return partners
 
     async def _check_postbacks(self, i: int, prefix: str, expected: set[str]) -> list[Failure]:

@@ -276,7 +276,8 @@ class DecisionEngine:
     ) -> list[postback_pb2.PostbackJob]:
         """The postback jobs a decision triggers (rendered before it is
         recorded, so that they are recorded with it)."""
-        if not decision.counted or decision.media_source not in app.settings.postbacks:
+        winner_has_one = decision.counted and decision.media_source in app.settings.postbacks
+        if not winner_has_one and not decision.rejected:
             return []  # nothing to send (checked first: this runs for every decision)
         rendered = for_decision(app.settings, convert.recorded_decision(decision))
         created = convert.ts_to_micros(decision.decided_at)

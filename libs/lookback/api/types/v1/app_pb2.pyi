@@ -142,6 +142,8 @@ class AppSettings(_message.Message):
     POSTBACKS_FIELD_NUMBER: _builtins.int
     DISABLE_CLICK_INJECTION_CHECK_FIELD_NUMBER: _builtins.int
     REDIRECT_ALLOWLIST_FIELD_NUMBER: _builtins.int
+    MAX_CTIT_FIELD_NUMBER: _builtins.int
+    BLOCKED_IPS_FIELD_NUMBER: _builtins.int
     disable_click_injection_check: _builtins.bool
     """Turns off the click-injection rule. By default a click later than the
     store's install-begin time is rejected as `click_after_install_begin`.
@@ -203,6 +205,18 @@ class AppSettings(_message.Message):
         pages are always allowed; any other target is refused.
         """
 
+    @_builtins.property
+    def max_ctit(self) -> _duration_pb2.Duration:
+        """Longest click-to-install time; longer is rejected as `ctit_too_long`
+        (click flooding). Unset or 0: off; otherwise 1 hour to 30 days.
+        """
+
+    @_builtins.property
+    def blocked_ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Touches from these addresses are rejected as `blocked_ip`: CIDRs, IPv4
+        or IPv6 (`203.0.113.0/24`, `2001:db8::/32`; a bare address is one host).
+        """
+
     def __init__(
         self,
         *,
@@ -219,10 +233,12 @@ class AppSettings(_message.Message):
         postbacks: _abc.Mapping[_builtins.str, _postback_pb2.PartnerPostbacks] | None = ...,
         disable_click_injection_check: _builtins.bool = ...,
         redirect_allowlist: _abc.Iterable[_builtins.str] | None = ...,
+        max_ctit: _duration_pb2.Duration | None = ...,
+        blocked_ips: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "min_ctit", b"min_ctit", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "view_lookback", b"view_lookback"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "view_lookback", b"view_lookback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "redirect_allowlist", b"redirect_allowlist", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_ips", b"blocked_ips", "click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "redirect_allowlist", b"redirect_allowlist", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,6 +121,12 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """The store's install-begin time is earlier than the click (injection)."""
     REJECTION_REASON_UNKNOWN_CLICK_ID: _RejectionReason.ValueType  # 3
     """The referrer names a click that does not exist for this app."""
+    REJECTION_REASON_CTIT_TOO_LONG: _RejectionReason.ValueType  # 4
+    """Install time minus click time over the app's `max_ctit` (click flooding)."""
+    REJECTION_REASON_BLOCKED_IP: _RejectionReason.ValueType  # 5
+    """The touch's IP is in the app's `blocked_ips`."""
+    REJECTION_REASON_BOT: _RejectionReason.ValueType  # 6
+    """The touch's user agent is a known automated client."""
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why a touch was refused before attribution."""
@@ -133,6 +139,12 @@ REJECTION_REASON_CLICK_AFTER_INSTALL_BEGIN: RejectionReason.ValueType  # 2
 """The store's install-begin time is earlier than the click (injection)."""
 REJECTION_REASON_UNKNOWN_CLICK_ID: RejectionReason.ValueType  # 3
 """The referrer names a click that does not exist for this app."""
+REJECTION_REASON_CTIT_TOO_LONG: RejectionReason.ValueType  # 4
+"""Install time minus click time over the app's `max_ctit` (click flooding)."""
+REJECTION_REASON_BLOCKED_IP: RejectionReason.ValueType  # 5
+"""The touch's IP is in the app's `blocked_ips`."""
+REJECTION_REASON_BOT: RejectionReason.ValueType  # 6
+"""The touch's user agent is a known automated client."""
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
 @_typing.final

@@ -35,6 +35,8 @@ class _PostbackTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Postb
     """A re-engagement."""
     POSTBACK_TRIGGER_EVENT: _PostbackTrigger.ValueType  # 4
     """An attributed in-app event."""
+    POSTBACK_TRIGGER_REJECTED: _PostbackTrigger.ValueType  # 5
+    """A touch of the partner that a decision rejected (a fraud rule)."""
 
 class PostbackTrigger(_PostbackTrigger, metaclass=_PostbackTriggerEnumTypeWrapper):
     """What triggers a postback."""
@@ -49,6 +51,8 @@ POSTBACK_TRIGGER_REENGAGEMENT: PostbackTrigger.ValueType  # 3
 """A re-engagement."""
 POSTBACK_TRIGGER_EVENT: PostbackTrigger.ValueType  # 4
 """An attributed in-app event."""
+POSTBACK_TRIGGER_REJECTED: PostbackTrigger.ValueType  # 5
+"""A touch of the partner that a decision rejected (a fraud rule)."""
 Global___PostbackTrigger: _TypeAlias = PostbackTrigger  # noqa: Y015
 
 class _HttpMethod:
@@ -145,6 +149,7 @@ class PartnerPostbacks(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     CLICK_SIGNING_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     signing_secret: _builtins.str
     """Name of the secret holding the HMAC-SHA256 signing key; empty for none.
     A secret is bound to its partner: its name is the partner's media
@@ -170,6 +175,12 @@ class PartnerPostbacks(_message.Message):
     def event(self) -> Global___PostbackTemplate:
         """Sent after each in-app event attributed to this partner."""
 
+    @_builtins.property
+    def rejected(self) -> Global___PostbackTemplate:
+        """Sent for each touch of this partner that a decision rejected, with the
+        reason in `{rejection_reason}`.
+        """
+
     def __init__(
         self,
         *,
@@ -179,10 +190,11 @@ class PartnerPostbacks(_message.Message):
         event: Global___PostbackTemplate | None = ...,
         signing_secret: _builtins.str = ...,
         click_signing: Global___ClickSigning.ValueType = ...,
+        rejected: Global___PostbackTemplate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "rejected", b"rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_signing", b"click_signing", "event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "signing_secret", b"signing_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_signing", b"click_signing", "event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "rejected", b"rejected", "signing_secret", b"signing_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
