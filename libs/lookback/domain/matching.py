@@ -50,6 +50,9 @@ class Matching:
     agent: useragent.NormalisedAgent | None
     """The install's normalised agent; ``None`` when probabilistic matching is off."""
     ip: str
+    excluded_ids: frozenset[str] = frozenset()
+    """The identifier types the privacy rules keep from matching (``idfa``
+    without ATT consent): never matched by, never sent to a network."""
     excluded_keys: frozenset[str] = frozenset()
     """Keys of the install's identifiers the privacy rules keep from matching
     (an IDFA without ATT consent): a touch with one is explained as ``privacy``."""
@@ -74,6 +77,7 @@ def matching_for_install(install: Install, settings: Settings) -> Matching:
         referrer_click_id=install.referrer.click_id if install.referrer else "",
         agent=agent,
         ip=install.ip.strip().lower(),
+        excluded_ids=privacy.excluded_ids,
         excluded_keys=excluded,
         probabilistic_blocked=not privacy.probabilistic_allowed,
     )

@@ -140,6 +140,20 @@ def as_duplicate(decision: decision_pb2.Decision) -> decision_pb2.Decision:
     return dup
 
 
+def srn_view(install: install_pb2.Install, matched: matching.Matching) -> install_pb2.Install:
+    """The install as self-reporting networks may see it: without the
+    identifiers the privacy rules keep from matching (an IDFA the user did
+    not authorise is never sent anywhere)."""
+    excluded = matched.excluded_ids
+    if not excluded:
+        return install
+    view = install_pb2.Install()
+    view.CopyFrom(install)
+    for id_type in excluded:
+        view.device.ClearField(id_type)  # type: ignore[arg-type]
+    return view
+
+
 def prior_install(r: store_pb.InstallRecord) -> PriorInstall:
     return PriorInstall(
         install_id=r.install.install_id,
@@ -198,7 +212,7 @@ class DecisionEngine:
         gather = self.facts.gather_install(install.app_id, install.install_id, lookup)
         if app.settings.srn_networks:
             facts, answer = await asyncio.gather(
-                gather, self.claims.query(install, app.settings.srn_networks)
+                gather, self.claims.query(srn_view(install, matched), app.settings.srn_networks)
             )
         else:
             facts, answer = await gather, ClaimsAnswer()

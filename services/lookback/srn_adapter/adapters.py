@@ -32,6 +32,23 @@ class SrnError(Exception):
     """The network did not give a usable answer."""
 
 
+ADVERTISING_IDS = ("gaid", "idfa", "oaid", "fire_id")
+"""What a self-reporting network is sent unless configured otherwise: the
+resettable advertising ids they match by; never hardware or vendor ids."""
+
+
+def identifiers_for(network: str, configured: dict[str, str]) -> tuple[str, ...]:
+    """The identifier types ``network`` is sent (``srn_identifiers``)."""
+    named = configured.get(network, configured.get("*", ""))
+    if not named:
+        return ADVERTISING_IDS
+    wanted = {t.strip() for t in named.split("+") if t.strip()}
+    unknown = wanted - set(DEVICE_ID_TYPES)
+    if unknown:
+        raise ValueError(f"srn_identifiers for {network!r}: unknown {sorted(unknown)}")
+    return tuple(t for t in DEVICE_ID_TYPES if t in wanted)
+
+
 @dataclass(frozen=True)
 class SrnQuery:
     """Did this network engage this device before this install?"""
@@ -97,15 +114,18 @@ class HttpSrnAdapter:
         base_url: str,
         session: aiohttp.ClientSession,
         policy: outbound.OutboundPolicy,
+        identifiers: tuple[str, ...] = ADVERTISING_IDS,
     ) -> None:
         self.network = network
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.policy = policy
+        self.identifiers = identifiers
+        """The identifier types this network is sent (the others never)."""
 
     async def query(self, q: SrnQuery, timeout: float) -> list[pb.SrnClaim]:
         params = {"network": self.network, "app_id": q.app_id, "installed_at": iso(q.installed_at)}
-        params.update({t: getattr(q.device, t) for t in DEVICE_ID_TYPES if getattr(q.device, t)})
+        params.update({t: getattr(q.device, t) for t in self.identifiers if getattr(q.device, t)})
         try:
             url = yarl.URL(f"{self.base_url}/v1/claims").with_query(params)
             self.policy.check_target(url)
@@ -142,5 +162,9 @@ class HttpSrnAdapter:
                     )
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SrnError(f"{self.network}: malformed answer: {redact.text(str(exc))}") from exc
+            # Which claim and what kind of fault, never the answer's values:
+            # a network may echo the device's identifiers in any field.
+            raise SrnError(
+                f"{self.network}: malformed answer: claims[{len(claims)}]: {type(exc).__name__}"
+            ) from None
         return claims

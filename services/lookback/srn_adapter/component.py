@@ -12,6 +12,7 @@ from lookback.core.config import ConfigError
 from lookback.srn_adapter.adapters import (
     HttpSrnAdapter,
     SrnAdapter,
+    identifiers_for,
 )
 from lookback.srn_adapter.config import SrnConfig
 from lookback.srn_adapter.servicer import SrnAdapterServicer
@@ -27,6 +28,11 @@ class SrnComponent:
         self.outbound = outbound.OutboundPolicy(config.outbound_allow_cidrs)
         self.session: aiohttp.ClientSession | None = None
         self.adapters: dict[str, SrnAdapter] = {}
+        for network in config.srn_identifiers:
+            try:
+                identifiers_for(network, config.srn_identifiers)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         self.servicer = SrnAdapterServicer(self.config, self.adapters, self._make_adapter)
@@ -35,7 +41,13 @@ class SrnComponent:
 
     def _make_adapter(self, network: str, url: str) -> SrnAdapter:
         assert self.session is not None, "not started"
-        return HttpSrnAdapter(network, url, self.session, self.outbound)
+        return HttpSrnAdapter(
+            network,
+            url,
+            self.session,
+            self.outbound,
+            identifiers_for(network, self.config.srn_identifiers),
+        )
 
     async def start(self) -> None:
         await check_endpoints(self.config.srn_endpoints, self.outbound)

@@ -14,6 +14,12 @@ class SrnConfig(ServerConfig):
     srn_endpoints: dict[str, str] = field(default_factory=dict)
     """Base URL per network, e.g. ``srn_social=http://127.0.0.1:9000``; the
     network ``*`` gives the URL of every network not named."""
+    srn_identifiers: dict[str, str] = field(default_factory=dict)
+    """The device identifiers each network is sent, ``+``-separated, e.g.
+    ``srn_social=gaid+idfa``; the network ``*`` sets the default for every
+    network not named. Without either, a network gets the advertising ids
+    only (``gaid+idfa+oaid+fire_id``): never an IMEI, Android id or IDFV
+    unless named here (docs/privacy.md)."""
     default_budget_ms: int = 100
     """Budget of a query that names none."""
     max_concurrency: int = 256
