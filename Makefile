@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python -m bench.outcomes --duration 10 --rounds 3 --out docs/benchmarks/outcomes.md
 	$(BIN)/python -m bench.reports --out docs/benchmarks/reports.md
 	$(BIN)/python -m bench.explain --duration 10 --rounds 3 --out docs/benchmarks/explain.md
+	$(BIN)/python -m bench.fraud --duration 10 --rounds 3 --out docs/benchmarks/fraud.md
 
 ## Regenerate the Python code from protos/.
 protos: setup

@@ -25,6 +25,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -47,17 +48,25 @@ from lookback.testing.processes import python_module
 
 
 async def decide(
-    name: str, flags: dict[str, list[str]], duration: float, concurrency: int, prefix: str
+    name: str,
+    flags: dict[str, list[str]],
+    duration: float,
+    concurrency: int,
+    prefix: str,
+    settings: dict[str, Any] | None = None,
 ) -> Result:
     """DecideInstall throughput of a suite started with ``flags`` (per
-    service), every install new with a click to find."""
+    service), for an app with ``settings`` (``AppSettings`` fields), every
+    install new with a click to find."""
     async with running_suite(33_000, flags=flags) as suite:
         async with (
             admin_channel(suite.addr["decider"]) as decider_ch,
             admin_channel(suite.addr["ingestion"]) as ingestion_ch,
         ):
             app_id = await builders.create_app(
-                apps_grpc.AppSettingsServiceStub(decider_ch), builders.new_app_id("com.bench")
+                apps_grpc.AppSettingsServiceStub(decider_ch),
+                builders.new_app_id("com.bench"),
+                **(settings or {}),
             )
             decider = decider_grpc.DeciderServiceStub(decider_ch)
             ingestion = ingestion_grpc.IngestionServiceStub(ingestion_ch)
@@ -84,6 +93,8 @@ class Variant:
 
     name: str
     flags: dict[str, list[str]]
+    settings: dict[str, Any] | None = None
+    """The app's ``AppSettings`` fields (none: the defaults)."""
 
 
 async def compare(
@@ -104,7 +115,9 @@ async def compare(
                         "bare echo", lambda i: echo(payload, timeout=TIMEOUT), concurrency, duration
                     )
                 )
-                decisions.append(await decide(v.name, v.flags, duration, concurrency, f"v{n}"))
+                decisions.append(
+                    await decide(v.name, v.flags, duration, concurrency, f"v{n}", v.settings)
+                )
                 print(decisions[-1].row(), flush=True)
     finally:
         await echo_process.stop()
@@ -112,7 +125,11 @@ async def compare(
 
 
 def cost_lines(
-    decisions: list[Result], echoes: list[Result], variants: tuple[Variant, Variant], what: str
+    decisions: list[Result],
+    echoes: list[Result],
+    variants: tuple[Variant, Variant],
+    what: str,
+    limit: str = "10%",
 ) -> list[str]:
     """The results table and the cost of ``variants[0]`` against ``variants[1]``."""
     with_it = [r.rate for r in decisions if r.name == variants[0].name]
@@ -126,7 +143,7 @@ def cost_lines(
         "",
         f"Median decisions/s: {variants[0].name} {statistics.median(with_it):,.0f},"
         f" {variants[1].name} {statistics.median(without):,.0f}: {what} costs"
-        f" **{cost:.1%}** of the throughput (the limit is 10%). Bare echo, same run:"
+        f" **{cost:.1%}** of the throughput (the limit is {limit}). Bare echo, same run:"
         f" {echo:,.0f} calls/s (median of {len(echoes)}); the first are"
         f" {statistics.median(with_it) / echo:.0%} of it.",
         "",

@@ -4,7 +4,11 @@ flooding (``max_ctit``), and the ``rejected`` postbacks."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lookback.domain import addresses, rules, useragent
 from lookback.domain.durations import DAY, HOUR, MINUTE
@@ -228,3 +232,46 @@ def test_each_rejected_touch_of_a_partner_with_a_template_gets_its_postback() ->
     ]
     # The winner has no install template: nothing else is sent.
     assert {j.trigger for j in jobs} == {"rejected"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 2**32 - 1), st.integers(8, 32)).map(
+                lambda t: f"{ipaddress.IPv4Address(t[0])}/{t[1]}"
+            ),
+            st.tuples(st.integers(0, 2**128 - 1), st.integers(16, 128)).map(
+                lambda t: f"{ipaddress.IPv6Address(t[0])}/{t[1]}"
+            ),
+        ),
+        max_size=30,
+    ),
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+            st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
+        ),
+        max_size=20,
+    ),
+)
+def test_the_blocklist_lookup_agrees_with_plain_membership(
+    cidrs: list[str], ips: list[str]
+) -> None:
+    blocklist = addresses.parse_blocklist(cidrs)
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    # Every address inside an entry, and the given ones, are judged alike.
+    probes = ips + [str(n.network_address) for n in nets] + [str(n.broadcast_address) for n in nets]
+    for ip in probes:
+        address = addresses.parse(ip)
+        assert address is not None
+        plain = any(address.version == n.version and address in n for n in nets)
+        assert addresses.blocked(ip, blocklist) is plain, (ip, cidrs)
+
+
+def test_a_long_blocklist_is_looked_up_without_walking_it() -> None:
+    cidrs = [f"198.{n // 256}.{n % 256}.0/24" for n in range(10_000)]
+    blocklist = addresses.parse_blocklist(cidrs)
+    assert len(blocklist.starts[0]) == 1  # 10,000 adjacent /24s merge into one range
+    assert addresses.blocked("198.39.15.7", blocklist)
+    assert not addresses.blocked("198.39.16.0", blocklist)

@@ -8,6 +8,7 @@ with the service that needs them.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -203,6 +204,13 @@ def _opt(msg: Any, name: str, default: Micros) -> Micros:
     return dur_to_micros(getattr(msg, name)) if msg.HasField(name) else default
 
 
+@lru_cache(maxsize=256)
+def _blocklist(entries: tuple[str, ...]) -> addresses.Blocklist:
+    """An app's blocklist, parsed once per distinct list (a long one takes
+    tens of milliseconds, and settings are read again every few seconds)."""
+    return addresses.parse_blocklist(entries)
+
+
 def settings(app: app_pb2.App) -> model.Settings:
     """The app's settings with every default applied."""
     s = app.settings
@@ -225,7 +233,7 @@ def settings(app: app_pb2.App) -> model.Settings:
         reengagement_window=_opt(s, "reengagement_window", d.reengagement_window),
         min_ctit=_opt(s, "min_ctit", d.min_ctit),
         max_ctit=_opt(s, "max_ctit", d.max_ctit),
-        blocked_ips=addresses.parse_blocklist(list(s.blocked_ips)),
+        blocked_ips=_blocklist(tuple(s.blocked_ips)),
         click_injection_check=not s.disable_click_injection_check,
         srn_networks=tuple(s.srn_networks),
         postbacks={k: partner_postbacks(v) for k, v in s.postbacks.items()},

@@ -10,7 +10,9 @@ IPv6 (``::ffff:10.0.0.1``) is judged as the IPv4 address.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+from dataclasses import dataclass
 from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,23 +59,60 @@ def shared_or_special(ip: str) -> bool:
     return any(address in network for network in SHARED_OR_SPECIAL)
 
 
-def parse_blocklist(entries: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
-    """The CIDRs of a blocklist (a bare address is a one-host network);
-    raises ValueError naming the first bad entry."""
-    out = []
+@dataclass(frozen=True, slots=True)
+class Blocklist:
+    """CIDRs as sorted, merged integer ranges per IP version, so that an
+    address is looked up in O(log n) however long the list."""
+
+    starts: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    """Range starts, for IPv4 (index 0) and IPv6 (index 1)."""
+    ends: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    """The matching range ends (inclusive)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.starts[0] or self.starts[1])
+
+    def __contains__(self, ip: str) -> bool:
+        address = parse(ip) if ip else None
+        if address is None:
+            return False
+        which = 0 if address.version == 4 else 1
+        value = int(address)
+        at = bisect.bisect_right(self.starts[which], value) - 1
+        return at >= 0 and value <= self.ends[which][at]
+
+
+def parse_blocklist(entries: tuple[str, ...] | list[str]) -> Blocklist:
+    """The blocklist of ``entries`` (CIDRs; a bare address is one host;
+    IPv4-mapped IPv6 as IPv4); raises ValueError naming the first bad entry."""
+    ranges: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
     for entry in entries:
         try:
-            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+            network = ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError as exc:
             raise ValueError(f"{entry!r} is not an IPv4 or IPv6 address or CIDR") from exc
-    return tuple(out)
+        if (
+            isinstance(network, ipaddress.IPv6Network)
+            and (mapped := network.network_address.ipv4_mapped) is not None
+            and network.prefixlen >= 96
+        ):
+            network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+        first, last = int(network.network_address), int(network.broadcast_address)
+        ranges[0 if network.version == 4 else 1].append((first, last))
+    starts: list[tuple[int, ...]] = []
+    ends: list[tuple[int, ...]] = []
+    for spans in ranges:
+        merged: list[list[int]] = []
+        for first, last in sorted(spans):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        starts.append(tuple(m[0] for m in merged))
+        ends.append(tuple(m[1] for m in merged))
+    return Blocklist((starts[0], starts[1]), (ends[0], ends[1]))
 
 
-def blocked(ip: str, networks: tuple[Network, ...]) -> bool:
-    """True when ``ip`` lies in one of ``networks``."""
-    if not networks or not ip:
-        return False
-    address = parse(ip)
-    if address is None:
-        return False
-    return any(address.version == n.version and address in n for n in networks)
+def blocked(ip: str, blocklist: Blocklist) -> bool:
+    """True when ``ip`` lies in ``blocklist``."""
+    return bool(blocklist) and ip in blocklist

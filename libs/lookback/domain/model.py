@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
-from lookback.domain.addresses import Network
+from lookback.domain.addresses import Blocklist
 from lookback.domain.durations import DAY, HOUR, SECOND
 
 Micros = int
@@ -236,7 +236,7 @@ class Settings:
     min_ctit: Micros = 10 * SECOND
     max_ctit: Micros = 0
     """Longest click-to-install time (0: off)."""
-    blocked_ips: tuple[Network, ...] = ()
+    blocked_ips: Blocklist = field(default_factory=Blocklist)
     """Touches from these networks are rejected."""
     click_injection_check: bool = True
     srn_networks: tuple[str, ...] = ()

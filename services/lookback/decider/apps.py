@@ -15,7 +15,7 @@ from lookback.core.clock import Clock, now_micros
 from lookback.core.errors import Aborted, NotFound, Violations
 from lookback.core.outbound import OutboundPolicy
 from lookback.core.validation import validate_app
-from lookback.decider.cache import LruCache
+from lookback.decider.cache import LruCache, SingleFlight
 from lookback.domain.model import Settings
 
 UPDATABLE = ("platform", "settings")
@@ -88,6 +88,7 @@ class AppSettings:
         self.cache = cache
         self.clock = clock
         self.outbound = outbound or OutboundPolicy()
+        self._reads: SingleFlight[CachedApp] = SingleFlight()
         self.on_change: Callable[[str], Awaitable[None]] | None = None
         """Called with the app id after this replica changed an app (e.g. to
         tell other replicas to drop their cached copy)."""
@@ -95,8 +96,12 @@ class AppSettings:
     async def get(self, app_id: str) -> CachedApp:
         cached = self.cache.get(app_id)
         if cached is None:
-            cached = self.remember(await self.store.get_app(app_id))
+            # Decisions of one app in flight together read its settings once.
+            cached, _ = await self._reads.run(app_id, lambda: self._read(app_id))
         return cached
+
+    async def _read(self, app_id: str) -> CachedApp:
+        return self.remember(await self.store.get_app(app_id))
 
     def remember(self, app: app_pb2.App) -> CachedApp:
         cached = CachedApp(app, convert.settings(app))
