@@ -23,7 +23,7 @@ from lookback.api.types.v1 import (
     postback_pb2,
     touch_pb2,
 )
-from lookback.domain import addresses, model
+from lookback.domain import addresses, devices, model
 from lookback.domain.model import Micros
 from lookback.domain.postbacks import POSTBACK_TRIGGERS, Postback
 
@@ -468,3 +468,22 @@ def stored_touch_ids(e: explanation_pb2.Explanation) -> list[str]:
             and c.reason != decision_pb2.REJECTION_REASON_UNKNOWN_CLICK_ID
         }
     )
+
+
+def hash_raw_ids(device: device_pb2.DeviceIdentifiers) -> None:
+    """Replace ``device``'s raw identifiers by their SHA-1 forms, in place:
+    a touch is matched by key forms only (the SHA-1 of a raw identifier is
+    the key it is found by), so its raw identifiers need not be kept. An
+    unavailable (all-zero) identifier is dropped."""
+    have = {(h.type, h.algorithm, h.value) for h in device.hashed}
+    for id_type in model.DEVICE_ID_TYPES:
+        value = getattr(device, id_type)
+        if not value:
+            continue
+        device.ClearField(id_type)  # type: ignore[arg-type]
+        if devices.is_unavailable(value):
+            continue
+        digest = devices.sha1_hex(value)
+        number = ID_TYPE_NUMBER[id_type]
+        if (number, device_pb2.HASH_ALGORITHM_SHA1, digest) not in have:
+            device.hashed.add(type=number, algorithm=device_pb2.HASH_ALGORITHM_SHA1, value=digest)  # type: ignore[arg-type]

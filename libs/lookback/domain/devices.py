@@ -30,6 +30,11 @@ def _digest(algorithm: str, value: str) -> str:
     return hashlib.new(algorithm, value.encode(), usedforsecurity=False).hexdigest()
 
 
+def sha1_hex(value: str) -> str:
+    """The SHA-1 (lower-case hex) of a raw identifier, as its keys use it."""
+    return _digest("sha1", value.strip().lower())
+
+
 def is_unavailable(value: str) -> bool:
     """True for an empty or all-zero identifier."""
     return not value or bool(_ZERO.match(value))

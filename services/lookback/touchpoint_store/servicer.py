@@ -69,6 +69,8 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.PutTouchesRequest, context: object
     ) -> pb.PutTouchesResponse:
         check.ensure(check.check_indexed_touches, request.touches, now_micros())
+        for indexed in request.touches:  # never stored raw (docs/privacy.md)
+            convert.hash_raw_ids(indexed.touch.device)
         stored = await self.backend.put_touches(request.touches)
         return pb.PutTouchesResponse(stored=stored)
 
