@@ -213,6 +213,8 @@ class Options:
     duration: float
     warmup: float
     deadline: float
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    """Extra flags per service (``--without``: what is turned off)."""
 
 
 @dataclass
@@ -236,6 +238,8 @@ async def measure(
         **store_args,
     )
     children = child_commands(ns)
+    for child in children:
+        child.argv += opts.flags.get(child.name, [])
     supervisor = Supervisor(children, admin_env())
     runner = asyncio.create_task(supervisor.run())
     addr = {n: f"127.0.0.1:{base + off}" for n, off in PORT_OFFSETS.items()}
@@ -402,6 +406,13 @@ def start_cassandra(directory: Path, paxos: str) -> tuple[str, int]:
     return "127.0.0.1:19042", int((directory / "cassandra.pid").read_text())
 
 
+WITHOUT = {
+    "outcomes-log": ("touchpoint_store", "--outcomes-log"),
+    "explanations": ("decider", "--explanations"),
+}
+"""What ``--without`` can turn off: the service and its flag."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cassandra", default="", help="HOST:PORT of a running Cassandra")
@@ -415,9 +426,19 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds not measured")
     parser.add_argument("--deadline", type=float, default=1.0, help="seconds per decision")
+    parser.add_argument(
+        "--without",
+        default="",
+        help="comma-separated: outcomes-log (the store's --outcomes-log false),"
+        " explanations (the decider's --explanations false)",
+    )
     parser.add_argument("--out", help="also write the report (markdown) here")
     args = parser.parse_args()
-    opts = Options(args.decisions, args.rate, args.duration, args.warmup, args.deadline)
+    flags: dict[str, list[str]] = {}
+    for part in (p.strip() for p in args.without.split(",") if p.strip()):
+        service, flag = WITHOUT[part]
+        flags.setdefault(service, []).extend([flag, "false"])
+    opts = Options(args.decisions, args.rate, args.duration, args.warmup, args.deadline, flags)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     ours = None
     cassandra, pid = args.cassandra, args.cassandra_pid
