@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from pathlib import Path
 
 from google.protobuf import field_mask_pb2
 
 from bench.decisions import TIMEOUT, new_install, running_suite, seed_clicks
-from bench.outcomes import Variant, compare, cost_lines
+from bench.outcomes import Variant, ab_parser, compare, cost_lines, emit, header
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
@@ -101,12 +100,12 @@ async def run(args: argparse.Namespace) -> str:
     decisions, echoes = await compare(VARIANTS, args.rounds, args.duration, args.concurrency)
     simulated = await simulate_timing(args.installs, args.concurrency)
     lines = [
-        "# What explanations cost, and how fast a what-if is",
-        "",
-        f"`python -m bench.explain --duration {args.duration:g} --rounds {args.rounds}"
-        f" --concurrency {args.concurrency} --installs {args.installs}`,"
-        f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
-        "",
+        *header(
+            "What explanations cost, and how fast a what-if is",
+            "bench.explain",
+            args,
+            f" --installs {args.installs}",
+        ),
         "## Recording explanations",
         "",
         *cost_lines(decisions, echoes, VARIANTS, "recording the explanation"),
@@ -123,18 +122,10 @@ async def run(args: argparse.Namespace) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser = ab_parser(__doc__.splitlines()[0], rounds=2)
     parser.add_argument("--installs", type=int, default=10_000)
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
-    text = asyncio.run(run(args))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
-from pathlib import Path
 
-from bench.outcomes import Variant, compare, cost_lines
+from bench.outcomes import Variant, ab_parser, compare, cost_lines, emit, header
 from lookback.core.convert import micros_to_dur
 from lookback.domain.durations import DAY
 
@@ -42,29 +40,15 @@ VARIANTS = (
 async def run(args: argparse.Namespace) -> str:
     decisions, echoes = await compare(VARIANTS, args.rounds, args.duration, args.concurrency)
     lines = [
-        "# What the fraud settings cost a decision",
-        "",
-        f"`python -m bench.fraud --duration {args.duration:g} --rounds {args.rounds}"
-        f" --concurrency {args.concurrency}`, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
-        " UTC.",
-        "",
+        *header("What the fraud settings cost a decision", "bench.fraud", args),
         *cost_lines(decisions, echoes, VARIANTS, "the fraud settings", limit="5%"),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    text = asyncio.run(run(args))
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    args = ab_parser(__doc__.splitlines()[0], rounds=3).parse_args()
+    return emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -169,40 +169,58 @@ async def run(args: argparse.Namespace) -> tuple[list[Result], list[Result]]:
     )
 
 
+def ab_parser(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options every A/B benchmark takes (``--out`` included)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", default="")
+    return parser
+
+
+def header(title: str, module: str, args: argparse.Namespace, extra: str = "") -> list[str]:
+    """A report's title and the command (with the time) that produced it."""
+    return [
+        f"# {title}",
+        "",
+        f"`python -m {module} --duration {args.duration:g} --rounds {args.rounds}"
+        f" --concurrency {args.concurrency}{extra}`,"
+        f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
+        "",
+    ]
+
+
+def emit(text: str, out: str) -> int:
+    """Print a report, and write it to ``out`` when given."""
+    print(text)
+    if out:
+        Path(out).write_text(text)
+    return 0
+
+
 NO_READERS = " --no-readers"
 
 
 def report(decisions: list[Result], echoes: list[Result], args: argparse.Namespace) -> str:
+    extra = NO_READERS if args.no_readers else ""
     lines = [
-        "# What recording outcomes costs a decision",
-        "",
-        f"`python -m bench.outcomes --duration {args.duration:g} --rounds {args.rounds}"
-        f" --concurrency {args.concurrency}{NO_READERS if args.no_readers else ''}`,"
-        f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
-        "",
+        *header("What recording outcomes costs a decision", "bench.outcomes", args, extra),
         *cost_lines(decisions, echoes, variants(not args.no_readers), "the outcomes log"),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser = ab_parser(__doc__.splitlines()[0], rounds=2)
     parser.add_argument(
         "--no-readers",
         action="store_true",
         help="run the dispatcher without the log's consumers (the relay, the reports)",
     )
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
     decisions, echoes = asyncio.run(run(args))
-    text = report(decisions, echoes, args)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(report(decisions, echoes, args), args.out)
 
 
 if __name__ == "__main__":

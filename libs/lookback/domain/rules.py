@@ -317,13 +317,11 @@ def judge(
     m = matching or matching_for_install(install, settings)
     candidates: list[Candidate] = []
     missed: list[Considered] = []
-    seen: set[str] = set()
     known_click_ids: set[str] = set()
     for touch in touches:
-        known_click_ids.add(touch.click_id)
-        if touch.click_id in seen:
+        if touch.click_id in known_click_ids:
             continue
-        seen.add(touch.click_id)
+        known_click_ids.add(touch.click_id)
         found = _match_touch(touch, m, settings)
         if isinstance(found, Candidate):
             candidates.append(found)
