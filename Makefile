@@ -49,7 +49,7 @@ scenarios: setup
 	$(BIN)/lookback scenario run tests/scenarios $(wildcard ../shared/scenarios)
 
 ## Every benchmark in one sitting (docs/performance.md quotes this run); writes docs/benchmarks/.
-## About 30 minutes; run it on a quiet machine (no other tests or benchmarks).
+## About 35 minutes; run it on a quiet machine (no other tests or benchmarks).
 bench: setup
 	$(BIN)/python -m bench.decisions --duration 10 --out docs/benchmarks/decisions.md --json docs/benchmarks/decisions.json
 	$(BIN)/python -m bench.keys --duration 10 --rounds 3 --out docs/benchmarks/keys.md
@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python -m bench.reports --out docs/benchmarks/reports.md
 	$(BIN)/python -m bench.explain --duration 10 --rounds 3 --out docs/benchmarks/explain.md
 	$(BIN)/python -m bench.fraud --duration 10 --rounds 3 --out docs/benchmarks/fraud.md
+	$(BIN)/python -m bench.erasure --devices 10000 --out docs/benchmarks/erasure.md
 
 ## Regenerate the Python code from protos/.
 protos: setup

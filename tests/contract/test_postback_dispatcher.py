@@ -2,7 +2,7 @@
 delivery, retries (5xx, timeouts, 429 with Retry-After), dead letters (4xx,
 exhausted attempts) through the gRPC API, idempotency keys and signatures
 (checked on the receiving side), secrets bound to their partner, redirects
-never followed. Every test runs on both queues, SQLite and Redis (the
+never followed, cancellations (an erasure). Every test runs on both queues, SQLite and Redis (the
 dispatcher contract)."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import pytest
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.api.types.v1 import postback_pb2
+from lookback.core import wire
+from lookback.core.errors import InvalidArgument
 from lookback.core.server import GrpcServer
 from lookback.postback.component import PostbackComponent
 from lookback.postback.config import PostbackConfig
@@ -381,3 +383,132 @@ async def test_consumers_cursors_are_kept_with_the_queue(dispatcher: Dispatcher)
     await queue.set_cursor(name, "00000000000000000009")
     assert await queue.get_cursor(name) == "00000000000000000009"
     assert await queue.get_cursor(name + "-other") == ""
+
+
+# --- CancelPostbacks (an erasure) --------------------------------------------
+
+TRACED = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+
+
+def personal(job_id: str, url: str) -> postback_pb2.PostbackJob:
+    """A job as the decider renders it, with what an erasure must forget."""
+    j = job(
+        job_id,
+        url,
+        app_id="com.cancel",
+        trigger=postback_pb2.POSTBACK_TRIGGER_INSTALL,
+        method=postback_pb2.HTTP_METHOD_POST,
+        body='{"click_id": "c-personal"}',
+        source_id=job_id.rsplit(":", 2)[0],
+        traceparent=TRACED,
+    )
+    j.create_time.FromSeconds(1_700_000_000)
+    return j
+
+
+async def until_recorded(queue: PostbackQueue, job_id: str, timeout: float = 10) -> None:
+    """Wait until a failed attempt of ``job_id`` is recorded (its error)."""
+    deadline = time.monotonic() + timeout
+    while not ((state := await queue.get(job_id)) and state.last_error):
+        assert time.monotonic() < deadline, f"no attempt of {job_id} was recorded"
+        await asyncio.sleep(0.01)
+
+
+async def test_cancel_postbacks_cancels_pending_and_dead_jobs_and_forgets_every_named_one(
+    dispatcher: Dispatcher, rpc: pb_grpc.PostbackDispatcherServiceStub, receiver: PostbackSink
+) -> None:
+    """By id: a pending job (waiting ten minutes for a retry, as a 429 asked)
+    and a delivered one; by its decision: a dead letter (the only jobs the
+    Redis queue finds by source). The pending and the dead job are
+    cancelled, all three forgotten; enqueuing them again queues nothing."""
+    async with PostbackSink() as busy:
+        busy.status, busy.reply_headers = 429, {"Retry-After": "600"}
+        delivered = personal("dec-d:p:install", f"{receiver.url}/p?click=c-personal")
+        dead = personal("dec-x:p:install", "http://10.0.0.1:9/p?click=c-personal")
+        pending = personal("dec-p:p:install", f"{busy.url}/p?click=c-personal")
+        await rpc.EnqueuePostbacks(pb.EnqueuePostbacksRequest(jobs=[delivered, dead, pending]))
+        assert (
+            await dispatcher.wait_final(delivered.job_id, 10)
+        ).state == pb.DELIVERY_STATE_DELIVERED
+        assert (await dispatcher.wait_final(dead.job_id, 10)).state == pb.DELIVERY_STATE_DEAD
+        await busy.wait_for("p")
+        await until_recorded(dispatcher.queue, pending.job_id)
+
+        request = pb.CancelPostbacksRequest(
+            job_ids=[pending.job_id, delivered.job_id, "dec-unknown:p:install"],
+            source_ids=["dec-x"],
+        )
+        answer = await rpc.CancelPostbacks(request)
+        assert (answer.cancelled, answer.forgotten) == (2, 3)
+
+        expected = {
+            pending.job_id: pb.DELIVERY_STATE_CANCELLED,
+            dead.job_id: pb.DELIVERY_STATE_CANCELLED,
+            delivered.job_id: pb.DELIVERY_STATE_DELIVERED,
+        }
+        for original in (pending, dead, delivered):
+            got = await rpc.GetPostbackJob(pb.GetPostbackJobRequest(job_id=original.job_id))
+            assert got.state == expected[original.job_id], original.job_id
+            assert (got.job.url, got.job.body, got.job.traceparent) == ("", "", "")
+            kept = postback_pb2.PostbackJob()
+            kept.CopyFrom(original)
+            for name in ("url", "body", "traceparent"):
+                kept.ClearField(name)
+            assert got.job == kept  # id, app, partner, trigger, source, times stay
+        assert (await rpc.ListDeadLetters(pb.ListDeadLettersRequest())).dead_letters == []
+        assert await dispatcher.queue.depth() == 0
+        with pytest.raises(grpc.aio.AioRpcError) as not_dead:
+            await rpc.ReplayDeadLetter(pb.ReplayDeadLetterRequest(job_id=dead.job_id))
+        assert not_dead.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        # The relay (or a retried hand-over) queueing them again: nothing.
+        again = await rpc.EnqueuePostbacks(
+            pb.EnqueuePostbacksRequest(jobs=[delivered, dead, pending])
+        )
+        assert again.enqueued == 0
+        for original in (pending, dead, delivered):
+            state = await dispatcher.queue.get(original.job_id)
+            assert state is not None and state.state == expected[original.job_id]
+            assert state.job.url == "" and state.job.body == ""
+        # The same erasure again: nothing more to cancel, the same jobs forgotten.
+        repeated = await rpc.CancelPostbacks(request)
+        assert (repeated.cancelled, repeated.forgotten) == (0, 3)
+        assert len(busy.for_partner("p")) == 1 and len(receiver.for_partner("p")) == 1
+
+
+async def test_a_cancelled_job_is_purged_after_the_retention(
+    dispatcher: Dispatcher, rpc: pb_grpc.PostbackDispatcherServiceStub
+) -> None:
+    """The tombstone goes like a delivered job, after the retention (0.5 s)."""
+    await send(dispatcher, job("dec-purge:p:install", "http://10.0.0.1:9/p"))
+    assert (await dispatcher.wait_final("dec-purge:p:install", 10)).state == pb.DELIVERY_STATE_DEAD
+    answer = await rpc.CancelPostbacks(pb.CancelPostbacksRequest(source_ids=["dec-purge"]))
+    assert (answer.cancelled, answer.forgotten) == (1, 1)
+    deadline = time.monotonic() + 10
+    while await dispatcher.queue.get("dec-purge:p:install") is not None:
+        assert time.monotonic() < deadline, "the cancelled job was kept past its retention"
+        dispatcher.wakeup.set()  # the SQLite queue purges as it polls
+        await asyncio.sleep(0.05)
+
+
+async def test_cancel_postbacks_refuses_bad_ids_naming_the_field(
+    rpc: pb_grpc.PostbackDispatcherServiceStub,
+) -> None:
+    cases = [
+        (pb.CancelPostbacksRequest(job_ids=["ok:p:install", "with space"]), {"job_ids[1]"}),
+        (pb.CancelPostbacksRequest(source_ids=["", "x" * 601]), {"source_ids[0]", "source_ids[1]"}),
+        (pb.CancelPostbacksRequest(job_ids=[f"d{i}" for i in range(100_001)]), {"job_ids"}),
+        (pb.CancelPostbacksRequest(source_ids=[f"d{i}" for i in range(100_001)]), {"source_ids"}),
+    ]
+    for request, fields in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await rpc.CancelPostbacks(request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error = wire.from_rpc_error(refused.value)
+        assert isinstance(error, InvalidArgument)
+        assert {v.field for v in error.violations} == fields
+    # At the limit, and naming nothing at all: fine.
+    many = [f"d{i}:p:install" for i in range(100_000)]
+    answer = await rpc.CancelPostbacks(pb.CancelPostbacksRequest(job_ids=many, source_ids=many))
+    assert (answer.cancelled, answer.forgotten) == (0, 0)
+    assert await rpc.CancelPostbacks(pb.CancelPostbacksRequest()) == pb.CancelPostbacksResponse()

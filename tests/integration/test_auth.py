@@ -31,6 +31,7 @@ from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as postback_pb
+from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
 from lookback.api.reports.v1 import reports_service_pb2 as reports_pb
 from lookback.api.srn.v1 import srn_adapter_service_pb2 as srn_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
@@ -52,6 +53,7 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
         apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
         outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"],
         explain_pb.DESCRIPTOR.services_by_name["ExplainService"],
+        privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"],
     ],
     "ingestion": [ingestion_pb.DESCRIPTOR.services_by_name["IngestionService"]],
     "srn": [srn_pb.DESCRIPTOR.services_by_name["SrnAdapterService"]],
@@ -260,6 +262,9 @@ def _bodies(app_id: str) -> dict[tuple[str, str], Any]:
         ("PATCH", "/v1/apps/{app_id}"): {"settings": {"click_lookback": "3d"}},
         ("POST", "/v1/apps/{app_id}/keys:rotate"): {"scope": "sdk", "grace_period": "1h"},
         ("POST", "/v1/apps/{app_id}/installs:simulate"): {"settings": {"click_lookback": "3d"}},
+        ("POST", "/v1/apps/{app_id}/erasures"): {"devices": [{"gaid": builders.new_gaid()}]},
+        ("POST", "/v1/erasures"): {"devices": [{"gaid": builders.new_gaid()}]},
+        ("POST", "/v1/apps/{app_id}/devices:access"): {"devices": [{"gaid": builders.new_gaid()}]},
     }
 
 

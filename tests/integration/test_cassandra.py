@@ -183,6 +183,8 @@ async def test_lookback_migrate_runs_before_a_store_that_does_not_migrate(
     for _ in range(2):  # idempotent
         code, out, _ = await run_cli("migrate", *settings)
         assert code == 0 and f"keyspace {keyspace}: schema versions {versions}" in out, out
+    code, out, _ = await run_cli("migrate", *settings, "--backfill-install-items")
+    assert code == 0 and "install_items: 0 events and 0 open decisions indexed" in out, out
 
     store = await serve("touchpoint_store", *settings, "--cassandra-migrate", "false")
     await store.stop()

@@ -44,9 +44,11 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
-from lookback.api.types.v1 import app_pb2, install_pb2
+from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
+from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2
 from lookback.core import auth, wire
 from lookback.core.errors import InvalidArgument
+from lookback.decider.privacy import RULES as PRIVACY_RULES
 from lookback.decider.servicers import RULES as DECIDER_RULES
 from lookback.gateway.http import Gateway
 from lookback.gateway.links import HASHED_PARAMS, LINK_PARAMS
@@ -125,6 +127,9 @@ def _fields(apps: FuzzApps, caller: str) -> fuzz.Fields:
 
 
 GAID = "38400000-8cf0-11bd-b23e-10b96e40000d"
+ERASED_GAID = "38400000-8cf0-11bd-b23e-10b96e4f0e12"
+"""The device of the valid erasure requests (mutations start from them): not
+GAID, whose records the other fuzzed requests make and read."""
 
 
 def _recent(seconds_ago: int) -> timestamp_pb2.Timestamp:
@@ -159,6 +164,18 @@ def _valid_requests(apps: FuzzApps) -> dict[str, Message]:
         app_id=apps.mine, install_id="i-fuzz", name="purchase", revenue="4.99", currency="USD"
     )
     app = builders.app(apps.victim, click_lookback=duration_pb2.Duration(seconds=7 * 86400))
+    erased = [
+        device_pb2.DeviceIdentifiers(gaid=ERASED_GAID),
+        device_pb2.DeviceIdentifiers(
+            hashed=[
+                device_pb2.HashedIdentifier(
+                    type=device_pb2.DEVICE_ID_TYPE_IDFA,
+                    algorithm=device_pb2.HASH_ALGORITHM_SHA1,
+                    value="ab" * 20,
+                )
+            ]
+        ),
+    ]
     return {
         "RecordTouch": ingestion_pb.RecordTouchRequest(touch=touch),
         "RecordTouches": ingestion_pb.RecordTouchesRequest(touches=[touch, touch]),
@@ -178,6 +195,9 @@ def _valid_requests(apps: FuzzApps) -> dict[str, Message]:
             scope=app_pb2.KEY_SCOPE_SDK,
             grace_period=duration_pb2.Duration(seconds=3600),
         ),
+        "CreateErasure": privacy_pb.CreateErasureRequest(app_id=apps.mine, devices=erased),
+        "GetErasure": privacy_pb.GetErasureRequest(app_id=apps.mine, erasure_id="er-0123"),
+        "AccessDevices": privacy_pb.AccessDevicesRequest(app_id=apps.mine, devices=erased),
     }
 
 
@@ -190,6 +210,12 @@ def _valid_bodies(apps: FuzzApps) -> dict[tuple[str, str], dict[str, Any]]:
         "engaged_at": _iso(60),
         "device": {"gaid": GAID},
         "click_lookback": "7d",
+    }
+    erasure = {
+        "devices": [
+            {"gaid": ERASED_GAID},
+            {"hashed": [{"type": "idfa", "algorithm": "sha1", "value": "ab" * 20}]},
+        ]
     }
     return {
         ("POST", "/v1/touches"): {"touches": [touch, dict(touch, type="impression")]},
@@ -224,6 +250,9 @@ def _valid_bodies(apps: FuzzApps) -> dict[tuple[str, str], dict[str, Any]]:
             "settings": {"view_lookback": "0", "srn_networks": ["srn_social"]},
         },
         ("POST", "/v1/apps/{app_id}/keys:rotate"): {"scope": "sdk", "grace_period": "1h"},
+        ("POST", "/v1/apps/{app_id}/erasures"): erasure,
+        ("POST", "/v1/erasures"): erasure,
+        ("POST", "/v1/apps/{app_id}/devices:access"): erasure,
     }
 
 
@@ -238,6 +267,9 @@ BODIES: dict[tuple[str, str], Descriptor] = {
     ("PATCH", "/v1/apps/{app_id}"): app_pb2.App.DESCRIPTOR,
     ("POST", "/v1/apps/{app_id}/keys:rotate"): apps_pb.RotateAppKeyRequest.DESCRIPTOR,
     ("POST", "/v1/apps/{app_id}/installs:simulate"): explain_pb.SimulateRequest.DESCRIPTOR,
+    ("POST", "/v1/apps/{app_id}/erasures"): privacy_pb.CreateErasureRequest.DESCRIPTOR,
+    ("POST", "/v1/erasures"): privacy_pb.CreateErasureRequest.DESCRIPTOR,
+    ("POST", "/v1/apps/{app_id}/devices:access"): privacy_pb.AccessDevicesRequest.DESCRIPTOR,
 }
 """The message each route's JSON body is parsed as."""
 
@@ -525,9 +557,10 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
     "decider": [
         decider_pb.DESCRIPTOR.services_by_name["DeciderService"],
         apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
+        privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"],
     ],
 }
-RULES = {**INGESTION_RULES, **DECIDER_RULES}
+RULES = {**INGESTION_RULES, **DECIDER_RULES, **PRIVACY_RULES}
 
 
 def _methods() -> Iterator[tuple[str, str, Descriptor, auth.Rule]]:

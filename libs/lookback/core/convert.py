@@ -470,11 +470,20 @@ def stored_touch_ids(e: explanation_pb2.Explanation) -> list[str]:
     )
 
 
-def hash_raw_ids(device: device_pb2.DeviceIdentifiers) -> None:
-    """Replace ``device``'s raw identifiers by their SHA-1 forms, in place:
-    a touch is matched by key forms only (the SHA-1 of a raw identifier is
-    the key it is found by), so its raw identifiers need not be kept. An
-    unavailable (all-zero) identifier is dropped."""
+_HASH_NUMBER = {
+    "sha1": device_pb2.HASH_ALGORITHM_SHA1,
+    "md5": device_pb2.HASH_ALGORITHM_MD5,
+}
+
+
+def hash_raw_ids(
+    device: device_pb2.DeviceIdentifiers, algorithms: tuple[str, ...] = ("sha1",)
+) -> None:
+    """Replace ``device``'s raw identifiers by their hashed forms (SHA-1, or
+    each of ``algorithms``), in place: touches and installs are matched by
+    key forms only (a raw identifier's keys are its SHA-1 and MD5), so the
+    raw values need not be kept. An unavailable (all-zero) identifier is
+    dropped."""
     have = {(h.type, h.algorithm, h.value) for h in device.hashed}
     for id_type in model.DEVICE_ID_TYPES:
         value = getattr(device, id_type)
@@ -483,7 +492,9 @@ def hash_raw_ids(device: device_pb2.DeviceIdentifiers) -> None:
         device.ClearField(id_type)  # type: ignore[arg-type]
         if devices.is_unavailable(value):
             continue
-        digest = devices.sha1_hex(value)
         number = ID_TYPE_NUMBER[id_type]
-        if (number, device_pb2.HASH_ALGORITHM_SHA1, digest) not in have:
-            device.hashed.add(type=number, algorithm=device_pb2.HASH_ALGORITHM_SHA1, value=digest)  # type: ignore[arg-type]
+        for algorithm in algorithms:
+            digest = devices.hex_digest(algorithm, value)
+            code = _HASH_NUMBER[algorithm]
+            if (number, code, digest) not in have:
+                device.hashed.add(type=number, algorithm=code, value=digest)  # type: ignore[arg-type]

@@ -35,6 +35,11 @@ def sha1_hex(value: str) -> str:
     return _digest("sha1", value.strip().lower())
 
 
+def hex_digest(algorithm: str, value: str) -> str:
+    """A raw identifier's hash (``sha1`` or ``md5``, lower-case hex), as its keys use it."""
+    return _digest(algorithm, value.strip().lower())
+
+
 def is_unavailable(value: str) -> bool:
     """True for an empty or all-zero identifier."""
     return not value or bool(_ZERO.match(value))
@@ -67,7 +72,9 @@ def touch_device_keys(device: Device) -> set[str]:
 
 
 def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]:
-    """Every key that matches a raw device identifier: its SHA-1 and MD5 forms.
+    """Every key that matches an install's device: the SHA-1 and MD5 forms of
+    each raw identifier, and each hashed one as given (a stored install keeps
+    both hashed forms instead of the raw value, so it has the same keys).
 
     ``exclude`` names identifier types that must not match (e.g. ``idfa``
     without ATT consent).
@@ -80,6 +87,11 @@ def install_device_keys(device: Device, exclude: Iterable[str] = ()) -> set[str]
         lowered = value.strip().lower()
         for algorithm in HASH_ALGORITHMS:
             keys.add(hashed_key(algorithm, id_type, _digest(algorithm, lowered)))
+    keys |= {
+        hashed_key(h.algorithm, h.id_type, h.value)
+        for h in device.hashed
+        if h.id_type not in skip and h.value.lower() not in _ZERO_HASHES
+    }
     return keys
 
 
@@ -97,3 +109,10 @@ def touch_match_keys(device: Device, ip: str) -> list[str]:
     if (ip_key := useragent.ip_key(ip)) and not addresses.shared_or_special(ip):
         keys.add(ip_key)
     return sorted(keys)
+
+
+def erasure_keys(device: Device) -> set[str]:
+    """Every key a device named by a data-subject request can be stored
+    under: the SHA-1 and MD5 forms of each raw identifier, and each hashed
+    identifier as given (its other hash cannot be computed from it)."""
+    return install_device_keys(device) | touch_device_keys(device)

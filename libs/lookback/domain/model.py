@@ -278,9 +278,19 @@ class Considered:
     """A qualifying loser listed among the decision's contributors."""
     is_retargeting: bool = False
 
-    def sort_key(self) -> tuple[int, str, str, str, str]:
-        """Most recent first (the contributors' order), then by name."""
-        return (-self.engaged_at, self.media_source, self.click_id, self.method, self.verdict)
+    def sort_key(self) -> tuple[int, str, str, str, str, str, str]:
+        """Most recent first (the contributors' order), then by name; then
+        by what else tells two candidates apart (two SRN claims of one
+        network at one time differ only by type or campaign)."""
+        return (
+            -self.engaged_at,
+            self.media_source,
+            self.click_id,
+            self.method,
+            self.verdict,
+            self.touch_type,
+            self.campaign,
+        )
 
 
 @dataclass(frozen=True, slots=True)

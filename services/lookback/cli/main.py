@@ -9,6 +9,9 @@ lookback decisions get|list|tail            read decisions back (--help)
 lookback report APP_ID [--bucket hour|day]  counts per media source, campaign, kind
 lookback explain APP_ID INSTALL_ID          why a decision: every candidate and its verdict
 lookback whatif APP_ID --set NAME=VALUE     which installs other settings would change
+lookback erase APP_ID --gaid ID [--wait]    erase a device's records (--all-apps: every app's)
+lookback erasure APP_ID ERASURE_ID          an erasure request's state and counts
+lookback access APP_ID --gaid ID            every stored record of a device, as JSON
 lookback migrate [--cassandra-hosts ...]    bring the Cassandra schema up to date
 lookback health HOST:PORT [--service NAME]  one health check (TLS: --help)
 """
@@ -129,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("report", help="APP_ID: an app's counts as a table (--help)")
     sub.add_parser("explain", help="APP_ID INSTALL_ID: why a decision, as a table (--help)")
     sub.add_parser("whatif", help="APP_ID --set NAME=VALUE: what other settings change (--help)")
+    sub.add_parser("erase", help="APP_ID --gaid ID ...: erase a device's records (--help)")
+    sub.add_parser("erasure", help="APP_ID ERASURE_ID: an erasure request's state (--help)")
+    sub.add_parser("access", help="APP_ID --gaid ID ...: a device's stored records (--help)")
     sub.add_parser("scenario", help="scenario run PATH ... [--target HOST:PORT] [--json]")
     sub.add_parser("health", help="HOST:PORT: one gRPC health check (over TLS: --help)")
     p_demo = sub.add_parser("demo", help="drive a running suite through the HTTP gateway")
@@ -159,6 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.explain import whatif_main
 
         return whatif_main(args[1:])
+    if args[:1] in (["erase"], ["erasure"], ["access"]):
+        from lookback.cli import privacy
+
+        command = {
+            "erase": privacy.erase_main,
+            "erasure": privacy.erasure_main,
+            "access": privacy.access_main,
+        }[args[0]]
+        return command(args[1:])
     if args[:1] == ["apps"]:
         from lookback.cli.apps import main as apps
 

@@ -22,6 +22,7 @@ STEP_KINDS = (
     "install",
     "open",
     "event",
+    "erase",
     "report",
     "whatif",
 )
@@ -69,7 +70,10 @@ EXPECTATIONS = (
     "rows_complete",
     "explain",
     "changed",
+    "erased",
 )
+ERASURE_COUNTS = ("touches", "installs", "decisions", "events", "postbacks")
+"""What an ``erase`` step's ``expect.erased`` may count (an erasure's counts)."""
 SETTING_DURATIONS = DURATION_SETTINGS
 SETTINGS = (
     *SETTING_DURATIONS,
@@ -208,6 +212,10 @@ def validate(file: str, data: Any) -> Scenario:
             _check_whatif(bad, where, body, expect)
         elif "changed" in expect:
             raise bad(f"{where}.expect.changed", "is only for whatif steps")
+        if kinds[0] == "erase":
+            _check_erase(bad, where, body, expect)
+        elif "erased" in expect:
+            raise bad(f"{where}.expect.erased", "is only for erase steps")
         if "explain" in expect:
             _check_explain(bad, f"{where}.expect.explain", expect["explain"])
         if "error" not in expect:
@@ -272,6 +280,25 @@ def _check_whatif(bad: Any, where: str, body: dict[str, Any], expect: dict[str, 
         for c in changed
     ):
         raise bad(f"{where}.expect.changed", "must be a list of {install_id, media_source}")
+
+
+def _check_erase(bad: Any, where: str, body: dict[str, Any], expect: dict[str, Any]) -> None:
+    extra = [k for k in body if k != "device"]
+    if extra:
+        raise bad(f"{where}.erase.{extra[0]}", "is not an erase field")
+    if not isinstance(body.get("device"), dict) or not body["device"]:
+        raise bad(f"{where}.erase.device", "is required (the device's identifiers)")
+    other = [k for k in expect if k not in ("erased", "error")]
+    if other:
+        raise bad(f"{where}.expect.{other[0]}", "is not checked on erase steps (erased, error)")
+    erased = expect.get("erased", {})
+    if not isinstance(erased, dict):
+        raise bad(f"{where}.expect.erased", "must map counts to numbers")
+    for name, value in erased.items():
+        if name not in ERASURE_COUNTS:
+            raise bad(f"{where}.expect.erased.{name}", f"is not one of {', '.join(ERASURE_COUNTS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(f"{where}.expect.erased.{name}", "must be a whole number")
 
 
 def _check_duration(bad: Any, where: str, value: Any) -> None:

@@ -1,7 +1,7 @@
 """``lookback scenario run``: replay scenario files through the real services.
 
-A scenario is a timeline of touches, SRN claims, installs, opens and events
-for one app, with expectations on chosen steps (format: docs/scenarios.md).
+A scenario is a timeline of touches, SRN claims, installs, opens, events
+and erasure requests for one app, with expectations on chosen steps (format: docs/scenarios.md).
 The runner
 
 - validates every file first (exit 2 naming file, step and field; nothing of
@@ -41,12 +41,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
 from lookback.cli.options import add_admin_key, admin_key
 from lookback.cli.scenario_files import (
+    ERASURE_COUNTS,
     REPORT_DIMENSIONS,
     REPORT_METRICS,
     SCALAR_EXPECTATIONS,
@@ -75,6 +76,14 @@ REPORT_WAIT = 5.0
 """Seconds a report step waits for its rows (decisions reach the reports
 within about a second)."""
 REPORT_POLL = 0.1
+
+ERASE_WAIT = 60.0
+"""Seconds an erase step waits for its erasure to complete."""
+ERASE_POLL = 0.05
+"""Seconds between two reads of a pending erasure."""
+ERASE_SETTLE = 0.5
+"""Seconds between an erasure's two passes in the runner's own suite (the
+decider's ``erasure_settle``; a ``--target`` suite keeps its own)."""
 
 
 def _metric_equal(name: str, want: Any, got: Any) -> bool:
@@ -269,6 +278,9 @@ class Runner:
                     i, app_id, step[kind], expect, keys["s2s"], shift, first, at
                 )
                 continue
+            if kind == "erase":
+                failures += await self._erase(i, app_id, step[kind], expect, keys["s2s"])
+                continue
             if kind == "whatif":
                 failures += await self._whatif(
                     i, app_id, step[kind], expect, keys["s2s"], shift, began, decided
@@ -316,6 +328,47 @@ class Runner:
                         Failure(i, f"explain[{want[name]}].{field_name}", want[field_name], value)
                     )
         return failures
+
+    async def _erase(
+        self, i: int, app_id: str, body: dict[str, Any], expect: dict[str, Any], key: str
+    ) -> list[Failure]:
+        """An erasure request for the step's device (ATTRIBUTION_RULES.md
+        section 9) with the app's ``s2s`` key, then read again every
+        :data:`ERASE_POLL` seconds until it has completed (a failure after
+        :data:`ERASE_WAIT`); ``expect.erased`` checks the counts it names."""
+        request = {"devices": [device_json(body["device"])]}
+        status, answer = await self._call("POST", f"/v1/apps/{app_id}/erasures", request, key)
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if "error" in expect:
+            got = error.get("code") if error else "OK"
+            return [] if got == expect["error"] else [Failure(i, "error", expect["error"], got)]
+        if status != 202 or error or not isinstance(answer, dict):
+            return [Failure(i, "erase", "accepted", error or answer)]
+        path = f"/v1/apps/{app_id}/erasures/{quote(str(answer.get('erasure_id', '')), safe='')}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ERASE_WAIT
+        while answer.get("state") != "completed":
+            if loop.time() > deadline:
+                progress = f"{answer.get('devices_done', 0)}/{answer.get('devices', 0)} devices"
+                return [
+                    Failure(
+                        i,
+                        "erase",
+                        f"completed within {ERASE_WAIT:g}s",
+                        f"{answer.get('state')} ({progress})",
+                    )
+                ]
+            await asyncio.sleep(ERASE_POLL)
+            status, answer = await self._call("GET", path, None, key)
+            if status != 200 or not isinstance(answer, dict):
+                got = answer.get("error", answer) if isinstance(answer, dict) else answer
+                return [Failure(i, "erase", "OK", got)]
+        erased = answer.get("erased", {})
+        return [
+            Failure(i, f"erased.{name}", want, erased.get(name, 0))
+            for name, want in expect.get("erased", {}).items()
+            if name in ERASURE_COUNTS and erased.get(name, 0) != want
+        ]
 
     async def _whatif(
         self,
@@ -511,6 +564,10 @@ async def run_scenarios(
                 srn_endpoints={"*": fake_url},
                 admin_key=admin_key,
                 outbound_allow_cidrs=LOCAL_CIDRS,
+                # An erasure's second pass catches decisions in flight during
+                # its first; the runner's steps run one after another (none is
+                # in flight), so a short pause keeps erase steps quick.
+                decider_overrides={"erasure_settle": ERASE_SETTLE},
             )
             gateway = (await suite.start()).gateway_url
         else:

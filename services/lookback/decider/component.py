@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 
@@ -15,6 +16,8 @@ from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
+from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
+from lookback.api.privacy.v1 import privacy_service_pb2_grpc as privacy_grpc
 from lookback.api.srn.v1 import srn_adapter_service_pb2_grpc as srn_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import clients
@@ -31,6 +34,8 @@ from lookback.decider.explain_servicer import RULES as EXPLAIN_RULES
 from lookback.decider.explain_servicer import ExplainServicer
 from lookback.decider.outcomes import RULES as OUTCOMES_RULES
 from lookback.decider.outcomes import OutcomesServicer
+from lookback.decider.privacy import RULES as PRIVACY_RULES
+from lookback.decider.privacy import Eraser, PrivacyServicer
 from lookback.decider.servicers import RULES, AppSettingsServicer, DeciderServicer
 
 log = logging.getLogger("lookback.decider")
@@ -38,7 +43,7 @@ log = logging.getLogger("lookback.decider")
 
 class DeciderComponent:
     name = "decider"
-    auth_rules = {**RULES, **OUTCOMES_RULES, **EXPLAIN_RULES}
+    auth_rules = {**RULES, **OUTCOMES_RULES, **EXPLAIN_RULES, **PRIVACY_RULES}
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
@@ -69,6 +74,14 @@ class DeciderComponent:
             explain=config.explanations,
         )
         self.explainer = Explainer(self.apps, store, config.simulate_max_installs)
+        self.eraser = Eraser(
+            # Erasure calls do more than a decision's: a longer deadline.
+            clients.stub(store_grpc.TouchpointStoreServiceStub, store_ch, 60.0, key),
+            clients.stub(postback_grpc.PostbackDispatcherServiceStub, postback_ch, 60.0, key),
+            self._forget_installs,
+            settle=config.erasure_settle,
+            devices_per_call=config.erasure_devices_per_call,
+        )
         self.app_keys = self.apps
         self.invalidation: RedisInvalidation | None = None
         metrics.watch({"settings": self.apps.cache, "install": self.engine.install_cache})
@@ -80,7 +93,9 @@ class DeciderComponent:
             OutcomesServicer(self.store.stub), server
         )
         explain_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(self.explainer), server)
+        privacy_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(self.eraser), server)
         return [
+            privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
             explain_pb.DESCRIPTOR.services_by_name["ExplainService"].full_name,
             pb.DESCRIPTOR.services_by_name["DeciderService"].full_name,
             apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"].full_name,
@@ -95,15 +110,34 @@ class DeciderComponent:
             self.invalidation = RedisInvalidation(
                 c.redis_url,
                 cache.drop,
-                cache.clear,
+                self._drop_all,
                 username=c.redis_username,
                 password=c.redis_password,
                 tls_ca=c.redis_tls_ca,
+                drop_installs=self._drop_installs,
             )
             await self.invalidation.start()
             self.apps.on_change = self.invalidation.publish
+        await self.eraser.start()
+
+    def _drop_all(self) -> None:
+        """Messages may have been missed: forget every cached app and install."""
+        self.apps.cache.clear()
+        self.engine.install_cache.clear()
+
+    def _drop_installs(self, app_id: str, install_ids: list[str]) -> None:
+        for install_id in install_ids:
+            self.engine.install_cache.drop((app_id, install_id))
+
+    async def _forget_installs(self, app_id: str, install_ids: Sequence[str]) -> None:
+        """An erasure's installs, out of this decider's cache and (through the
+        coherence channel) every other's."""
+        self._drop_installs(app_id, list(install_ids))
+        if self.invalidation is not None:
+            await self.invalidation.publish_installs(app_id, list(install_ids))
 
     async def stop(self) -> None:
+        await self.eraser.stop()
         if self.invalidation is not None:
             await self.invalidation.stop()
         await clients.close(self.channels)

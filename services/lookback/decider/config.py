@@ -34,6 +34,13 @@ class DeciderConfig(ServerConfig):
     what it costs (``bench/explain.py``)."""
     simulate_max_installs: int = 1_000_000
     """Most installs one Simulate call examines (it stops there, saying so)."""
+    erasure_settle: float = 10.0
+    """Seconds between an erasure's two passes: longer than any decision
+    takes from reading its facts to writing its record (the store timeouts
+    and the SRN budget), so that one in flight during the first pass is
+    erased by the second."""
+    erasure_devices_per_call: int = 100
+    """Devices erased by one store call (a large request runs in many)."""
     store_timeout: float = 2.0
     """Deadline of each store call, in seconds."""
     redis_url: str = ""

@@ -15,6 +15,7 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.api.privacy.v1 import privacy_service_pb2_grpc as privacy_grpc
 from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.core import auth, clients, tls
@@ -66,6 +67,8 @@ class GatewayComponent:
                     clients.key_metadata(key),
                 ),
             ),
+            # An access request reads every record of up to 100 devices.
+            privacy=clients.stub(privacy_grpc.PrivacyServiceStub, decider_ch, 30.0, key),
             # A stream has no deadline; the raw stub, with the key per call.
             watch=(
                 outcomes_grpc.OutcomesServiceStub(decider_ch).WatchDecisions,

@@ -16,6 +16,11 @@ Routes (JSON in and out; see docs/http-api.md):
   are answered with the decision.
 - ``POST /v1/apps``, ``GET /v1/apps/{app_id}``, ``PATCH /v1/apps/{app_id}``,
   ``POST /v1/apps/{app_id}/keys:rotate``: apps and their keys (admin).
+- ``POST /v1/apps/{app_id}/erasures``, ``GET /v1/apps/{app_id}/erasures/{id}``,
+  ``POST /v1/apps/{app_id}/devices:access``: data-subject erasure and access
+  (the app's ``s2s`` key or admin); ``POST /v1/erasures``, ``GET
+  /v1/erasures/{id}``: erasure from every app (admin). Over the decider's
+  PrivacyService.
 - ``GET /healthz`` (alive), ``GET /readyz`` (the decider and the store
   reachable and serving).
 
@@ -62,11 +67,22 @@ from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
+from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
+from lookback.api.privacy.v1 import privacy_service_pb2_grpc as privacy_grpc
 from lookback.api.reports.v1 import reports_service_pb2 as reports_pb
 from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
-from lookback.api.types.v1 import app_pb2, install_pb2, touch_pb2
+from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+from lookback.api.types.v1 import app_pb2, device_pb2, erasure_pb2, install_pb2, touch_pb2
 from lookback.core import auth, intake, jsonapi, redact, telemetry, wire
-from lookback.core.errors import Code, FieldViolation, InvalidArgument, LookbackError, NotFound
+from lookback.core.errors import (
+    Code,
+    FieldViolation,
+    InvalidArgument,
+    LookbackError,
+    NotFound,
+    Violations,
+)
+from lookback.core.validation import MAX_HASHED_IDS, check_device
 from lookback.decider.client import AppDirectory, DeciderClient
 from lookback.gateway.clientip import client_ip
 from lookback.gateway.config import GatewayConfig
@@ -326,6 +342,118 @@ def _may_name_ip(principal: auth.Principal, app_id: str) -> bool:
     return principal.admin or (principal.scope == auth.S2S and principal.app_id == app_id)
 
 
+MAX_ERASURE_DEVICES = 10_000
+"""Devices one erasure request may name (PrivacyService.CreateErasure)."""
+MAX_ACCESS_DEVICES = 100
+"""Devices one access request may name (PrivacyService.AccessDevices)."""
+ERASURE_COUNTS = ("touches", "installs", "decisions", "events", "postbacks")
+"""What an erasure counts, in the order its answer lists them."""
+DEVICE_RECORDS = ("touches", "installs", "decisions", "events")
+"""The kinds of record an access request answers."""
+
+
+def parse_devices(body: Any, limit: int) -> list[device_pb2.DeviceIdentifiers]:
+    """The devices of an erasure or access body (``{"devices": [...]}``):
+    each parsed and validated as an install's ``device`` is (raw
+    identifiers, ``hashed`` ones), every bad field named by its place
+    (``devices[2].gaid``, ``devices[0].hashed[1].value``); 1 to ``limit``
+    devices, each naming at least one identifier."""
+    if not isinstance(body, dict):
+        raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+    v = Violations()
+    for key in body:
+        if not key:
+            v.add("body", "has a field without a name")
+        elif key != "devices":
+            v.add(key, "is not a known field")
+    items = body.get("devices")
+    if not isinstance(items, list) or not items:
+        v.add("devices", "is required (a non-empty list of devices)")
+        v.raise_if_any()
+    assert isinstance(items, list)
+    if len(items) > limit:
+        v.add("devices", f"at most {limit} devices per request")
+        v.raise_if_any()
+    devices = []
+    for i, item in enumerate(items):
+        path = f"devices[{i}]"
+        device = _parse_device(v, item, path)
+        if device is None:
+            continue
+        if device.ByteSize() == 0:
+            v.add(path, "must name at least one identifier (raw or hashed)")
+        check_device(v, device, path)
+        devices.append(device)
+    v.raise_if_any()
+    return devices
+
+
+def _parse_device(v: Violations, item: Any, path: str) -> device_pb2.DeviceIdentifiers | None:
+    """One device, its hashed identifiers parsed one by one so that an error
+    names its place (``hashed[1].algorithm``); None (and violations) if bad."""
+    hashed = item.get("hashed") if isinstance(item, dict) else None
+    if not isinstance(hashed, list):
+        hashed = None  # not a list (or none): the device's parse names it
+    elif len(hashed) > MAX_HASHED_IDS:
+        v.add(f"{path}.hashed", f"at most {MAX_HASHED_IDS} hashed identifiers")
+        return None
+    else:
+        item = {k: x for k, x in item.items() if k != "hashed"}
+    before = len(v.items)
+    device = device_pb2.DeviceIdentifiers()
+    try:
+        device = jsonapi.parse(device_pb2.DeviceIdentifiers, item, prefix=f"{path}.")
+    except InvalidArgument as exc:
+        v.items += exc.violations
+    for j, entry in enumerate(hashed or ()):
+        try:
+            one = jsonapi.parse(device_pb2.HashedIdentifier, entry, f"{path}.hashed[{j}].")
+        except InvalidArgument as exc:
+            v.items += exc.violations
+        else:
+            device.hashed.append(one)
+    return device if len(v.items) == before else None
+
+
+def _time_json(message: Any, name: str) -> str | None:
+    return getattr(message, name).ToJsonString() if message.HasField(name) else None
+
+
+def erasure_json(erasure: erasure_pb2.Erasure) -> dict[str, Any]:
+    """An erasure request as the HTTP API (and ``lookback erase --json``)
+    shows it: its state a lower-case word, its counts numbers, its times
+    RFC 3339 (``null`` while unset: ``complete_time`` while pending)."""
+    state = (
+        erasure_pb2.ErasureState.Name(erasure.state)
+        if erasure.state in erasure_pb2.ErasureState.values()
+        else "ERASURE_STATE_UNSPECIFIED"
+    )
+    return {
+        "erasure_id": erasure.erasure_id,
+        "app_id": erasure.app_id,
+        "all_apps": erasure.all_apps,
+        "state": state.removeprefix("ERASURE_STATE_").lower(),
+        "devices": erasure.devices,
+        "devices_done": erasure.devices_done,
+        "erased": {name: getattr(erasure.erased, name) for name in ERASURE_COUNTS},
+        "create_time": _time_json(erasure, "create_time"),
+        "start_time": _time_json(erasure, "start_time"),
+        "complete_time": _time_json(erasure, "complete_time"),
+        "runs": erasure.runs,
+    }
+
+
+def records_json(records: store_pb.DeviceRecords) -> dict[str, Any]:
+    """A device's stored records as the HTTP API (and ``lookback access``)
+    shows them: ``touches``, ``installs`` (each with its decision and
+    explanation), ``decisions`` (of opens) and ``events``, each record in the
+    gateway's JSON (as ``GET .../installs/{id}`` and ``:explain`` show them)."""
+    return {
+        name: [_explained_json(jsonapi.dump(r)) for r in getattr(records, name)]
+        for name in DEVICE_RECORDS
+    }
+
+
 class Gateway:
     """The HTTP handlers, over the decider's and the store's stubs."""
 
@@ -342,6 +470,7 @@ class Gateway:
         watch: tuple[Any, tuple[tuple[str, str], ...]] | None = None,
         reports: reports_grpc.ReportsServiceStub | None = None,
         explain: tuple[explain_grpc.ExplainServiceStub, Any] | None = None,
+        privacy: privacy_grpc.PrivacyServiceStub | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -357,6 +486,8 @@ class Gateway:
         self.explain = explain
         """The explain stub (with a deadline) and the raw Simulate
         multicallable with the metadata (key) it presents."""
+        self.privacy = privacy
+        """The decider's PrivacyService (erasure and access)."""
         self.watch = watch
         """The raw WatchDecisions multicallable and the metadata (key) it presents."""
         self.auth = authenticator
@@ -403,6 +534,12 @@ class Gateway:
         )
         r.add_get("/v1/apps/{app_id}/installs/{install_id}", _guard(a, own, "", self.get_install))
         r.add_get("/v1/apps/{app_id}/reports", _guard(a, own, "", self.get_report))
+        # Data subjects: the app's own devices (s2s), or every app's (admin).
+        r.add_post("/v1/apps/{app_id}/erasures", _guard(a, own, "", self.create_erasure))
+        r.add_get("/v1/apps/{app_id}/erasures/{erasure_id}", _guard(a, own, "", self.get_erasure))
+        r.add_post("/v1/erasures", _guard(a, admin, "", self.create_erasure))
+        r.add_get("/v1/erasures/{erasure_id}", _guard(a, admin, "", self.get_erasure))
+        r.add_post("/v1/apps/{app_id}/devices:access", _guard(a, own, "", self.access_devices))
         r.add_get("/dashboard", _guard(a, public, "", self.dashboard))
         r.add_get("/dashboard/{asset}", _guard(a, public, "", self.dashboard_asset))
         r.add_get("/healthz", _guard(a, public, "", self.healthz))
@@ -667,6 +804,43 @@ class Gateway:
         finally:
             stream.cancel()
         return answer
+
+    def _privacy(self, request: web.Request) -> tuple[privacy_grpc.PrivacyServiceStub, str]:
+        """The stub and the path's app (checked against the caller's key);
+        no app: every app's (the admin routes, checked already)."""
+        app_id = request.match_info.get("app_id", "")
+        if app_id:
+            allow(request, request.match_info)
+        assert self.privacy is not None
+        return self.privacy, app_id
+
+    async def create_erasure(self, request: web.Request) -> web.StreamResponse:
+        """An erasure request (``{"devices": [...]}``), answered at once
+        (202) with its id and state; it runs in the background. Without an
+        app in the path: of every app (admin)."""
+        stub, app_id = self._privacy(request)
+        devices = parse_devices(await _json_body(request), MAX_ERASURE_DEVICES)
+        answer = await stub.CreateErasure(
+            privacy_pb.CreateErasureRequest(app_id=app_id, all_apps=not app_id, devices=devices)
+        )
+        return web.json_response(erasure_json(answer.erasure), status=202)
+
+    async def get_erasure(self, request: web.Request) -> web.StreamResponse:
+        """An erasure request's state and progress (404 if unknown)."""
+        stub, app_id = self._privacy(request)
+        answer = await stub.GetErasure(
+            privacy_pb.GetErasureRequest(app_id=app_id, erasure_id=request.match_info["erasure_id"])
+        )
+        return web.json_response(erasure_json(answer.erasure))
+
+    async def access_devices(self, request: web.Request) -> web.StreamResponse:
+        """Every stored record of the devices named (``{"devices": [...]}``)."""
+        stub, app_id = self._privacy(request)
+        devices = parse_devices(await _json_body(request), MAX_ACCESS_DEVICES)
+        answer = await stub.AccessDevices(
+            privacy_pb.AccessDevicesRequest(app_id=app_id, devices=devices)
+        )
+        return web.json_response(records_json(answer.records))
 
     async def get_report(self, request: web.Request) -> web.StreamResponse:
         """``?start_time=&end_time=`` (RFC 3339), ``bucket=hour|day`` (none: a

@@ -27,7 +27,7 @@ from lookback.postback.policy import (
     judge,
     retry_after_seconds,
 )
-from lookback.postback.queue import DEAD, DELIVERED, JobState, PostbackQueue
+from lookback.postback.queue import CANCELLED, DEAD, DELIVERED, JobState, PostbackQueue
 
 log = logging.getLogger("lookback.postback")
 
@@ -265,13 +265,13 @@ class Dispatcher:
             self._outcomes.notify_all()
 
     async def wait_final(self, job_id: str, timeout: float) -> JobState:
-        """Wait until ``job_id`` is delivered or dead (for tools and tests)."""
+        """Wait until ``job_id`` is delivered, dead or cancelled (for tools and tests)."""
 
         async def final() -> JobState:
             while True:
                 async with self._outcomes:
                     state = await self.queue.get(job_id)
-                    if state is not None and state.state in (DELIVERED, DEAD):
+                    if state is not None and state.state in (DELIVERED, DEAD, CANCELLED):
                         return state
                     await self._outcomes.wait()
 

@@ -3,12 +3,21 @@
 A worker *claims* due jobs with a lease; a job whose worker died is claimed
 again once its lease runs out, so nothing is lost. A delivered job is marked
 so and never claimed again.
+
+An erasure *cancels* jobs (:meth:`PostbackQueue.cancel`): a pending or dead
+one becomes ``CANCELLED`` and is never claimed again, and every named job,
+delivered ones included, has its URL, body and trace context forgotten. The
+cancelled job stays as a tombstone, so enqueuing its id again queues
+nothing, and is purged after the retention like a delivered one. A job in
+flight when it is cancelled may still reach the partner, but its outcome
+never turns it back into a delivered or dead job.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,11 +28,48 @@ from lookback.core.sqlite import SqliteDatabase
 from lookback.reports.counts import MIGRATION as REPORT_TABLES
 
 PURGE_INTERVAL = 60.0
-"""Seconds between purges of delivered jobs past their retention (SQLite)."""
+"""Seconds between purges of delivered and cancelled jobs past their retention (SQLite)."""
+CANCEL_BATCH = 1000
+"""Job (or source) ids cancelled per write: a big erasure does not hold the
+writer (SQLite) or Redis for long at a time."""
 
 PENDING = pb.DELIVERY_STATE_PENDING
 DELIVERED = pb.DELIVERY_STATE_DELIVERED
 DEAD = pb.DELIVERY_STATE_DEAD
+CANCELLED = pb.DELIVERY_STATE_CANCELLED
+
+_REJECTION = re.compile(r"(.+)/r[0-9]+")
+
+
+def sources_of(job_id: str) -> tuple[str, ...]:
+    """The sources (decision or event ids) a job id names as its cause.
+
+    A job id reads ``<source>:<partner>:<trigger>`` (partner and trigger
+    never hold a ``:``), or ``<source>/r<n>:<partner>:rejected`` for a
+    decision's n-th rejected touch, whose cause is both ``<source>/r<n>``
+    (the job's ``source_id``) and the decision ``<source>``. Ids of any
+    other shape name no source."""
+    parts = job_id.rsplit(":", 2)
+    if len(parts) != 3 or not all(parts):
+        return ()
+    head = parts[0]
+    rejection = _REJECTION.fullmatch(head)
+    return (head, rejection.group(1)) if rejection else (head,)
+
+
+def forget(job: postback_pb2.PostbackJob) -> postback_pb2.PostbackJob:
+    """A copy of ``job`` without its URL, body and trace context (what an
+    erasure leaves): its id, app, partner, trigger, source and times stay."""
+    out = postback_pb2.PostbackJob()
+    out.CopyFrom(job)
+    for name in ("url", "body", "traceparent"):
+        out.ClearField(name)
+    return out
+
+
+def batches(items: Sequence[str], size: int = CANCEL_BATCH) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -60,7 +106,8 @@ class PostbackQueue(Protocol):
     async def healthy(self) -> bool: ...
 
     async def depth(self) -> int:
-        """Jobs not yet delivered or dead (due now, in flight or waiting to retry)."""
+        """Jobs not yet delivered, dead or cancelled (due now, in flight or
+        waiting to retry)."""
         ...
 
     async def list_dead(self, limit: int) -> list[JobState]:
@@ -69,6 +116,16 @@ class PostbackQueue(Protocol):
 
     async def replay(self, job_id: str, now: float) -> JobState | None:
         """Queue a dead job again with a fresh attempt count; None if unknown."""
+        ...
+
+    async def cancel(
+        self, job_ids: Sequence[str], source_ids: Sequence[str], now: float
+    ) -> tuple[int, int]:
+        """Cancel the named jobs that are pending or dead, and forget the URL
+        and body of every named job (an erasure). Jobs are named by id, or
+        by the source (decision or event id) their id starts with, see
+        :func:`sources_of`. Returns (how many were cancelled now, how many
+        named jobs exist and are forgotten, the cancelled ones included)."""
         ...
 
     async def get_cursor(self, name: str) -> str:
@@ -123,8 +180,10 @@ def _enqueue(db: Db, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> in
 def _claim(
     db: Db, limit: int, now: float, lease: float, purge_before: float | None
 ) -> list[JobState]:
-    if purge_before is not None:  # forget delivered jobs past their retention
+    if purge_before is not None:  # forget delivered and cancelled jobs past their retention
         db.execute("DELETE FROM jobs WHERE state=? AND delivered_at<?", (DELIVERED, purge_before))
+        # A cancelled job's next_at is when it was cancelled (see _cancel).
+        db.execute("DELETE FROM jobs WHERE state=? AND next_at<?", (CANCELLED, purge_before))
     ids = [
         r[0]
         for r in db.execute(
@@ -151,6 +210,48 @@ def _replay(db: Db, job_id: str, now: float) -> JobState | None:
         (PENDING, now, job_id, DEAD),
     )
     return _get(db, job_id)
+
+
+def _by_source(db: Db, source_ids: Sequence[str]) -> list[str]:
+    """The ids of the jobs whose id names one of ``source_ids`` as its
+    cause: a range of the primary key per source (ids starting with
+    ``<source>:`` or ``<source>/``), each id then checked whole."""
+    out: list[str] = []
+    for source in source_ids:
+        # ';' and '0' follow ':' and '/' in ASCII: the ranges are those prefixes.
+        for low, high in ((source + ":", source + ";"), (source + "/", source + "0")):
+            out += [
+                job_id
+                for (job_id,) in db.execute(
+                    "SELECT job_id FROM jobs WHERE job_id>=? AND job_id<?", (low, high)
+                )
+                if source in sources_of(job_id)
+            ]
+    return out
+
+
+def _cancel(
+    db: Db, job_ids: Sequence[str], source_ids: Sequence[str], now: float
+) -> tuple[int, list[str]]:
+    """Cancel and forget the named jobs; (how many were cancelled, the ids of
+    those forgotten). A cancelled job's ``next_at`` records when, for the purge."""
+    cancelled, forgotten = 0, []
+    for job_id in dict.fromkeys([*job_ids, *_by_source(db, source_ids)]):
+        row = db.execute("SELECT body, state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            continue
+        body = forget(postback_pb2.PostbackJob.FromString(row[0])).SerializeToString()
+        if row[1] in (PENDING, DEAD):
+            db.execute(
+                "UPDATE jobs SET body=?, state=?, next_at=?, last_error='' WHERE job_id=?",
+                (body, CANCELLED, now, job_id),
+            )
+            cancelled += 1
+        else:
+            # The partner's reply excerpt may echo what the job carried.
+            db.execute("UPDATE jobs SET body=?, last_error='' WHERE job_id=?", (body, job_id))
+        forgotten.append(job_id)
+    return cancelled, forgotten
 
 
 def _get_cursor(db: Db, name: str) -> str:
@@ -199,10 +300,12 @@ class SqliteQueue:
         return await self.db.write(_claim, limit, now, lease, purge_before)
 
     async def delivered(self, job_id: str, now: float) -> None:
+        # A job cancelled while in flight stays cancelled (and forgotten).
         await self.db.write(
             _update,
-            "UPDATE jobs SET state=?, delivered_at=?, lease_until=0, last_error='' WHERE job_id=?",
-            (DELIVERED, now, job_id),
+            "UPDATE jobs SET state=?, delivered_at=?, lease_until=0, last_error=''"
+            " WHERE job_id=? AND state!=?",
+            (DELIVERED, now, job_id, CANCELLED),
         )
 
     async def retry(self, job_id: str, at: float, error: str) -> None:
@@ -243,3 +346,18 @@ class SqliteQueue:
 
     async def replay(self, job_id: str, now: float) -> JobState | None:
         return await self.db.write(_replay, job_id, now)
+
+    async def cancel(
+        self, job_ids: Sequence[str], source_ids: Sequence[str], now: float
+    ) -> tuple[int, int]:
+        cancelled = 0
+        seen: set[str] = set()  # forgotten already (a job may be named twice)
+        for sources in batches(list(dict.fromkeys(source_ids))):
+            n, forgotten = await self.db.write(_cancel, [], sources, now)
+            cancelled += n
+            seen.update(forgotten)
+        for ids in batches([i for i in dict.fromkeys(job_ids) if i not in seen]):
+            n, forgotten = await self.db.write(_cancel, ids, [], now)
+            cancelled += n
+            seen.update(forgotten)
+        return cancelled, len(seen)

@@ -3,9 +3,10 @@
 Keys (prefix ``lookback:pb:``):
 
 - ``job:<id>``: a hash with the job (``body``), ``state``, ``attempts``,
-  ``last_error``, ``created_at`` and ``delivered_at``; created once per job
-  id, so enqueuing the same id twice queues it once; it expires
-  ``retention`` seconds after delivery (dead and pending jobs do not expire);
+  ``last_error``, ``created_at`` and ``delivered_at`` (``cancelled_at`` once
+  cancelled); created once per job id, so enqueuing the same id twice queues
+  it once; it expires ``retention`` seconds after delivery or cancellation
+  (dead and pending jobs do not expire);
 - ``stream``: the jobs due now, read by the consumer group ``dispatchers``;
   a worker that dies leaves its entries pending, and ``XAUTOCLAIM`` hands
   them to another worker once their lease (idle time) runs out; an entry is
@@ -18,6 +19,21 @@ Keys (prefix ``lookback:pb:``):
 A delivered job's state is set before its stream entry is acknowledged; a
 reclaimed entry whose job is already delivered is acknowledged and skipped,
 so a job recorded as delivered is never sent again.
+
+Cancelling (an erasure, :meth:`RedisQueue.cancel`): each named job that is
+pending or dead becomes ``CANCELLED`` (out of ``delayed``; a stream entry of
+its is acknowledged and skipped by the worker that claims it, and counts in
+:meth:`~RedisQueue.depth` until then), and every named job has its URL, body
+and trace context forgotten, atomically per job. The cancelled hash stays as
+a tombstone (enqueuing the id again queues nothing) and expires after
+``retention``. An outcome recorded for a job cancelled while in flight
+leaves it cancelled. Jobs named by source (decision or event id) are found
+only among the dead letters, by one pass over the ``dead`` stream: nothing
+indexes the other jobs by source, and scanning every job hash would take
+too long. Pending and delivered jobs are named by id instead: the erasure
+knows them from the outcomes log entries that recorded them, and a pending
+job is dead within ``max_age`` (24 h) anyway, a delivered one purged after
+``retention``.
 """
 
 from __future__ import annotations
@@ -34,7 +50,16 @@ from redis.exceptions import ResponseError
 
 from lookback.api.types.v1 import postback_pb2
 from lookback.core import redis_client
-from lookback.postback.queue import DEAD, DELIVERED, PENDING, JobState
+from lookback.postback.queue import (
+    CANCELLED,
+    DEAD,
+    DELIVERED,
+    PENDING,
+    JobState,
+    batches,
+    forget,
+    sources_of,
+)
 
 PREFIX = "lookback:pb:"
 GROUP = "dispatchers"
@@ -42,6 +67,8 @@ DEAD_STREAM_MAXLEN = 1_000_000
 """About this many dead-letter records are kept (the jobs' own state stays)."""
 HOUSEKEEPING_INTERVAL = 0.1
 """Seconds between moving due retries back and reclaiming dead workers' jobs."""
+DEAD_PAGE = 1000
+"""Dead-letter records read per round trip when looking jobs up by source."""
 
 # Create the job once and queue it, atomically.
 _ENQUEUE = """
@@ -63,8 +90,56 @@ return #due
 """
 
 
+# Record the outcome of a delivery attempt (KEYS: the job, delayed, the dead
+# stream; ARGV: delivered|retry|dead, the job id, the time (of delivery or of
+# the retry), the error, the retention in ms, the dead stream's cap). Like
+# the SQLite queue: only a pending job is retried or given up on, and a job
+# gone or cancelled meanwhile (an erasure) is left as it is.
+_OUTCOME = f"""
+local state = tonumber(redis.call('HGET', KEYS[1], 'state'))
+if state == nil or state == {CANCELLED} then return 0 end
+if ARGV[1] == 'delivered' then
+  redis.call('HSET', KEYS[1], 'state', {DELIVERED}, 'delivered_at', ARGV[3], 'last_error', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+if state ~= {PENDING} then return 0 end
+if ARGV[1] == 'retry' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[4])
+else
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2], 'reason', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', {DEAD}, 'last_error', ARGV[4])
+end
+return 1
+"""
+
+# Cancel and forget jobs, each atomically (KEYS: delayed, then the jobs;
+# ARGV: the retention in ms, the time, then per job its id and its body
+# without URL, body and trace context, read just before: a job's body never
+# changes but here). Returns {cancelled, forgotten}.
+_CANCEL = f"""
+local cancelled, forgotten = 0, 0
+for i = 2, #KEYS do
+  local id, body = ARGV[2 * i - 1], ARGV[2 * i]
+  local state = tonumber(redis.call('HGET', KEYS[i], 'state'))
+  if state ~= nil then
+    if state == {PENDING} or state == {DEAD} then
+      redis.call('HSET', KEYS[i], 'state', {CANCELLED}, 'cancelled_at', ARGV[2])
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('PEXPIRE', KEYS[i], ARGV[1])
+      cancelled = cancelled + 1
+    end
+    redis.call('HSET', KEYS[i], 'body', body, 'last_error', '')
+    forgotten = forgotten + 1
+  end
+end
+return {{cancelled, forgotten}}
+"""
+
+
 def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
-    if not fields:
+    if b"body" not in fields:  # none, or only the attempts a claim counted on a gone job
         return None
     delivered = fields.get(b"delivered_at")
     return JobState(
@@ -80,8 +155,11 @@ def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
 @dataclass(frozen=True)
 class _Outcome:
     job_id: str
-    fields: dict[str, Any]
-    retry_at: float | None = None
+    kind: str
+    """``delivered``, ``retry`` or ``dead`` (see ``_OUTCOME``)."""
+    at: float = 0.0
+    """When it was delivered, or when to retry."""
+    error: str = ""
 
 
 class RedisQueue:
@@ -119,6 +197,10 @@ class RedisQueue:
         return f"{self.prefix}job:{job_id}"
 
     @property
+    def _retention_ms(self) -> int:
+        return max(1, int(self.retention * 1000))
+
+    @property
     def r(self) -> Any:  # redis-py's async annotations are too loose to check against
         assert self.redis is not None, "queue not open"
         return self.redis
@@ -132,6 +214,8 @@ class RedisQueue:
                 raise
         self._enqueue = self.r.register_script(_ENQUEUE)
         self._promote = self.r.register_script(_PROMOTE)
+        self._outcome = self.r.register_script(_OUTCOME)
+        self._cancel = self.r.register_script(_CANCEL)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -197,11 +281,14 @@ class RedisQueue:
             pipe.hincrby(self._job_key(job_id), "attempts", 1)
             pipe.hgetall(self._job_key(job_id))
         replies = await pipe.execute()
-        states, finished = [], []
+        states, finished, gone = [], [], []
         for (entry_id, _), job_id, raw in zip(entries, ids, replies[1::2], strict=True):
             state = _state(job_id, raw)
             if state is None or state.state != PENDING:
-                finished.append(entry_id)  # delivered or dead already: never again
+                # Delivered, dead or cancelled already: never again.
+                finished.append(entry_id)
+                if state is None:  # the job expired: drop the count just made
+                    gone.append(self._job_key(job_id))
                 continue
             self._entries[job_id] = entry_id
             states.append(state)
@@ -209,6 +296,8 @@ class RedisQueue:
             pipe = self.r.pipeline(transaction=True)
             pipe.xack(self.stream, GROUP, *finished)
             pipe.xdel(self.stream, *finished)
+            for key in gone:
+                pipe.delete(key)
             await pipe.execute()
         return states
 
@@ -230,19 +319,18 @@ class RedisQueue:
             pipe = self.r.pipeline(transaction=True)
             acks = []
             for outcome, _ in batch:
-                if outcome.retry_at is not None:
-                    pipe.zadd(self.delayed, {outcome.job_id: outcome.retry_at})
-                if outcome.fields.get("state") == DEAD:
-                    pipe.xadd(
-                        self.dead_stream,
-                        {"id": outcome.job_id, "reason": outcome.fields["last_error"]},
-                        maxlen=DEAD_STREAM_MAXLEN,
-                        approximate=True,
-                    )
-                key = self._job_key(outcome.job_id)
-                pipe.hset(key, mapping=outcome.fields)
-                if outcome.fields.get("state") == DELIVERED:
-                    pipe.pexpire(key, max(1, int(self.retention * 1000)))
+                await self._outcome(
+                    keys=[self._job_key(outcome.job_id), self.delayed, self.dead_stream],
+                    args=[
+                        outcome.kind,
+                        outcome.job_id,
+                        outcome.at,
+                        outcome.error,
+                        self._retention_ms,
+                        DEAD_STREAM_MAXLEN,
+                    ],
+                    client=pipe,
+                )
                 entry = self._entries.pop(outcome.job_id, None)
                 if entry is not None:
                     acks.append(entry)
@@ -261,14 +349,13 @@ class RedisQueue:
                         waiter.set_result(None)
 
     async def delivered(self, job_id: str, now: float) -> None:
-        fields = {"state": DELIVERED, "delivered_at": now, "last_error": ""}
-        await self._finish(_Outcome(job_id, fields))
+        await self._finish(_Outcome(job_id, "delivered", at=now))
 
     async def retry(self, job_id: str, at: float, error: str) -> None:
-        await self._finish(_Outcome(job_id, {"last_error": error}, retry_at=at))
+        await self._finish(_Outcome(job_id, "retry", at=at, error=error))
 
     async def dead(self, job_id: str, error: str) -> None:
-        await self._finish(_Outcome(job_id, {"state": DEAD, "last_error": error}))
+        await self._finish(_Outcome(job_id, "dead", error=error))
 
     async def depth(self) -> int:
         pipe = self.r.pipeline(transaction=False)
@@ -305,3 +392,49 @@ class RedisQueue:
         pipe.xadd(self.stream, {"id": job_id})
         await pipe.execute()
         return await self.get(job_id)
+
+    async def cancel(
+        self, job_ids: Sequence[str], source_ids: Sequence[str], now: float
+    ) -> tuple[int, int]:
+        """Cancel and forget the named jobs (see the module's docstring: by
+        source, only dead letters are found)."""
+        named = dict.fromkeys(job_ids)
+        if source_ids:
+            named.update(dict.fromkeys(await self._dead_by_source(set(source_ids))))
+        cancelled = forgotten = 0
+        for ids in batches(list(named)):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hget(self._job_key(job_id), "body")
+            bodies = await pipe.execute()
+            found = [(i, b) for i, b in zip(ids, bodies, strict=True) if b is not None]
+            if not found:
+                continue
+            args: list[Any] = [self._retention_ms, now]
+            for job_id, body in found:
+                args += [
+                    job_id,
+                    forget(postback_pb2.PostbackJob.FromString(body)).SerializeToString(),
+                ]
+            n, f = await self._cancel(
+                keys=[self.delayed, *(self._job_key(i) for i, _ in found)], args=args
+            )
+            cancelled += int(n)
+            forgotten += int(f)
+        return cancelled, forgotten
+
+    async def _dead_by_source(self, source_ids: set[str]) -> list[str]:
+        """The dead letters' job ids naming one of ``source_ids`` as their
+        cause (:func:`~lookback.postback.queue.sources_of`): one pass over
+        the dead-letter stream, a page at a time."""
+        out: list[str] = []
+        start = "-"
+        while True:
+            page = await self.r.xrange(self.dead_stream, min=start, max="+", count=DEAD_PAGE)
+            for _entry, fields in page:
+                job_id = fields[b"id"].decode()
+                if not source_ids.isdisjoint(sources_of(job_id)):
+                    out.append(job_id)
+            if len(page) < DEAD_PAGE:
+                return out
+            start = "(" + page[-1][0].decode()

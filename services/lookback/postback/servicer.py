@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as pb_grpc
 from lookback.core import telemetry
 from lookback.core import validation as check
-from lookback.core.errors import FailedPrecondition, NotFound
+from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.postback.dispatcher import Dispatcher
 from lookback.postback.queue import JobState, PostbackQueue
+
+MAX_CANCEL = 100_000
+"""Job ids, and source ids, a CancelPostbacks call may name (each)."""
+
+
+def check_cancel(v: Violations, request: pb.CancelPostbacksRequest) -> None:
+    """Bounded lists of ids. Job ids as ``EnqueuePostbacks`` takes them; a
+    source id is shaped like one too: a rejection's (``<decision>/r<n>``)
+    holds a ``/`` and an event's (``event:<app>:<event>``) may run past the
+    200 characters of :func:`~lookback.core.validation.check_id`."""
+    lists: tuple[tuple[str, Sequence[str]], ...] = (
+        ("job_ids", request.job_ids),
+        ("source_ids", request.source_ids),
+    )
+    for path, ids in lists:
+        if check.check_count(v, ids, path, MAX_CANCEL):
+            for i, value in enumerate(ids):
+                check.check_job_id(v, value, f"{path}[{i}]")
 
 
 @dataclass
@@ -69,6 +88,15 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
             raise FailedPrecondition(f"job {request.job_id!r} is not a dead letter")
         self.dispatcher.wakeup.set()
         return pb.ReplayDeadLetterResponse(status=job_status(state))
+
+    async def CancelPostbacks(
+        self, request: pb.CancelPostbacksRequest, context: object
+    ) -> pb.CancelPostbacksResponse:
+        check.ensure(check_cancel, request)
+        cancelled, forgotten = await self.queue.cancel(
+            list(request.job_ids), list(request.source_ids), time.time()
+        )
+        return pb.CancelPostbacksResponse(cancelled=cancelled, forgotten=forgotten)
 
 
 def job_status(state: JobState) -> pb.JobStatus:

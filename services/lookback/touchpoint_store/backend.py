@@ -13,10 +13,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    erasure_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core.convert import micros_to_ts, ts_to_micros
 from lookback.core.errors import Violations
 from lookback.domain.durations import DAY, HOUR, MONTH
+from lookback.touchpoint_store.erasure import Erased
 
 # Retention from each record's own time (docs/attribution-rules.md, "Retention"):
 # the longest window a record could ever count in, whatever the settings,
@@ -314,4 +322,27 @@ class StoreBackend(Protocol):
 
     async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
         """False when the stored version is not ``expected_version``."""
+        ...
+
+    async def erase_devices(
+        self, app_id: str, keys: Sequence[str], install_ids: Sequence[str], click_ids: Sequence[str]
+    ) -> Erased:
+        """Delete the app's records of the devices ``keys`` name (install
+        records found by them add their own identifiers' keys), and those of
+        ``install_ids`` and ``click_ids``: touches, install records, their
+        open decisions and events, with every index row; their outcomes log
+        entries are replaced by :func:`~.erasure.redacted_outcome`."""
+        ...
+
+    async def device_records(self, app_id: str, keys: Sequence[str]) -> store_pb.DeviceRecords:
+        """Every stored record of the devices ``keys`` name (found as
+        :meth:`erase_devices` finds them)."""
+        ...
+
+    async def put_erasure(self, erasure: erasure_pb2.StoredErasure) -> None: ...
+
+    async def get_erasure(self, erasure_id: str) -> erasure_pb2.StoredErasure | None: ...
+
+    async def pending_erasures(self, limit: int) -> list[erasure_pb2.Erasure]:
+        """Erasure requests not completed (without their keys)."""
         ...

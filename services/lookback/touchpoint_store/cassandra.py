@@ -24,6 +24,7 @@ import ssl
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from cassandra import (
@@ -50,7 +51,14 @@ from cassandra.policies import (
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, dict_factory
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    erasure_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core.batching import Batcher
 from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
@@ -76,6 +84,15 @@ from lookback.touchpoint_store.backend import (
     touches_outcome,
 )
 from lookback.touchpoint_store.cql import LoopConnection, rows_of
+from lookback.touchpoint_store.erasure import (
+    EVENT_ITEM,
+    OPEN_ITEM,
+    Erased,
+    record_keys,
+    records_of,
+    redacted_outcome,
+    touch_keys,
+)
 
 log = logging.getLogger("lookback.store.cassandra")
 
@@ -85,6 +102,12 @@ INDEX_ROWS_PER_REQUEST = 10
 """Device index rows written together at most (Cassandra warns about unlogged
 batches over more partitions than 10 by default)."""
 BATCH_BYTES = 40_000
+ERASE_IN = 50
+"""Partitions named by one ``IN`` read of an erasure at most."""
+ERASE_BATCH = 20
+"""Deletes sent in one unlogged batch by an erasure."""
+ERASE_IN_FLIGHT = 32
+"""Requests an erasure has in flight at once."""
 """Unlogged batches stay under Cassandra's default 50 KiB batch failure size."""
 
 
@@ -680,8 +703,19 @@ class CassandraBackend:
         if explanation is not None and decision_rows:
             ttl = decision_rows[-1][1][-1]  # the decision index row's
             rows.append(("set_explanation", (ttl, explanation, open_.app_id, decision.decision_id)))
+        if decision_rows:
+            at = decision_time(decision, self.clock())
+            rows.append(
+                self._item_row(open_.app_id, open_.install_id, OPEN_ITEM + decision.decision_id, at)
+            )
         await asyncio.shield(self._logged(rows))
         return record
+
+    def _item_row(
+        self, app_id: str, install_id: str, item: str, at: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        ttl = max(1, _ttl(at + INSTALL_RETENTION, self.clock()))
+        return ("put_install_item", (app_id, install_id, item, at, ttl))
 
     async def get_open_explanation(self, app_id: str, decision_id: str) -> bytes | None:
         rows = await self._run("explanation_by_id", (app_id, decision_id))
@@ -700,15 +734,23 @@ class CassandraBackend:
         retried put finds the event and appends nothing)."""
         now = self.clock()
         ttl = max(1, _ttl(ts_to_micros(event.occurred_at) + EVENT_RETENTION, now))
-        rows = await self._run(
-            "create_event",
-            (
-                event.app_id,
-                event.event_id,
-                event.SerializeToString(),
-                attribution.SerializeToString(),
-                now,
-                ttl,
+        # The install item goes with the transaction (a repeat rewrites it
+        # harmlessly), so that no stored event is missing from it.
+        rows: list[dict[str, Any]]
+        rows, _ = await asyncio.gather(
+            self._run(
+                "create_event",
+                (
+                    event.app_id,
+                    event.event_id,
+                    event.SerializeToString(),
+                    attribution.SerializeToString(),
+                    now,
+                    ttl,
+                ),
+            ),
+            self._run(
+                *self._item_row(event.app_id, event.install_id, EVENT_ITEM + event.event_id, now)
             ),
         )
         if rows and not rows[0].get("[applied]", True):
@@ -757,3 +799,267 @@ class CassandraBackend:
             "replace_app", (app.version, app.SerializeToString(), app.app_id, expected_version)
         )
         return not rows or bool(rows[0].get("[applied]", True))
+
+    # --- data subjects: erasure and access (docs/privacy.md) ---------------
+
+    async def _in_reads(
+        self, name: str, app_id: str, values: set[str] | Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """``name`` for every value, :data:`ERASE_IN` partitions per read, at once."""
+        ordered = sorted(set(values))
+        chunks = [ordered[i : i + ERASE_IN] for i in range(0, len(ordered), ERASE_IN)]
+        out: list[dict[str, Any]] = []
+        limit = asyncio.Semaphore(ERASE_IN_FLIGHT)
+
+        async def read(chunk: list[str]) -> list[dict[str, Any]]:
+            async with limit:
+                return await self._run(name, (app_id, chunk))
+
+        for rows in await asyncio.gather(*(read(c) for c in chunks)):
+            out += rows
+        return out
+
+    async def _discover(
+        self,
+        app_id: str,
+        keys: Sequence[str],
+        install_ids: Sequence[str] = (),
+        click_ids: Sequence[str] = (),
+    ) -> tuple[
+        set[str],
+        list[dict[str, Any]],
+        dict[str, store_pb.InstallRecord],
+        list[dict[str, Any]],
+        dict[str, touch_pb2.Touch],
+        list[dict[str, Any]],
+    ]:
+        """The devices' keys (the named ones and those of the install records
+        they find), the device index rows under them, the install records,
+        the touch index rows under them, the touches, and the install items."""
+        named = set(keys)
+        index = await self._in_reads("device_index_rows", app_id, named)
+        ids = set(install_ids) | {r["install_id"] for r in index}
+        records = {
+            r["install_id"]: rec
+            for r in await self._in_reads("installs_by_ids", app_id, ids)
+            if (rec := self._record(r)) is not None
+        }
+        wanted = set(named)
+        for record in records.values():
+            wanted |= record_keys(record)
+        more = await self._in_reads("device_index_rows", app_id, wanted - named)
+        index += more
+        extra = {r["install_id"] for r in more} - set(records)
+        for r in await self._in_reads("installs_by_ids", app_id, extra):
+            if (rec := self._record(r)) is not None:
+                records[r["install_id"]] = rec
+        touch_index = await self._in_reads("touch_index_rows", app_id, wanted)
+        touch_ids = set(click_ids) | {r["click_id"] for r in touch_index}
+        touches: dict[str, touch_pb2.Touch] = {}
+        for r in await self._in_reads("touches_by_ids", app_id, touch_ids):
+            t = touch_pb2.Touch.FromString(r["body"])
+            touches[t.click_id] = t
+        items = await self._in_reads("install_items", app_id, set(records) | set(install_ids))
+        return wanted, index, records, touch_index, touches, items
+
+    async def _send(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Statements in unlogged batches of :data:`ERASE_BATCH`, a bounded
+        number at once."""
+        limit = asyncio.Semaphore(ERASE_IN_FLIGHT)
+
+        async def send(chunk: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for name, params in chunk:
+                batch.add(self.q[name], params)
+            async with limit:
+                await self._execute(batch)
+
+        await asyncio.gather(
+            *(send(rows[i : i + ERASE_BATCH]) for i in range(0, len(rows), ERASE_BATCH))
+        )
+
+    async def erase_devices(
+        self, app_id: str, keys: Sequence[str], install_ids: Sequence[str], click_ids: Sequence[str]
+    ) -> Erased:
+        """Reads by every key at once, then the deletes in unlogged batches.
+        Not atomic (nothing is, across partitions): a decision of the device
+        landing meanwhile is erased by the erasure's second pass."""
+        _, index, records, touch_index, touches, items = await self._discover(
+            app_id, keys, install_ids, click_ids
+        )
+        out = Erased(install_ids=set(records), click_ids=set(touches))
+        after = schema.FIRST_WRITE_WINS
+        rows: list[tuple[str, tuple[Any, ...]]] = []
+        # Touch index rows: those under the devices' keys, and each touch's own.
+        touch_rows = {(r["key"], _as_ms(r["engaged_at"]), r["click_id"]) for r in touch_index}
+        for t in touches.values():
+            at = ts_to_micros(t.engaged_at) // 1000
+            touch_rows |= {(k, at, t.click_id) for k in touch_keys(t)}
+        rows += [("delete_touch_key", (after, app_id, k, at, c)) for k, at, c in sorted(touch_rows)]
+        rows += [
+            ("delete_touch", (after, app_id, c)) for c in sorted(set(touches) | set(click_ids))
+        ]
+        device_rows = {(r["key"], _as_ms(r["installed_at"]), r["install_id"]) for r in index}
+        for i, record in records.items():
+            at = ts_to_micros(record.install.installed_at) // 1000
+            device_rows |= {(k, at, i) for k in record.match_keys}
+        rows += [("delete_install_key", (app_id, k, at, i)) for k, at, i in sorted(device_rows)]
+        gone = set(records) | set(install_ids)
+        rows += [("delete_install", (app_id, i)) for i in sorted(gone)]
+        rows += [("delete_install_items", (app_id, i)) for i in sorted(gone)]
+        # Decisions (each with the time its index rows and log entry are at)
+        # and events.
+        placed: dict[str, int] = {}
+        for record in records.values():
+            installed = ts_to_micros(record.install.installed_at)
+            for d in (record.decision, record.latest_reengagement):
+                if d.decision_id:
+                    placed["d:" + d.decision_id] = decision_time(d, installed)
+        for item in items:
+            placed.setdefault(item["item"], item["at"])
+        for source, at in sorted(placed.items()):
+            kind, _, ident = source.partition(":")
+            if kind == "d":
+                out.decision_ids.add(ident)
+                rows.append(("delete_decision_by_id", (app_id, ident)))
+                rows.append(("delete_decision_by_day", (app_id, bucket(at), at, ident)))
+            else:
+                out.event_ids.add(ident)
+                rows.append(("delete_event", (app_id, ident)))
+        await self._redact_log(app_id, placed, out)
+        await self._send(rows)
+        return out
+
+    async def _redact_log(self, app_id: str, placed: dict[str, int], out: Erased) -> None:
+        """Each erased decision's and event's log entry, read at its position
+        and rewritten with its counts only, for the time it has left. An
+        app's entries of a day share a partition: read by ``IN`` and written
+        in single-partition batches."""
+        if not self.log_outcomes:
+            return
+        by_bucket: dict[int, list[uuid.UUID]] = {}
+        for source, at in placed.items():
+            by_bucket.setdefault(bucket(at), []).append(outcome_position(at, source))
+        reads = [
+            (b, positions[i : i + ERASE_IN * 2])
+            for b, positions in by_bucket.items()
+            for i in range(0, len(positions), ERASE_IN * 2)
+        ]
+        limit = asyncio.Semaphore(ERASE_IN_FLIGHT)
+
+        async def read(b: int, positions: list[uuid.UUID]) -> list[dict[str, Any]]:
+            async with limit:
+                rows = await self._run("outcomes_at", (app_id, b, positions))
+            return [dict(r, bucket=b) for r in rows]
+
+        writes: list[tuple[str, tuple[Any, ...]]] = []
+        for rows in await asyncio.gather(*(read(b, ps) for b, ps in reads)):
+            for row in rows:
+                if row["body"] is None:
+                    continue
+                entry = store_pb.Outcome.FromString(row["body"])
+                out.jobs_of([entry])
+                if (row.get("ttl") or 0) > 0:
+                    body = redacted_outcome(entry).SerializeToString()
+                    writes.append(
+                        ("put_outcome", (app_id, row["bucket"], row["position"], body, row["ttl"]))
+                    )
+        await self._send(writes)
+
+    async def device_records(self, app_id: str, keys: Sequence[str]) -> store_pb.DeviceRecords:
+        _, _, records, _, touches, items = await self._discover(app_id, keys)
+        out = records_of(touches.values(), records.values())
+        opens = {
+            i["item"][len(OPEN_ITEM) :]: i["at"] for i in items if i["item"].startswith(OPEN_ITEM)
+        }
+        events = [i["item"][len(EVENT_ITEM) :] for i in items if i["item"].startswith(EVENT_ITEM)]
+        decisions = await self._in_reads("decisions_by_ids", app_id, set(opens))
+        for r in sorted(
+            decisions, key=lambda r: (opens.get(r["decision_id"], 0), r["decision_id"])
+        ):
+            item = out.decisions.add(decision=decision_pb2.Decision.FromString(r["body"]))
+            if r.get("explanation"):
+                item.explanation.ParseFromString(r["explanation"])
+        for r in sorted(
+            await self._in_reads("events_by_ids", app_id, events), key=lambda r: r["event_id"]
+        ):
+            out.events.add(
+                event=install_pb2.InAppEvent.FromString(r["body"]),
+                attribution=decision_pb2.EventAttribution.FromString(r["attribution"]),
+            )
+        return out
+
+    async def put_erasure(self, erasure: erasure_pb2.StoredErasure) -> None:
+        e = erasure.erasure
+        mark = "mark_erasure_pending"
+        if e.state != erasure_pb2.ERASURE_STATE_PENDING:
+            mark = "unmark_erasure_pending"
+        await self._run("put_erasure", (e.erasure_id, erasure.SerializeToString()))
+        await self._run(mark, (e.erasure_id,))
+
+    async def get_erasure(self, erasure_id: str) -> erasure_pb2.StoredErasure | None:
+        rows = await self._run("erasure_by_id", (erasure_id,))
+        return erasure_pb2.StoredErasure.FromString(rows[0]["body"]) if rows else None
+
+    async def pending_erasures(self, limit: int) -> list[erasure_pb2.Erasure]:
+        rows = await self._run("pending_erasures", (limit,))
+        found = await asyncio.gather(*(self.get_erasure(r["erasure_id"]) for r in rows))
+        return [f.erasure for f in found if f is not None]
+
+
+def _as_ms(at: Any) -> int:
+    """A clustering timestamp as read (a datetime) or as computed (ms)."""
+    if isinstance(at, int):
+        return at
+    return int(at.replace(tzinfo=at.tzinfo or UTC).timestamp() * 1000)
+
+
+BACKFILL_PAGE = 1000
+
+
+async def backfill_install_items(backend: CassandraBackend) -> tuple[int, int]:
+    """Fill ``install_items`` (schema 7) from the events and the opens'
+    decisions recorded before it, so that an erasure finds them: every
+    ``events`` and ``decisions_by_id`` row, a page at a time in token order
+    (idempotent: run it again and it writes the same rows). Returns how many
+    events and open decisions it indexed."""
+    ks = backend.settings.keyspace
+    opens = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
+    counted = [0, 0]
+
+    async def scan(table: str, id_column: str, extra: str, item_of: Any, n: int) -> None:
+        columns = f"app_id, {id_column}, token(app_id, {id_column}) AS t, body{extra}"
+        last: int | None = None
+        while True:
+            if last is None:
+                rows = await backend._execute(
+                    f"SELECT {columns} FROM {ks}.{table} LIMIT {BACKFILL_PAGE}"
+                )
+            else:
+                rows = await backend._execute(
+                    f"SELECT {columns} FROM {ks}.{table}"
+                    f" WHERE token(app_id, {id_column}) > %s LIMIT {BACKFILL_PAGE}",
+                    (last,),
+                )
+            writes = [w for row in rows if (w := item_of(row)) is not None]
+            counted[n] += len(writes)
+            await backend._send(writes)
+            if len(rows) < BACKFILL_PAGE:
+                return
+            last = rows[-1]["t"]
+
+    def event_item(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        event = install_pb2.InAppEvent.FromString(row["body"])
+        at = row.get("logged_at") or ts_to_micros(event.occurred_at)
+        return backend._item_row(row["app_id"], event.install_id, EVENT_ITEM + event.event_id, at)
+
+    def open_item(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        d = decision_pb2.Decision.FromString(row["body"])
+        if d.kind not in opens or not d.install_id:
+            return None
+        at = decision_time(d, backend.clock())
+        return backend._item_row(row["app_id"], d.install_id, OPEN_ITEM + d.decision_id, at)
+
+    await scan("events", "event_id", ", logged_at", event_item, 0)
+    await scan("decisions_by_id", "decision_id", "", open_item, 1)
+    return counted[0], counted[1]

@@ -92,6 +92,22 @@ MIGRATIONS: dict[int, list[str]] = {
     5: ["ALTER TABLE installs ADD outcome blob"],
     # 6: an open's explanation, with its decision (an install's is in its record).
     6: ["ALTER TABLE decisions_by_id ADD explanation blob"],
+    # 7: what an erasure finds by install id besides the record (its opens'
+    # decisions ``d:<id>`` and events ``e:<id>``, with the time their log
+    # entries were placed at), and the erasure requests (the pending ones
+    # also in one small partition, to resume them).
+    7: [
+        f"""CREATE TABLE IF NOT EXISTS install_items (
+            app_id text, install_id text, item text, at bigint,
+            PRIMARY KEY ((app_id, install_id), item)
+        ) WITH default_time_to_live = {(24 * 30 + 1) * DAY_S}""",
+        """CREATE TABLE IF NOT EXISTS erasures (
+            erasure_id text PRIMARY KEY, body blob
+        )""",
+        """CREATE TABLE IF NOT EXISTS erasures_pending (
+            shard int, erasure_id text, PRIMARY KEY (shard, erasure_id)
+        )""",
+    ],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -145,6 +161,41 @@ STATEMENTS: dict[str, str] = {
     "apps_first": "SELECT app_id FROM apps LIMIT ?",
     "apps_after": "SELECT app_id FROM apps WHERE token(app_id) > token(?) LIMIT ?",
     "replace_app": "UPDATE apps SET version = ?, body = ? WHERE app_id = ? IF version = ?",
+    # --- data subjects (erasure and access) ---
+    "put_install_item": "INSERT INTO install_items (app_id, install_id, item, at)"
+    " VALUES (?, ?, ?, ?) USING TTL ?",
+    "install_items": "SELECT install_id, item, at FROM install_items"
+    " WHERE app_id = ? AND install_id IN ?",
+    "device_index_rows": "SELECT key, installed_at, install_id FROM installs_by_device"
+    " WHERE app_id = ? AND key IN ?",
+    "installs_by_ids": "SELECT install_id, body, reengagement FROM installs"
+    " WHERE app_id = ? AND install_id IN ?",
+    "touch_index_rows": "SELECT key, engaged_at, click_id FROM touches_by_key"
+    " WHERE app_id = ? AND key IN ?",
+    "events_by_ids": "SELECT event_id, body, attribution FROM events"
+    " WHERE app_id = ? AND event_id IN ?",
+    "decisions_by_ids": "SELECT decision_id, body, explanation FROM decisions_by_id"
+    " WHERE app_id = ? AND decision_id IN ?",
+    "outcomes_at": "SELECT position, body, TTL(body) AS ttl FROM outcomes"
+    " WHERE app_id = ? AND bucket = ? AND position IN ?",
+    # Touches were written at an inverted time (FIRST_WRITE_WINS - now): their
+    # deletes must be later than any such write.
+    "delete_touch": "DELETE FROM touches USING TIMESTAMP ? WHERE app_id = ? AND click_id = ?",
+    "delete_touch_key": "DELETE FROM touches_by_key USING TIMESTAMP ?"
+    " WHERE app_id = ? AND key = ? AND engaged_at = ? AND click_id = ?",
+    "delete_install": "DELETE FROM installs WHERE app_id = ? AND install_id = ?",
+    "delete_install_key": "DELETE FROM installs_by_device"
+    " WHERE app_id = ? AND key = ? AND installed_at = ? AND install_id = ?",
+    "delete_install_items": "DELETE FROM install_items WHERE app_id = ? AND install_id = ?",
+    "delete_event": "DELETE FROM events WHERE app_id = ? AND event_id = ?",
+    "delete_decision_by_id": "DELETE FROM decisions_by_id WHERE app_id = ? AND decision_id = ?",
+    "delete_decision_by_day": "DELETE FROM decisions_by_day"
+    " WHERE app_id = ? AND bucket = ? AND decided_at = ? AND decision_id = ?",
+    "put_erasure": "INSERT INTO erasures (erasure_id, body) VALUES (?, ?)",
+    "erasure_by_id": "SELECT body FROM erasures WHERE erasure_id = ?",
+    "mark_erasure_pending": "INSERT INTO erasures_pending (shard, erasure_id) VALUES (0, ?)",
+    "unmark_erasure_pending": "DELETE FROM erasures_pending WHERE shard = 0 AND erasure_id = ?",
+    "pending_erasures": "SELECT erasure_id FROM erasures_pending WHERE shard = 0 LIMIT ?",
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
-from lookback.api.types.v1 import app_pb2, decision_pb2, explanation_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, decision_pb2, erasure_pb2, explanation_pb2, touch_pb2
 from lookback.core import convert
 from lookback.core import validation as check
 from lookback.core.clock import now_micros
@@ -16,12 +16,16 @@ from lookback.core.convert import ts_to_micros
 from lookback.core.errors import Aborted, AlreadyExists, Code, LookbackError, NotFound, Violations
 from lookback.core.outbound import OutboundPolicy
 from lookback.core.validation import validate_app
+from lookback.domain import devices
 from lookback.touchpoint_store.backend import DecisionFilter, InstallQuery, StoreBackend
+from lookback.touchpoint_store.erasure import touch_keys
 
 _FOREVER = 2**62
 _OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
 MAX_REPLAY_DECISIONS = 1000
 _REPLAY_IDS_PER_READ = 100
+MAX_ERASE_KEYS = 10_000
+"""Keys (and install or click ids) one EraseDevices or ReadDeviceRecords names at most."""
 
 log = logging.getLogger("lookback.store")
 
@@ -71,6 +75,9 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         check.ensure(check.check_indexed_touches, request.touches, now_micros())
         for indexed in request.touches:  # never stored raw (docs/privacy.md)
             convert.hash_raw_ids(indexed.touch.device)
+            # Indexed by the keys the store derives itself, so that an
+            # erasure finds every index row of a touch from the touch alone.
+            indexed.match_keys[:] = sorted(touch_keys(indexed.touch))
         stored = await self.backend.put_touches(request.touches)
         return pb.PutTouchesResponse(stored=stored)
 
@@ -111,6 +118,9 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         self, request: pb.CreateInstallRecordRequest, context: object = None
     ) -> pb.CreateInstallRecordResponse:
         check.ensure(check.check_create_install_record, request, now_micros())
+        # Kept without raw identifiers (docs/privacy.md): both hashed forms
+        # give the record every key the raw values did.
+        convert.hash_raw_ids(request.record.install.device, devices.HASH_ALGORITHMS)
         created, record = await self.backend.create_install_record(
             request.record, request.postbacks
         )
@@ -315,3 +325,65 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         v.raise_if_any()
         ids = await self.backend.list_apps(request.after_app_id, request.page_size or 100)
         return pb.ListAppsResponse(app_ids=ids)
+
+    async def EraseDevices(
+        self, request: pb.EraseDevicesRequest, context: object
+    ) -> pb.EraseDevicesResponse:
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        check.check_keys(v, request.keys, "keys", MAX_ERASE_KEYS)
+        check.check_ids(v, request.install_ids, "install_ids", MAX_ERASE_KEYS)
+        check.check_ids(v, request.click_ids, "click_ids", MAX_ERASE_KEYS)
+        if not (request.keys or request.install_ids or request.click_ids):
+            v.add("keys", "name at least one key, install id or click id")
+        v.raise_if_any()
+        erased = await self.backend.erase_devices(
+            request.app_id, request.keys, request.install_ids, request.click_ids
+        )
+        return erased.to_proto()
+
+    async def ReadDeviceRecords(
+        self, request: pb.ReadDeviceRecordsRequest, context: object
+    ) -> pb.ReadDeviceRecordsResponse:
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        check.check_keys(v, request.keys, "keys", MAX_ERASE_KEYS)
+        if not request.keys:
+            v.add("keys", "name at least one key")
+        v.raise_if_any()
+        records = await self.backend.device_records(request.app_id, request.keys)
+        return pb.ReadDeviceRecordsResponse(records=records)
+
+    async def PutErasure(
+        self, request: pb.PutErasureRequest, context: object
+    ) -> pb.PutErasureResponse:
+        v = Violations()
+        e = request.erasure.erasure
+        check.check_id(v, e.erasure_id, "erasure.erasure.erasure_id")
+        if e.app_id:
+            check.check_id(v, e.app_id, "erasure.erasure.app_id")
+        elif not e.all_apps:
+            v.add("erasure.erasure.app_id", "is required unless all_apps")
+        if e.state == erasure_pb2.ERASURE_STATE_UNSPECIFIED:
+            v.add("erasure.erasure.state", "is required")
+        for n, device in enumerate(request.erasure.devices):
+            check.check_keys(v, device.keys, f"erasure.devices[{n}].keys", check.MAX_LOOKUP)
+        v.raise_if_any()
+        await self.backend.put_erasure(request.erasure)
+        return pb.PutErasureResponse()
+
+    async def GetErasure(
+        self, request: pb.GetErasureRequest, context: object
+    ) -> pb.GetErasureResponse:
+        check.ensure(check.check_id, request.erasure_id, "erasure_id")
+        erasure = await self.backend.get_erasure(request.erasure_id)
+        if erasure is None:
+            raise NotFound(f"no erasure {request.erasure_id!r}")
+        return pb.GetErasureResponse(erasure=erasure)
+
+    async def ListPendingErasures(
+        self, request: pb.ListPendingErasuresRequest, context: object
+    ) -> pb.ListPendingErasuresResponse:
+        check.ensure(check.check_page_size, request.page_size)
+        erasures = await self.backend.pending_erasures(request.page_size or 100)
+        return pb.ListPendingErasuresResponse(erasures=erasures)

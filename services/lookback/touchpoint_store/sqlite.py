@@ -12,9 +12,17 @@ import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, decision_pb2, install_pb2, postback_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    erasure_pb2,
+    install_pb2,
+    postback_pb2,
+    touch_pb2,
+)
 from lookback.core.clock import Clock, now_micros
 from lookback.core.convert import ts_to_micros
 from lookback.core.sqlite import SqliteDatabase
@@ -36,6 +44,15 @@ from lookback.touchpoint_store.backend import (
     parse_page_token,
     touch_retention,
     touches_outcome,
+)
+from lookback.touchpoint_store.erasure import (
+    EVENT_ITEM,
+    OPEN_ITEM,
+    Erased,
+    record_keys,
+    records_of,
+    redacted_outcome,
+    touch_keys,
 )
 
 
@@ -98,6 +115,21 @@ _MIGRATIONS = {
     4: """
     ALTER TABLE decisions ADD COLUMN explanation BLOB;
     """,
+    # What an erasure finds by install id besides the record: its opens'
+    # decisions (``d:<id>``) and its events (``e:<id>``), with the time their
+    # log entries were placed at; written with them. Filled for records from
+    # before this version when the store opens (``_backfill``). And the
+    # erasure requests.
+    5: """
+    CREATE TABLE install_items (
+        app_id TEXT NOT NULL, install_id TEXT NOT NULL, item TEXT NOT NULL,
+        at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (app_id, install_id, item)) WITHOUT ROWID;
+    CREATE INDEX install_items_expiry ON install_items (expires_at);
+    CREATE TABLE erasures (
+        erasure_id TEXT PRIMARY KEY, pending INTEGER NOT NULL, body BLOB NOT NULL);
+    CREATE TABLE backfills (name TEXT PRIMARY KEY);
+    """,
 }
 
 CURSOR_DIGITS = 20
@@ -108,6 +140,34 @@ PURGE_INTERVAL = 3600.0
 
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
+
+
+IN_CHUNK = 500
+"""Values bound in one ``IN (...)`` at most."""
+
+
+def _chunks(values: Sequence[str] | set[str]) -> list[list[str]]:
+    ordered = sorted(values)
+    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
+
+
+_OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
+
+# Reads by many values (an erasure's, an access request's): each ends in
+# ``IN`` and is completed by :func:`_rows`.
+_INSTALLS_BY_KEY = "SELECT DISTINCT install_id FROM install_keys WHERE app_id=? AND key IN"
+_INSTALLS_BY_ID = "SELECT install_id, body FROM installs WHERE app_id=? AND install_id IN"
+_TOUCHES_BY_KEY = "SELECT DISTINCT click_id FROM touch_keys WHERE app_id=? AND key IN"
+_TOUCHES_BY_ID = "SELECT click_id, body FROM touches WHERE app_id=? AND click_id IN"
+_ITEMS = "SELECT item FROM install_items WHERE app_id=? AND install_id IN"
+
+
+def _rows(db: Db, select: str, app_id: str, values: set[str]) -> list[tuple[Any, ...]]:
+    """``select ... IN (values)`` for the app, :data:`IN_CHUNK` values at a time."""
+    out: list[tuple[Any, ...]] = []
+    for chunk in _chunks(values):
+        out += db.execute(f"{select} ({_placeholders(len(chunk))})", (app_id, *chunk)).fetchall()
+    return out
 
 
 Db = sqlite3.Connection
@@ -132,6 +192,7 @@ class SqliteBackend:
 
     async def open(self) -> None:
         await self.db.open()
+        await self.db.write(self._backfill)
         await self.purge_expired()
         self._purger = asyncio.create_task(self._purge_loop())
 
@@ -155,7 +216,14 @@ class SqliteBackend:
     @staticmethod
     def _purge(db: Db, now: int) -> int:
         removed = 0
-        for table in ("touches", "touch_keys", "installs", "install_keys", "events"):
+        for table in (
+            "touches",
+            "touch_keys",
+            "installs",
+            "install_keys",
+            "events",
+            "install_items",
+        ):
             removed += db.execute(f"DELETE FROM {table} WHERE expires_at < ?", (now,)).rowcount
         # The log expires in its own order (a fixed retention from the record
         # time): everything before its first live entry goes.
@@ -472,7 +540,16 @@ class SqliteBackend:
                 (record.SerializeToString(), open_.app_id, open_.install_id),
             )
         self._append_decision(db, open_.app_id, decision, postbacks, explanation)
+        at = decision_time(decision, self.clock())
+        self._item(db, open_.app_id, open_.install_id, OPEN_ITEM + decision.decision_id, at)
         return record
+
+    @staticmethod
+    def _item(db: Db, app_id: str, install_id: str, item: str, at: int) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO install_items VALUES (?,?,?,?,?)",
+            (app_id, install_id, item, at, at + INSTALL_RETENTION),
+        )
 
     async def record_open_decision(
         self,
@@ -504,12 +581,14 @@ class SqliteBackend:
             ),
         )
         if cur.rowcount:
+            now = self.clock()
             self._append(
                 db,
                 event.app_id,
                 f"e:{event.event_id}",
-                event_outcome(event, attribution, postbacks, self.clock()),
+                event_outcome(event, attribution, postbacks, now),
             )
+            self._item(db, event.app_id, event.install_id, EVENT_ITEM + event.event_id, now)
             return True, attribution
         row = db.execute(
             "SELECT attribution FROM events WHERE app_id=? AND event_id=?",
@@ -567,3 +646,212 @@ class SqliteBackend:
 
     async def replace_app(self, app: app_pb2.App, expected_version: int) -> bool:
         return await self.db.write(self._replace_app, app, expected_version)
+
+    # --- data subjects: erasure and access (docs/privacy.md) ---------------
+
+    def _backfill(self, db: Db) -> None:
+        """Install items of the opens and events recorded before schema 5."""
+        if db.execute("SELECT 1 FROM backfills WHERE name='install_items'").fetchone():
+            return
+        for app_id, event_id, body in db.execute("SELECT app_id, event_id, body FROM events"):
+            event = install_pb2.InAppEvent.FromString(body)
+            at = ts_to_micros(event.occurred_at)
+            self._item(db, app_id, event.install_id, EVENT_ITEM + event_id, at)
+        rows = db.execute(
+            f"SELECT app_id, decided_at, body FROM decisions WHERE kind IN ({_placeholders(2)})",
+            _OPEN_KINDS,
+        ).fetchall()
+        for app_id, at, body in rows:
+            decision = decision_pb2.Decision.FromString(body)
+            self._item(db, app_id, decision.install_id, OPEN_ITEM + decision.decision_id, at)
+        db.execute("INSERT INTO backfills VALUES ('install_items')")
+
+    def _discover(
+        self,
+        db: Db,
+        app_id: str,
+        keys: Sequence[str],
+        install_ids: Sequence[str] = (),
+        click_ids: Sequence[str] = (),
+    ) -> tuple[set[str], dict[str, store_pb.InstallRecord], dict[str, touch_pb2.Touch], list[str]]:
+        """The devices' keys (the named ones and those of the install records
+        they find), the install records under any of them, the touches, and
+        the install items (``d:``/``e:`` ids)."""
+        named = set(keys)
+        ids = set(install_ids) | {r[0] for r in _rows(db, _INSTALLS_BY_KEY, app_id, named)}
+        records = {
+            i: store_pb.InstallRecord.FromString(body)
+            for i, body in _rows(db, _INSTALLS_BY_ID, app_id, ids)
+        }
+        wanted = set(named)
+        for record in records.values():
+            wanted |= record_keys(record)
+        more = {r[0] for r in _rows(db, _INSTALLS_BY_KEY, app_id, wanted - named)} - set(records)
+        for i, body in _rows(db, _INSTALLS_BY_ID, app_id, more):
+            records[i] = store_pb.InstallRecord.FromString(body)
+        touch_ids = set(click_ids) | {r[0] for r in _rows(db, _TOUCHES_BY_KEY, app_id, wanted)}
+        touches = {
+            c: touch_pb2.Touch.FromString(body)
+            for c, body in _rows(db, _TOUCHES_BY_ID, app_id, touch_ids)
+        }
+        items = [r[0] for r in _rows(db, _ITEMS, app_id, ids | set(records))]
+        return wanted, records, touches, items
+
+    def _erase(
+        self,
+        db: Db,
+        app_id: str,
+        keys: Sequence[str],
+        install_ids: Sequence[str],
+        click_ids: Sequence[str],
+    ) -> Erased:
+        """One transaction (the writer's): decisions are written by the same
+        writer, so none lands half-way through."""
+        wanted, records, touches, items = self._discover(db, app_id, keys, install_ids, click_ids)
+        out = Erased(install_ids=set(records), click_ids=set(touches))
+        decision_ids = {r.decision.decision_id for r in records.values() if r.decision.decision_id}
+        decision_ids |= {
+            r.latest_reengagement.decision_id
+            for r in records.values()
+            if r.latest_reengagement.decision_id
+        }
+        decision_ids |= {i[len(OPEN_ITEM) :] for i in items if i.startswith(OPEN_ITEM)}
+        out.event_ids = {i[len(EVENT_ITEM) :] for i in items if i.startswith(EVENT_ITEM)}
+        # Every index row of the devices' keys, then each record's own rows
+        # (a touch's IP key, an install's keys).
+        for table in ("touch_keys", "install_keys"):
+            for chunk in _chunks(wanted):
+                db.execute(
+                    f"DELETE FROM {table} WHERE app_id=? AND key IN ({_placeholders(len(chunk))})",
+                    (app_id, *chunk),
+                )
+        db.executemany(
+            "DELETE FROM touch_keys WHERE app_id=? AND key=? AND engaged_at=? AND click_id=?",
+            [
+                (app_id, k, ts_to_micros(t.engaged_at), t.click_id)
+                for t in touches.values()
+                for k in touch_keys(t)
+            ],
+        )
+        db.executemany(
+            "DELETE FROM install_keys WHERE app_id=? AND key=? AND installed_at=? AND install_id=?",
+            [
+                (app_id, k, ts_to_micros(r.install.installed_at), i)
+                for i, r in records.items()
+                for k in r.match_keys
+            ],
+        )
+        for table, column, values in (
+            ("touches", "click_id", out.click_ids),
+            ("installs", "install_id", out.install_ids),
+            ("install_items", "install_id", out.install_ids),
+            ("events", "event_id", out.event_ids),
+        ):
+            for chunk in _chunks(values):
+                db.execute(
+                    f"DELETE FROM {table} WHERE app_id=?"
+                    f" AND {column} IN ({_placeholders(len(chunk))})",
+                    (app_id, *chunk),
+                )
+        found: list[str] = []
+        for chunk in _chunks(decision_ids):
+            found += [
+                r[0]
+                for r in db.execute(
+                    "DELETE FROM decisions WHERE app_id=?"
+                    f" AND decision_id IN ({_placeholders(len(chunk))}) RETURNING decision_id",
+                    (app_id, *chunk),
+                )
+            ]
+        out.decision_ids = set(found) | {
+            r.decision.decision_id for r in records.values() if r.decision.decision_id
+        }
+        self._redact_log(db, app_id, out, decision_ids)
+        return out
+
+    def _redact_log(self, db: Db, app_id: str, out: Erased, decision_ids: set[str]) -> None:
+        """The erased decisions' and events' log entries keep their counts only."""
+        sources = {f"d:{d}" for d in decision_ids} | {f"e:{e}" for e in out.event_ids}
+        if not sources:
+            return
+        seqs = [
+            seq
+            for seq, source in db.execute(
+                "SELECT seq, source FROM outcomes WHERE app_id=?", (app_id,)
+            ).fetchall()
+            if source in sources
+        ]
+        for seq in seqs:
+            (body,) = db.execute("SELECT body FROM outcomes WHERE seq=?", (seq,)).fetchone()
+            entry = store_pb.Outcome.FromString(body)
+            out.jobs_of([entry])
+            db.execute(
+                "UPDATE outcomes SET body=? WHERE seq=?",
+                (redacted_outcome(entry).SerializeToString(), seq),
+            )
+
+    async def erase_devices(
+        self, app_id: str, keys: Sequence[str], install_ids: Sequence[str], click_ids: Sequence[str]
+    ) -> Erased:
+        return await self.db.write(
+            self._erase, app_id, list(keys), list(install_ids), list(click_ids)
+        )
+
+    def _device_records(self, db: Db, app_id: str, keys: Sequence[str]) -> store_pb.DeviceRecords:
+        _, records, touches, items = self._discover(db, app_id, keys)
+        out = records_of(touches.values(), records.values())
+        opens = sorted(i[len(OPEN_ITEM) :] for i in items if i.startswith(OPEN_ITEM))
+        for chunk in _chunks(opens):
+            for body, explanation in db.execute(
+                "SELECT body, explanation FROM decisions WHERE app_id=?"
+                f" AND decision_id IN ({_placeholders(len(chunk))}) ORDER BY decided_at",
+                (app_id, *chunk),
+            ):
+                item = out.decisions.add(decision=decision_pb2.Decision.FromString(body))
+                if explanation:
+                    item.explanation.ParseFromString(explanation)
+        events = sorted(i[len(EVENT_ITEM) :] for i in items if i.startswith(EVENT_ITEM))
+        for chunk in _chunks(events):
+            for body, attribution in db.execute(
+                "SELECT body, attribution FROM events WHERE app_id=?"
+                f" AND event_id IN ({_placeholders(len(chunk))}) ORDER BY event_id",
+                (app_id, *chunk),
+            ):
+                out.events.add(
+                    event=install_pb2.InAppEvent.FromString(body),
+                    attribution=decision_pb2.EventAttribution.FromString(attribution),
+                )
+        return out
+
+    async def device_records(self, app_id: str, keys: Sequence[str]) -> store_pb.DeviceRecords:
+        return self.db.read(self._device_records, app_id, list(keys))
+
+    @staticmethod
+    def _put_erasure(db: Db, erasure: erasure_pb2.StoredErasure) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO erasures VALUES (?,?,?)",
+            (
+                erasure.erasure.erasure_id,
+                int(erasure.erasure.state == erasure_pb2.ERASURE_STATE_PENDING),
+                erasure.SerializeToString(),
+            ),
+        )
+
+    async def put_erasure(self, erasure: erasure_pb2.StoredErasure) -> None:
+        await self.db.write(self._put_erasure, erasure)
+
+    async def get_erasure(self, erasure_id: str) -> erasure_pb2.StoredErasure | None:
+        row = self.db.read(
+            lambda db: db.execute(
+                "SELECT body FROM erasures WHERE erasure_id=?", (erasure_id,)
+            ).fetchone()
+        )
+        return erasure_pb2.StoredErasure.FromString(row[0]) if row else None
+
+    async def pending_erasures(self, limit: int) -> list[erasure_pb2.Erasure]:
+        rows = self.db.read(
+            lambda db: db.execute(
+                "SELECT body FROM erasures WHERE pending=1 ORDER BY erasure_id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [erasure_pb2.StoredErasure.FromString(r[0]).erasure for r in rows]

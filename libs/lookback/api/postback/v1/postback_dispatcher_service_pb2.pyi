@@ -36,6 +36,10 @@ class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliver
     """The partner answered 2xx."""
     DELIVERY_STATE_DEAD: _DeliveryState.ValueType  # 3
     """Given up; kept with the reason."""
+    DELIVERY_STATE_CANCELLED: _DeliveryState.ValueType  # 4
+    """Cancelled by an erasure before it was delivered; its URL and body are
+    forgotten.
+    """
 
 class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper):
     """Where a job is in its life."""
@@ -48,6 +52,10 @@ DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 2
 """The partner answered 2xx."""
 DELIVERY_STATE_DEAD: DeliveryState.ValueType  # 3
 """Given up; kept with the reason."""
+DELIVERY_STATE_CANCELLED: DeliveryState.ValueType  # 4
+"""Cancelled by an erasure before it was delivered; its URL and body are
+forgotten.
+"""
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
 @_typing.final
@@ -289,3 +297,59 @@ class GetPostbackJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPostbackJobResponse: _TypeAlias = GetPostbackJobResponse  # noqa: Y015
+
+@_typing.final
+class CancelPostbacksRequest(_message.Message):
+    """Request for CancelPostbacks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    SOURCE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs by id (at most 100,000)."""
+
+    @_builtins.property
+    def source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs by the decision or event that caused them (at most 100,000)."""
+
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        source_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "source_ids", b"source_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelPostbacksRequest: _TypeAlias = CancelPostbacksRequest  # noqa: Y015
+
+@_typing.final
+class CancelPostbacksResponse(_message.Message):
+    """Response for CancelPostbacks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    FORGOTTEN_FIELD_NUMBER: _builtins.int
+    cancelled: _builtins.int
+    """Jobs that were not delivered yet and now never will be."""
+    forgotten: _builtins.int
+    """Jobs whose URL and body were forgotten (cancelled ones included)."""
+    def __init__(
+        self,
+        *,
+        cancelled: _builtins.int = ...,
+        forgotten: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "forgotten", b"forgotten"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelPostbacksResponse: _TypeAlias = CancelPostbacksResponse  # noqa: Y015

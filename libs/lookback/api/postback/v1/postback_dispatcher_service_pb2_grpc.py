@@ -56,6 +56,11 @@ class PostbackDispatcherServiceStub:
                 request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.CancelPostbacks = channel.unary_unary(
+                '/lookback.postback.v1.PostbackDispatcherService/CancelPostbacks',
+                request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.SerializeToString,
+                response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.FromString,
+                _registered_method=True)
 
 
 class PostbackDispatcherServiceServicer:
@@ -91,6 +96,17 @@ class PostbackDispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelPostbacks(self, request, context):
+        """Cancels jobs that are not delivered yet (pending or dead) and forgets
+        the URL and body of every named job, delivered ones included (an
+        erasure). The jobs are named by id, or by the decision or event that
+        caused them. A cancelled job is never sent, and enqueuing its id again
+        queues nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +129,11 @@ def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'CancelPostbacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPostbacks,
+                    request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.FromString,
+                    response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +245,33 @@ class PostbackDispatcherService:
             '/lookback.postback.v1.PostbackDispatcherService/ReplayDeadLetter',
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterRequest.SerializeToString,
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPostbacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.postback.v1.PostbackDispatcherService/CancelPostbacks',
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.SerializeToString,
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.FromString,
             options,
             channel_credentials,
             insecure,

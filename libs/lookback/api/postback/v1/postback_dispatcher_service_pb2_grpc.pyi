@@ -44,6 +44,13 @@ class PostbackDispatcherServiceStub:
     """Lists dead letters (jobs given up on), oldest first."""
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ReplayDeadLetterRequest, _postback_dispatcher_service_pb2.ReplayDeadLetterResponse]
     """Queues a dead letter again, with a fresh attempt count."""
+    CancelPostbacks: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.CancelPostbacksRequest, _postback_dispatcher_service_pb2.CancelPostbacksResponse]
+    """Cancels jobs that are not delivered yet (pending or dead) and forgets
+    the URL and body of every named job, delivered ones included (an
+    erasure). The jobs are named by id, or by the decision or event that
+    caused them. A cancelled job is never sent, and enqueuing its id again
+    queues nothing.
+    """
 
 @_typing.type_check_only
 class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
@@ -60,6 +67,13 @@ class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
     """Lists dead letters (jobs given up on), oldest first."""
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ReplayDeadLetterRequest, _postback_dispatcher_service_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Queues a dead letter again, with a fresh attempt count."""
+    CancelPostbacks: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.CancelPostbacksRequest, _postback_dispatcher_service_pb2.CancelPostbacksResponse]  # type: ignore[assignment]
+    """Cancels jobs that are not delivered yet (pending or dead) and forgets
+    the URL and body of every named job, delivered ones included (an
+    erasure). The jobs are named by id, or by the decision or event that
+    caused them. A cancelled job is never sent, and enqueuing its id again
+    queues nothing.
+    """
 
 class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     """Queues rendered postbacks durably and delivers them at least once."""
@@ -97,5 +111,18 @@ class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_postback_dispatcher_service_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.ReplayDeadLetterResponse]]:
         """Queues a dead letter again, with a fresh attempt count."""
+
+    @_abc_1.abstractmethod
+    def CancelPostbacks(
+        self,
+        request: _postback_dispatcher_service_pb2.CancelPostbacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_postback_dispatcher_service_pb2.CancelPostbacksResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.CancelPostbacksResponse]]:
+        """Cancels jobs that are not delivered yet (pending or dead) and forgets
+        the URL and body of every named job, delivered ones included (an
+        erasure). The jobs are named by id, or by the decision or event that
+        caused them. A cancelled job is never sent, and enqueuing its id again
+        queues nothing.
+        """
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer: PostbackDispatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from lookback.api.types.v1 import app_pb2 as _app_pb2
 from lookback.api.types.v1 import decision_pb2 as _decision_pb2
+from lookback.api.types.v1 import erasure_pb2 as _erasure_pb2
 from lookback.api.types.v1 import explanation_pb2 as _explanation_pb2
 from lookback.api.types.v1 import install_pb2 as _install_pb2
 from lookback.api.types.v1 import postback_pb2 as _postback_pb2
@@ -1318,3 +1319,388 @@ class ReadReplayFactsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadReplayFactsResponse: _TypeAlias = ReadReplayFactsResponse  # noqa: Y015
+
+@_typing.final
+class EraseDevicesRequest(_message.Message):
+    """Request for EraseDevices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    INSTALL_IDS_FIELD_NUMBER: _builtins.int
+    CLICK_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The devices' match keys (SHA-1 and MD5 forms; 1 to 10,000). Install
+        records found by them add the keys of their own identifiers.
+        """
+
+    @_builtins.property
+    def install_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Install records to erase by id as well (found by an earlier pass)."""
+
+    @_builtins.property
+    def click_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Touches to erase by click id as well (found by an earlier pass)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+        install_ids: _abc.Iterable[_builtins.str] | None = ...,
+        click_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "click_ids", b"click_ids", "install_ids", b"install_ids", "keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseDevicesRequest: _TypeAlias = EraseDevicesRequest  # noqa: Y015
+
+@_typing.final
+class EraseDevicesResponse(_message.Message):
+    """Response for EraseDevices: what was erased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALL_IDS_FIELD_NUMBER: _builtins.int
+    CLICK_IDS_FIELD_NUMBER: _builtins.int
+    DECISION_IDS_FIELD_NUMBER: _builtins.int
+    EVENT_IDS_FIELD_NUMBER: _builtins.int
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def install_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Install ids whose records were erased."""
+
+    @_builtins.property
+    def click_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Click ids of the touches erased."""
+
+    @_builtins.property
+    def decision_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Decisions erased (install and open decisions)."""
+
+    @_builtins.property
+    def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Events erased."""
+
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Postback jobs named by the erased outcomes log entries."""
+
+    @_builtins.property
+    def counts(self) -> _erasure_pb2.ErasureCounts:
+        """How many of each."""
+
+    def __init__(
+        self,
+        *,
+        install_ids: _abc.Iterable[_builtins.str] | None = ...,
+        click_ids: _abc.Iterable[_builtins.str] | None = ...,
+        decision_ids: _abc.Iterable[_builtins.str] | None = ...,
+        event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        counts: _erasure_pb2.ErasureCounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_ids", b"click_ids", "counts", b"counts", "decision_ids", b"decision_ids", "event_ids", b"event_ids", "install_ids", b"install_ids", "job_ids", b"job_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseDevicesResponse: _TypeAlias = EraseDevicesResponse  # noqa: Y015
+
+@_typing.final
+class ReadDeviceRecordsRequest(_message.Message):
+    """Request for ReadDeviceRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The devices' match keys (1 to 10,000)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadDeviceRecordsRequest: _TypeAlias = ReadDeviceRecordsRequest  # noqa: Y015
+
+@_typing.final
+class StoredDecision(_message.Message):
+    """A decision as stored, with the explanation recorded with it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> _decision_pb2.Decision:
+        """The decision."""
+
+    @_builtins.property
+    def explanation(self) -> _explanation_pb2.Explanation:
+        """Its explanation, if one was recorded with it."""
+
+    def __init__(
+        self,
+        *,
+        decision: _decision_pb2.Decision | None = ...,
+        explanation: _explanation_pb2.Explanation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "explanation", b"explanation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredDecision: _TypeAlias = StoredDecision  # noqa: Y015
+
+@_typing.final
+class StoredEvent(_message.Message):
+    """An in-app event as stored, with its attribution."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _install_pb2.InAppEvent:
+        """The event as reported."""
+
+    @_builtins.property
+    def attribution(self) -> _decision_pb2.EventAttribution:
+        """Its attribution."""
+
+    def __init__(
+        self,
+        *,
+        event: _install_pb2.InAppEvent | None = ...,
+        attribution: _decision_pb2.EventAttribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredEvent: _TypeAlias = StoredEvent  # noqa: Y015
+
+@_typing.final
+class DeviceRecords(_message.Message):
+    """Every stored record of some devices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOUCHES_FIELD_NUMBER: _builtins.int
+    INSTALLS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def touches(self) -> _containers.RepeatedCompositeFieldContainer[_touch_pb2.Touch]:
+        """Their touches (identifiers in their stored, hashed form)."""
+
+    @_builtins.property
+    def installs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstallRecord]:
+        """Their install records (each with its decision and explanation)."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredDecision]:
+        """The decisions of their opens (re-engagements and opens that changed
+        nothing); install decisions are in `installs`.
+        """
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredEvent]:
+        """Their in-app events."""
+
+    def __init__(
+        self,
+        *,
+        touches: _abc.Iterable[_touch_pb2.Touch] | None = ...,
+        installs: _abc.Iterable[Global___InstallRecord] | None = ...,
+        decisions: _abc.Iterable[Global___StoredDecision] | None = ...,
+        events: _abc.Iterable[Global___StoredEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "events", b"events", "installs", b"installs", "touches", b"touches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceRecords: _TypeAlias = DeviceRecords  # noqa: Y015
+
+@_typing.final
+class ReadDeviceRecordsResponse(_message.Message):
+    """Response for ReadDeviceRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> Global___DeviceRecords:
+        """The records."""
+
+    def __init__(
+        self,
+        *,
+        records: Global___DeviceRecords | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadDeviceRecordsResponse: _TypeAlias = ReadDeviceRecordsResponse  # noqa: Y015
+
+@_typing.final
+class PutErasureRequest(_message.Message):
+    """Request for PutErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasure(self) -> _erasure_pb2.StoredErasure:
+        """The request as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        erasure: _erasure_pb2.StoredErasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutErasureRequest: _TypeAlias = PutErasureRequest  # noqa: Y015
+
+@_typing.final
+class PutErasureResponse(_message.Message):
+    """Response for PutErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutErasureResponse: _TypeAlias = PutErasureResponse  # noqa: Y015
+
+@_typing.final
+class GetErasureRequest(_message.Message):
+    """Request for GetErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    erasure_id: _builtins.str
+    """The request's id."""
+    def __init__(
+        self,
+        *,
+        erasure_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure_id", b"erasure_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetErasureRequest: _TypeAlias = GetErasureRequest  # noqa: Y015
+
+@_typing.final
+class GetErasureResponse(_message.Message):
+    """Response for GetErasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasure(self) -> _erasure_pb2.StoredErasure:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        erasure: _erasure_pb2.StoredErasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetErasureResponse: _TypeAlias = GetErasureResponse  # noqa: Y015
+
+@_typing.final
+class ListPendingErasuresRequest(_message.Message):
+    """Request for ListPendingErasures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (1 to 1000; 0: 100)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingErasuresRequest: _TypeAlias = ListPendingErasuresRequest  # noqa: Y015
+
+@_typing.final
+class ListPendingErasuresResponse(_message.Message):
+    """Response for ListPendingErasures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasures(self) -> _containers.RepeatedCompositeFieldContainer[_erasure_pb2.Erasure]:
+        """Pending requests (without their keys: read each with GetErasure)."""
+
+    def __init__(
+        self,
+        *,
+        erasures: _abc.Iterable[_erasure_pb2.Erasure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasures", b"erasures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingErasuresResponse: _TypeAlias = ListPendingErasuresResponse  # noqa: Y015

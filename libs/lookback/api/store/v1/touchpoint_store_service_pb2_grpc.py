@@ -118,6 +118,31 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.FromString,
                 _registered_method=True)
+        self.EraseDevices = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/EraseDevices',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesResponse.FromString,
+                _registered_method=True)
+        self.ReadDeviceRecords = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ReadDeviceRecords',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsResponse.FromString,
+                _registered_method=True)
+        self.PutErasure = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/PutErasure',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureResponse.FromString,
+                _registered_method=True)
+        self.GetErasure = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/GetErasure',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureResponse.FromString,
+                _registered_method=True)
+        self.ListPendingErasures = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ListPendingErasures',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.FromString,
+                _registered_method=True)
 
 
 class TouchpointStoreServiceServicer:
@@ -250,6 +275,46 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseDevices(self, request, context):
+        """Deletes one app's records of devices named by match keys (and of the
+        install and click ids given): their touches, install records, decisions
+        and events, with every index row; their outcomes log entries keep only
+        what the reports count (no ids, no postback jobs). Answers what it
+        erased, so that the caller can cancel postbacks and forget caches.
+        Idempotent: erasing again finds nothing more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDeviceRecords(self, request, context):
+        """Every stored record of devices named by match keys. Reads only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutErasure(self, request, context):
+        """Creates or replaces an erasure request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetErasure(self, request, context):
+        """Reads an erasure request; NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingErasures(self, request, context):
+        """Lists the erasure requests still pending (to resume them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TouchpointStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +397,31 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.ReadReplayFacts,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.SerializeToString,
+            ),
+            'EraseDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseDevices,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesResponse.SerializeToString,
+            ),
+            'ReadDeviceRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadDeviceRecords,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsResponse.SerializeToString,
+            ),
+            'PutErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutErasure,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureResponse.SerializeToString,
+            ),
+            'GetErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetErasure,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureResponse.SerializeToString,
+            ),
+            'ListPendingErasures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingErasures,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -769,6 +859,141 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/ReadReplayFacts',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadReplayFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/EraseDevices',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.EraseDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDeviceRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ReadDeviceRecords',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ReadDeviceRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/PutErasure',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutErasureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/GetErasure',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetErasureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingErasures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ListPendingErasures',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,6 +88,22 @@ class TouchpointStoreServiceStub:
     install record (with its explanation) and the touches its explanation
     names that are still stored. Reads only.
     """
+    EraseDevices: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.EraseDevicesRequest, _touchpoint_store_service_pb2.EraseDevicesResponse]
+    """Deletes one app's records of devices named by match keys (and of the
+    install and click ids given): their touches, install records, decisions
+    and events, with every index row; their outcomes log entries keep only
+    what the reports count (no ids, no postback jobs). Answers what it
+    erased, so that the caller can cancel postbacks and forget caches.
+    Idempotent: erasing again finds nothing more.
+    """
+    ReadDeviceRecords: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadDeviceRecordsRequest, _touchpoint_store_service_pb2.ReadDeviceRecordsResponse]
+    """Every stored record of devices named by match keys. Reads only."""
+    PutErasure: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.PutErasureRequest, _touchpoint_store_service_pb2.PutErasureResponse]
+    """Creates or replaces an erasure request."""
+    GetErasure: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetErasureRequest, _touchpoint_store_service_pb2.GetErasureResponse]
+    """Reads an erasure request; NOT_FOUND if unknown."""
+    ListPendingErasures: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListPendingErasuresRequest, _touchpoint_store_service_pb2.ListPendingErasuresResponse]
+    """Lists the erasure requests still pending (to resume them)."""
 
 @_typing.type_check_only
 class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
@@ -148,6 +164,22 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     install record (with its explanation) and the touches its explanation
     names that are still stored. Reads only.
     """
+    EraseDevices: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.EraseDevicesRequest, _touchpoint_store_service_pb2.EraseDevicesResponse]  # type: ignore[assignment]
+    """Deletes one app's records of devices named by match keys (and of the
+    install and click ids given): their touches, install records, decisions
+    and events, with every index row; their outcomes log entries keep only
+    what the reports count (no ids, no postback jobs). Answers what it
+    erased, so that the caller can cancel postbacks and forget caches.
+    Idempotent: erasing again finds nothing more.
+    """
+    ReadDeviceRecords: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ReadDeviceRecordsRequest, _touchpoint_store_service_pb2.ReadDeviceRecordsResponse]  # type: ignore[assignment]
+    """Every stored record of devices named by match keys. Reads only."""
+    PutErasure: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.PutErasureRequest, _touchpoint_store_service_pb2.PutErasureResponse]  # type: ignore[assignment]
+    """Creates or replaces an erasure request."""
+    GetErasure: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetErasureRequest, _touchpoint_store_service_pb2.GetErasureResponse]  # type: ignore[assignment]
+    """Reads an erasure request; NOT_FOUND if unknown."""
+    ListPendingErasures: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListPendingErasuresRequest, _touchpoint_store_service_pb2.ListPendingErasuresResponse]  # type: ignore[assignment]
+    """Lists the erasure requests still pending (to resume them)."""
 
 class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores and finds attribution data. Match keys are opaque strings derived
@@ -301,5 +333,51 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         install record (with its explanation) and the touches its explanation
         names that are still stored. Reads only.
         """
+
+    @_abc_1.abstractmethod
+    def EraseDevices(
+        self,
+        request: _touchpoint_store_service_pb2.EraseDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.EraseDevicesResponse, _abc.Awaitable[_touchpoint_store_service_pb2.EraseDevicesResponse]]:
+        """Deletes one app's records of devices named by match keys (and of the
+        install and click ids given): their touches, install records, decisions
+        and events, with every index row; their outcomes log entries keep only
+        what the reports count (no ids, no postback jobs). Answers what it
+        erased, so that the caller can cancel postbacks and forget caches.
+        Idempotent: erasing again finds nothing more.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadDeviceRecords(
+        self,
+        request: _touchpoint_store_service_pb2.ReadDeviceRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ReadDeviceRecordsResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ReadDeviceRecordsResponse]]:
+        """Every stored record of devices named by match keys. Reads only."""
+
+    @_abc_1.abstractmethod
+    def PutErasure(
+        self,
+        request: _touchpoint_store_service_pb2.PutErasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.PutErasureResponse, _abc.Awaitable[_touchpoint_store_service_pb2.PutErasureResponse]]:
+        """Creates or replaces an erasure request."""
+
+    @_abc_1.abstractmethod
+    def GetErasure(
+        self,
+        request: _touchpoint_store_service_pb2.GetErasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.GetErasureResponse, _abc.Awaitable[_touchpoint_store_service_pb2.GetErasureResponse]]:
+        """Reads an erasure request; NOT_FOUND if unknown."""
+
+    @_abc_1.abstractmethod
+    def ListPendingErasures(
+        self,
+        request: _touchpoint_store_service_pb2.ListPendingErasuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ListPendingErasuresResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListPendingErasuresResponse]]:
+        """Lists the erasure requests still pending (to resume them)."""
 
 def add_TouchpointStoreServiceServicer_to_server(servicer: TouchpointStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
