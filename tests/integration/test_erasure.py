@@ -405,3 +405,84 @@ async def test_the_coherence_channel_makes_every_decider_forget_erased_installs(
                 await c.stop()
     finally:
         redis.run("stop")
+
+
+async def test_a_large_request_reports_progress_and_a_stalled_one_is_resumed(
+    tmp_path: Path,
+) -> None:
+    """The request answers at once (pending, nothing done); its progress is
+    visible while it runs; a pending request whose runner stopped (a decider
+    killed mid-way) is taken over and completed by another."""
+    from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
+    from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
+    from lookback.core import convert
+    from lookback.decider.privacy import Eraser, device_keys, erasure_id
+
+    suite = EphemeralSuite(
+        tmp_path,
+        decider_overrides={"erasure_settle": 1.0, "erasure_devices_per_call": 20},
+    )
+    a = await suite.start()
+    try:
+        app_id, keys = await builders.http_app(a.gateway_url, "com.erase.big")
+        gaids = [builders.new_gaid() for _ in range(100)]
+        async with aiohttp.ClientSession() as http:
+            for n, gaid in enumerate(gaids):
+                body = {"app_id": app_id, "install_id": f"i{n}", "device": {"gaid": gaid}}
+                await _post(http, f"{a.gateway_url}/v1/installs", keys["sdk"], body)
+        async with key_channel(a.decider, keys["s2s"]) as channel:
+            privacy = pb_grpc.PrivacyServiceStub(channel)
+            devices = [device_pb2.DeviceIdentifiers(gaid=g) for g in gaids[:60]]
+            created = await privacy.CreateErasure(
+                pb.CreateErasureRequest(app_id=app_id, devices=devices)
+            )
+            assert created.erasure.state == erasure_pb2.ERASURE_STATE_PENDING
+            assert (created.erasure.devices, created.erasure.devices_done) == (60, 0)
+            seen = []
+            while True:
+                got = await privacy.GetErasure(
+                    pb.GetErasureRequest(app_id=app_id, erasure_id=created.erasure.erasure_id)
+                )
+                seen.append((got.erasure.state, got.erasure.devices_done))
+                if got.erasure.state == erasure_pb2.ERASURE_STATE_COMPLETED:
+                    break
+                await asyncio.sleep(0.05)
+            # Pending with devices done (the second passes wait a second).
+            assert any(s == erasure_pb2.ERASURE_STATE_PENDING and d > 0 for s, d in seen), seen
+            assert seen[-1] == (erasure_pb2.ERASURE_STATE_COMPLETED, 60)
+            assert got.erasure.erased.installs == 60
+
+        # A request left pending by a runner that stopped an hour ago.
+        rest = [[*device_keys(device_pb2.DeviceIdentifiers(gaid=g))] for g in gaids[60:]]
+        stalled = erasure_pb2.StoredErasure(
+            erasure=erasure_pb2.Erasure(
+                erasure_id=erasure_id(app_id, False, rest),
+                app_id=app_id,
+                state=erasure_pb2.ERASURE_STATE_PENDING,
+                devices=len(rest),
+                runs=1,
+            ),
+            devices=[erasure_pb2.DeviceKeys(keys=k) for k in rest],
+            heartbeat_time=convert.micros_to_ts(time.time_ns() // 1000 - 3600 * 10**6),
+        )
+        async with admin_channel(a.store) as sc, admin_channel(a.postback) as pc:
+            store = store_grpc.TouchpointStoreServiceStub(sc)
+            await store.PutErasure(store_pb.PutErasureRequest(erasure=stalled))
+
+            async def forget(app: str, ids: object) -> None:
+                return None
+
+            other = Eraser(
+                store, postback_grpc.PostbackDispatcherServiceStub(pc), forget, settle=0.2
+            )
+            assert await other.resume_stale() == 1
+            await other.wait_idle()
+            done = await store.GetErasure(
+                store_pb.GetErasureRequest(erasure_id=stalled.erasure.erasure_id)
+            )
+            assert done.erasure.erasure.state == erasure_pb2.ERASURE_STATE_COMPLETED
+            assert done.erasure.erasure.erased.installs == 40
+            assert list(done.erasure.devices) == []  # the keys are not kept
+            assert await other.resume_stale() == 0
+    finally:
+        await suite.stop()
