@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python -m bench.explain --duration 10 --rounds 3 --out docs/benchmarks/explain.md
 	$(BIN)/python -m bench.fraud --duration 10 --rounds 3 --out docs/benchmarks/fraud.md
 	$(BIN)/python -m bench.erasure --devices 10000 --out docs/benchmarks/erasure.md
+	$(BIN)/python -m bench.links --duration 10 --out docs/benchmarks/links.md
 
 ## Regenerate the Python code from protos/.
 protos: setup

@@ -70,10 +70,12 @@ class ClickRun:
     concurrency: int
     load: LoadResult
     stored: int  # the measured requests' clicks found in the store
+    ok_status: int = 200
+    """The answer that means done (a link's is its redirect, 302)."""
 
     @property
     def ok(self) -> int:
-        return self.load.statuses.get(200, 0)
+        return self.load.statuses.get(self.ok_status, 0)
 
     def row(self) -> str:
         d, lat = self.load.duration_s, self.load.latency
@@ -85,7 +87,9 @@ class ClickRun:
         )
 
     def failures(self) -> str:
-        parts = [f"{n:,} HTTP {s}" for s, n in sorted(self.load.statuses.items()) if s != 200]
+        parts = [
+            f"{n:,} HTTP {s}" for s, n in sorted(self.load.statuses.items()) if s != self.ok_status
+        ]
         parts += [f"{n:,} {kind}" for kind, n in sorted(self.load.error_kinds.items())]
         if self.load.timeouts:
             parts.append(f"{self.load.timeouts:,} timeouts ({TIMEOUT:.0f} s)")

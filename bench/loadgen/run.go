@@ -56,7 +56,7 @@ func newWorker(cfg *config) *worker {
 	var seed [16]byte
 	_, _ = cryptorand.Read(seed[:])
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
-	return &worker{cfg: cfg, client: &http.Client{Transport: transport}, rng: rng, warm: newStats(), measured: newStats()}
+	return &worker{cfg: cfg, client: &http.Client{Transport: transport, CheckRedirect: keepRedirect}, rng: rng, warm: newStats(), measured: newStats()}
 }
 
 func (w *worker) phase(measured bool) *stats {
@@ -257,3 +257,7 @@ func openLoop(cfg *config, rate float64, maxWorkers int, warmup, duration time.D
 	wg.Wait()
 	return workers, firstMeasured
 }
+
+// keepRedirect answers a redirect as it is (a 302 is the response measured:
+// a link's Location points at a store the benchmark must not fetch).
+func keepRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -29,6 +29,7 @@ from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2_grpc as ingestion_grpc
+from lookback.api.links.v1 import link_service_pb2 as links_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as postback_pb
 from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
@@ -54,6 +55,7 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
         outcomes_pb.DESCRIPTOR.services_by_name["OutcomesService"],
         explain_pb.DESCRIPTOR.services_by_name["ExplainService"],
         privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"],
+        links_pb.DESCRIPTOR.services_by_name["LinkService"],
     ],
     "ingestion": [ingestion_pb.DESCRIPTOR.services_by_name["IngestionService"]],
     "srn": [srn_pb.DESCRIPTOR.services_by_name["SrnAdapterService"]],
@@ -265,6 +267,9 @@ def _bodies(app_id: str) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/apps/{app_id}/erasures"): {"devices": [{"gaid": builders.new_gaid()}]},
         ("POST", "/v1/erasures"): {"devices": [{"gaid": builders.new_gaid()}]},
         ("POST", "/v1/apps/{app_id}/devices:access"): {"devices": [{"gaid": builders.new_gaid()}]},
+        ("POST", "/v1/apps/{app_id}/links"): {"media_source": "networka", "campaign": "c"},
+        ("PATCH", "/v1/apps/{app_id}/links/{code}"): {"campaign": "b"},
+        ("POST", "/v1/apps/{app_id}/links/{code}:disable"): {},
     }
 
 

@@ -44,10 +44,12 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2 as decider_pb
 from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
+from lookback.api.links.v1 import link_service_pb2 as links_pb
 from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
-from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2
+from lookback.api.types.v1 import app_pb2, device_pb2, install_pb2, link_pb2
 from lookback.core import auth, wire
 from lookback.core.errors import InvalidArgument
+from lookback.decider.links import RULES as LINKS_RULES
 from lookback.decider.privacy import RULES as PRIVACY_RULES
 from lookback.decider.servicers import RULES as DECIDER_RULES
 from lookback.gateway.http import Gateway
@@ -198,6 +200,20 @@ def _valid_requests(apps: FuzzApps) -> dict[str, Message]:
         "CreateErasure": privacy_pb.CreateErasureRequest(app_id=apps.mine, devices=erased),
         "GetErasure": privacy_pb.GetErasureRequest(app_id=apps.mine, erasure_id="er-0123"),
         "AccessDevices": privacy_pb.AccessDevicesRequest(app_id=apps.mine, devices=erased),
+        "CreateLink": links_pb.CreateLinkRequest(
+            app_id=apps.mine,
+            link=link_pb2.Link(
+                media_source="networka", deep_link_value="p/1", deep_link_params={"a": "b"}
+            ),
+        ),
+        "GetLink": links_pb.GetLinkRequest(app_id=apps.mine, code="c0de"),
+        "ListLinks": links_pb.ListLinksRequest(app_id=apps.mine, page_size=10),
+        "UpdateLink": links_pb.UpdateLinkRequest(
+            app_id=apps.mine,
+            link=link_pb2.Link(code="c0de", campaign="b"),
+            update_mask=field_mask_pb2.FieldMask(paths=["campaign"]),
+        ),
+        "DisableLink": links_pb.DisableLinkRequest(app_id=apps.mine, code="c0de"),
     }
 
 
@@ -210,6 +226,13 @@ def _valid_bodies(apps: FuzzApps) -> dict[tuple[str, str], dict[str, Any]]:
         "engaged_at": _iso(60),
         "device": {"gaid": GAID},
         "click_lookback": "7d",
+    }
+    link = {
+        "media_source": "networka",
+        "campaign": "spring",
+        "deep_link_value": "product/42",
+        "deep_link_params": {"color": "red"},
+        "web_fallback_url": "https://shop.example/spring",
     }
     erasure = {
         "devices": [
@@ -253,6 +276,9 @@ def _valid_bodies(apps: FuzzApps) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/v1/apps/{app_id}/erasures"): erasure,
         ("POST", "/v1/erasures"): erasure,
         ("POST", "/v1/apps/{app_id}/devices:access"): erasure,
+        ("POST", "/v1/apps/{app_id}/links"): link,
+        ("PATCH", "/v1/apps/{app_id}/links/{code}"): {"campaign": "b", "disabled": False},
+        ("POST", "/v1/apps/{app_id}/links/{code}:disable"): {},
     }
 
 
@@ -270,6 +296,9 @@ BODIES: dict[tuple[str, str], Descriptor] = {
     ("POST", "/v1/apps/{app_id}/erasures"): privacy_pb.CreateErasureRequest.DESCRIPTOR,
     ("POST", "/v1/erasures"): privacy_pb.CreateErasureRequest.DESCRIPTOR,
     ("POST", "/v1/apps/{app_id}/devices:access"): privacy_pb.AccessDevicesRequest.DESCRIPTOR,
+    ("POST", "/v1/apps/{app_id}/links"): link_pb2.Link.DESCRIPTOR,
+    ("PATCH", "/v1/apps/{app_id}/links/{code}"): link_pb2.Link.DESCRIPTOR,
+    ("POST", "/v1/apps/{app_id}/links/{code}:disable"): link_pb2.Link.DESCRIPTOR,
 }
 """The message each route's JSON body is parsed as."""
 
@@ -558,9 +587,10 @@ SERVICES: dict[str, list[ServiceDescriptor]] = {
         decider_pb.DESCRIPTOR.services_by_name["DeciderService"],
         apps_pb.DESCRIPTOR.services_by_name["AppSettingsService"],
         privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"],
+        links_pb.DESCRIPTOR.services_by_name["LinkService"],
     ],
 }
-RULES = {**INGESTION_RULES, **DECIDER_RULES, **PRIVACY_RULES}
+RULES = {**INGESTION_RULES, **DECIDER_RULES, **PRIVACY_RULES, **LINKS_RULES}
 
 
 def _methods() -> Iterator[tuple[str, str, Descriptor, auth.Rule]]:

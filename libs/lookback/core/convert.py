@@ -153,6 +153,8 @@ def touch(t: touch_pb2.Touch) -> model.Touch:
         user_agent=t.user_agent,
         is_retargeting=t.is_retargeting,
         click_lookback=dur_to_micros(t.click_lookback) if t.HasField("click_lookback") else None,
+        deep_link_value=t.deep_link_value,
+        deep_link_params=tuple(sorted(t.deep_link_params.items())),
     )
 
 
@@ -311,6 +313,9 @@ def decision(
         ad=outcome.ad,
         site_id=outcome.site_id,
         original_decision_id=outcome.original_decision_id,
+        deep_link_value=outcome.deep_link_value,
+        deep_link_params=dict(outcome.deep_link_params),
+        match_guaranteed=outcome.match_guaranteed,
     )
 
 
@@ -347,6 +352,9 @@ def outcome(d: decision_pb2.Decision) -> model.Outcome:
             model.Rejection(r.click_id, r.media_source, REASON.domain(r.reason)) for r in d.rejected
         ),
         original_decision_id=d.original_decision_id,
+        deep_link_value=d.deep_link_value,
+        deep_link_params=tuple(sorted(d.deep_link_params.items())),
+        match_guaranteed=d.match_guaranteed if d.HasField("match_guaranteed") else None,
     )
 
 

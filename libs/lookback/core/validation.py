@@ -11,8 +11,9 @@ import asyncio
 import ipaddress
 import re
 import uuid
-from collections.abc import Callable, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -247,6 +248,34 @@ def check_touch(v: Violations, t: touch_pb2.Touch, now: Micros) -> None:
             v.add(name, "must be at most 500 characters")
     if len(t.user_agent) > MAX_USER_AGENT:
         v.add("user_agent", f"must be at most {MAX_USER_AGENT} characters")
+    check_deep_link(v, t.deep_link_value, t.deep_link_params, "")
+    if (t.deep_link_value or t.deep_link_params) and t.type == touch_pb2.TOUCH_TYPE_IMPRESSION:
+        v.add("deep_link_value", "only clicks carry a deep link")
+
+
+MAX_DEEP_LINK = 2000
+MAX_DEEP_LINK_PARAMS = 20
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+def check_deep_link(v: Violations, value: str, params: Mapping[str, str], prefix: str) -> None:
+    """A deferred deep link (docs/links.md): a value and at most 20 named parameters."""
+    if len(value) > MAX_DEEP_LINK or not value.isprintable():
+        v.add(f"{prefix}deep_link_value", f"must be at most {MAX_DEEP_LINK} printable characters")
+    if len(params) > MAX_DEEP_LINK_PARAMS:
+        v.add(f"{prefix}deep_link_params", f"at most {MAX_DEEP_LINK_PARAMS} parameters")
+        return
+    for name, param in params.items():
+        if not _PARAM_NAME.fullmatch(name):
+            v.add(
+                f"{prefix}deep_link_params",
+                f"names are 1 to 100 of A-Z a-z 0-9 _ . -: {name[:40]!r}",
+            )
+        elif len(param) > MAX_DEEP_LINK or not param.isprintable():
+            v.add(
+                f"{prefix}deep_link_params[{name}]",
+                f"must be at most {MAX_DEEP_LINK} printable characters",
+            )
 
 
 def _check_report(
@@ -406,6 +435,61 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
         v.add("settings.redirect_allowlist", f"at most {MAX_REDIRECT_HOSTS} entries")
     for i, entry in enumerate(s.redirect_allowlist):
         check_redirect_host(v, entry, f"settings.redirect_allowlist[{i}]")
+    if s.HasField("links"):
+        check_link_settings(v, s.links, "settings.links.")
+
+
+_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
+_APP_STORE_ID = re.compile(r"(id)?[0-9]{1,20}")
+_TEAM_ID = re.compile(r"[A-Z0-9]{10}")
+_BUNDLE_ID = re.compile(r"[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+")
+_FINGERPRINT = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){31}")
+
+
+def check_web_url(v: Violations, url: str, path: str) -> None:
+    """A page people are sent to: an absolute https URL, no user info, no
+    spaces or backslashes (:mod:`lookback.gateway.redirects` follows it)."""
+    try:
+        parsed = urlsplit(url)
+        ok = (
+            parsed.scheme == "https"
+            and bool(parsed.hostname)
+            and not parsed.username
+            and not parsed.password
+            and not re.search(r"[\x00-\x20\x7f\\]", url)
+            and len(url) <= MAX_URL
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        v.add(path, "must be an absolute https URL without spaces, backslashes or user info")
+
+
+def check_link_settings(v: Violations, s: app_pb2.LinkSettings, prefix: str) -> None:
+    """Store pages, web fallback and the ``.well-known`` identity (docs/links.md)."""
+    if s.android_package and not _PACKAGE.fullmatch(s.android_package):
+        v.add(f"{prefix}android_package", "must be a package name such as com.example.app")
+    if s.ios_app_store_id and not _APP_STORE_ID.fullmatch(s.ios_app_store_id):
+        v.add(f"{prefix}ios_app_store_id", "must be the App Store id: digits, or id and digits")
+    if s.web_fallback_url:
+        check_web_url(v, s.web_fallback_url, f"{prefix}web_fallback_url")
+    if s.ios_team_id and not _TEAM_ID.fullmatch(s.ios_team_id):
+        v.add(f"{prefix}ios_team_id", "must be 10 upper-case letters or digits")
+    if s.ios_bundle_id and not _BUNDLE_ID.fullmatch(s.ios_bundle_id):
+        v.add(f"{prefix}ios_bundle_id", "must be a bundle id such as com.example.app")
+    if bool(s.ios_team_id) != bool(s.ios_bundle_id):
+        v.add(f"{prefix}ios_team_id", "give the team id and the bundle id together")
+    check_count(
+        v, s.android_sha256_cert_fingerprints, f"{prefix}android_sha256_cert_fingerprints", 10
+    )
+    for i, f in enumerate(s.android_sha256_cert_fingerprints):
+        if not _FINGERPRINT.fullmatch(f):
+            v.add(
+                f"{prefix}android_sha256_cert_fingerprints[{i}]",
+                "must be 32 upper-case hex bytes separated by colons (AB:CD:...)",
+            )
+    if s.link_domain and (len(s.link_domain) > 253 or not _HOST.fullmatch(s.link_domain)):
+        v.add(f"{prefix}link_domain", "must be a host name such as go.example.com")
 
 
 def _check_app_sizes(v: Violations, s: app_pb2.AppSettings) -> None:

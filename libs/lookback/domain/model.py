@@ -135,6 +135,10 @@ class Touch:
     user_agent: str = ""
     is_retargeting: bool = False
     click_lookback: Micros | None = None
+    deep_link_value: str = ""
+    """What the app should open once it runs (clicks; docs/links.md)."""
+    deep_link_params: tuple[tuple[str, str], ...] = ()
+    """Further deep-link parameters, sorted by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +316,10 @@ class Outcome:
     considered: tuple[Considered, ...] = ()
     """Every candidate and its verdict, most recent first (when the rules
     were asked to explain)."""
+    deep_link_value: str = ""
+    deep_link_params: tuple[tuple[str, str], ...] = ()
+    match_guaranteed: bool | None = None
+    """Set with a deep link: whether the winning click matched deterministically."""
 
     @property
     def counted(self) -> bool:

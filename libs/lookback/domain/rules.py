@@ -76,6 +76,8 @@ class Candidate:
     """The touch's address (for the blocklist); empty for claims and preloads."""
     user_agent: str = ""
     """The touch's user agent (for the bot rule)."""
+    deep_link_value: str = ""
+    deep_link_params: tuple[tuple[str, str], ...] = ()
 
     def sort_key(self) -> tuple[int, int, int, str, str, str]:
         # Best first: lowest tier, most recent, method order; then click id,
@@ -125,7 +127,23 @@ def _from_touch(touch: Touch, tier: int, method: Method) -> Candidate:
         is_retargeting=touch.is_retargeting,
         ip=touch.ip,
         user_agent=touch.user_agent,
+        deep_link_value=touch.deep_link_value,
+        deep_link_params=touch.deep_link_params,
     )
+
+
+def _deep_link(winner: Candidate) -> dict[str, Any]:
+    """The winner's deferred deep link (LINKS.md): a click's only; a match
+    is guaranteed unless it was probabilistic."""
+    if winner.touch_type is not TouchType.CLICK or not (
+        winner.deep_link_value or winner.deep_link_params
+    ):
+        return {}
+    return {
+        "deep_link_value": winner.deep_link_value,
+        "deep_link_params": winner.deep_link_params,
+        "match_guaranteed": winner.method is not Method.PROBABILISTIC,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +468,7 @@ def _attributed(
             if explain
             else ()
         ),
+        **_deep_link(winner),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from lookback.api.apps.v1 import app_settings_service_pb2 as apps_pb
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.types.v1 import app_pb2
-from lookback.cli.options import add_admin_key, admin_key
+from lookback.cli.options import add_admin_key, admin_key, report_failure
 from lookback.cli.tlsargs import add_tls_arguments, client_tls
 from lookback.core import auth, clients, jsonapi
 from lookback.core.config import ConfigError
@@ -80,10 +80,7 @@ async def _run(ns: argparse.Namespace) -> int:
                 "previous_keys_expire_time": jsonapi.dump(rotated)["previous_keys_expire_time"],
             }
     except LookbackError as exc:
-        print(f"lookback apps {ns.action}: {exc.code.name}: {exc.message}", file=sys.stderr)
-        for v in getattr(exc, "violations", ()):
-            print(f"  {v.field}: {v.description}", file=sys.stderr)
-        return 1
+        return report_failure(f"lookback apps {ns.action}", exc)
     finally:
         await channel.close()
     print(json.dumps(out, indent=2, sort_keys=True))

@@ -9,6 +9,7 @@ import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
@@ -132,18 +133,57 @@ async def run_demo(gateway: str, admin_key: str, ssl_context: ssl.SSLContext | N
                 "touch": d["touch_type"],
                 "click_id": d.get("click_id", ""),
                 "contributors": ",".join(d.get("contributors", [])),
+                "deep_link": _deep_link(d),
                 "latency": _ms(d.get("latency", "0s")),
             }
+
+        async def follow_link() -> tuple[str, str]:
+            """A link with a deep link, followed from an Android browser (the
+            redirect not followed): its URL and the Play referrer it carried."""
+            created = await _call(
+                s,
+                "POST",
+                f"{gateway}/v1/apps/{DEMO_APP}/links",
+                headers=admin,
+                json={
+                    "media_source": "networkd",
+                    "campaign": "summer_links",
+                    "deep_link_value": "product/42",
+                    "deep_link_params": {"color": "red"},
+                },
+            )
+            url = created["link"]["url"]
+            # The partner says the tap was 10 minutes ago (an install right
+            # after its click would be rejected as too soon: min_ctit).
+            params = {"engaged_at": _iso(now - timedelta(minutes=10))}
+            async with s.get(
+                url, params=params, headers={"User-Agent": ANDROID_UA}, allow_redirects=False
+            ) as r:
+                if r.status != 302:
+                    raise RuntimeError(f"GET {url} -> {r.status}: {await r.text()}")
+                location = r.headers["Location"]
+            referrer = parse_qs(urlsplit(location).query)["referrer"][0]
+            return f"GET {url} (Android) -> 302 {location}", referrer
 
         await touch("click", "networka", "spring_sale", alice, timedelta(hours=3))
         await touch("impression", "networkb", "video", carol, timedelta(hours=5))
         await touch("click", "networkc", "retarget_q2", carol, timedelta(hours=2))
+        followed, referrer = await follow_link()
         rows = [
             await install("clicked networka", f"alice-{run}", alice),
             await install("no ad seen", f"bob-{run}", bob, OTHER_PHONE_UA),
             await install("saw b, clicked c", f"carol-{run}", carol),
             await install("same install again", f"alice-{run}", alice),
+            await install(
+                "followed a link",
+                f"dave-{run}",
+                _gaid(),
+                OTHER_PHONE_UA,
+                install_referrer={"referrer": referrer},
+            ),
         ]
+    print(followed)
+    print()
     print(
         table(
             rows,
@@ -156,11 +196,20 @@ async def run_demo(gateway: str, admin_key: str, ssl_context: ssl.SSLContext | N
                 "method",
                 "touch",
                 "contributors",
+                "deep_link",
                 "latency",
             ],
         )
     )
     return 0
+
+
+def _deep_link(d: dict[str, Any]) -> str:
+    """``product/42 (guaranteed)``: the decision's deferred deep link."""
+    value = d.get("deep_link_value", "")
+    if not value:
+        return ""
+    return f"{value} ({'guaranteed' if d.get('match_guaranteed') else 'probable'})"
 
 
 TRAFFIC_SOURCES = ("networka", "networkb", "networkc")

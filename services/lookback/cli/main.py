@@ -5,6 +5,7 @@ lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
 lookback postbacks dead|show|replay         dead letters (--help)
 lookback apps create|show|rotate-key        apps and their keys (--help)
+lookback links create|list|get|update|disable   an app's attribution links (--help)
 lookback decisions get|list|tail            read decisions back (--help)
 lookback report APP_ID [--bucket hour|day]  counts per media source, campaign, kind
 lookback explain APP_ID INSTALL_ID          why a decision: every candidate and its verdict
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
     sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
     sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
+    sub.add_parser("links", help="create|list|get|update|disable: an app's links (--help)")
     sub.add_parser("decisions", help="get|list|tail: read decisions back, over the decider")
     sub.add_parser("report", help="APP_ID: an app's counts as a table (--help)")
     sub.add_parser("explain", help="APP_ID INSTALL_ID: why a decision, as a table (--help)")
@@ -178,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lookback.cli.apps import main as apps
 
         return apps(args[1:])
+    if args[:1] == ["links"]:
+        from lookback.cli.links import main as links
+
+        return links(args[1:])
     if args[:1] == ["health"]:
         from lookback.cli.health import main as health
 

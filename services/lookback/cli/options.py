@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from lookback.core.errors import LookbackError
 
 ADMIN_KEY_ENV = "LOOKBACK_ADMIN_KEY"
 
@@ -23,3 +26,12 @@ def admin_key(ns: argparse.Namespace, command: str) -> str:
     if not key:
         raise SystemExit(f"{command}: an admin key is required (--admin-key or ${ADMIN_KEY_ENV})")
     return key
+
+
+def report_failure(command: str, exc: LookbackError) -> int:
+    """Say on stderr why a call was refused (its code, message and each bad
+    field); the exit code of a refused call."""
+    print(f"{command}: {exc.code.name}: {exc.message}", file=sys.stderr)
+    for v in getattr(exc, "violations", ()):
+        print(f"  {v.field}: {v.description}", file=sys.stderr)
+    return 1

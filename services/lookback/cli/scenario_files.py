@@ -59,9 +59,11 @@ SCALAR_EXPECTATIONS = (
     "method",
     "touch_type",
     "reengagement_media_source",
+    "deep_link_value",
 )
 EXPECTATIONS = (
     *SCALAR_EXPECTATIONS,
+    "match_guaranteed",
     "contributors",
     "rejected",
     "postbacks",
@@ -199,6 +201,8 @@ def validate(file: str, data: Any) -> Scenario:
                 raise bad(f"{where}.expect.{name}", "is not a known expectation")
             if name in ("contributors", "postbacks") and not isinstance(value, list):
                 raise bad(f"{where}.expect.{name}", "must be a list")
+            if name == "match_guaranteed" and value is not None and not isinstance(value, bool):
+                raise bad(f"{where}.expect.{name}", "must be true, false or null (no deep link)")
             if name == "rejected" and not (
                 isinstance(value, list)
                 and all(isinstance(r, dict) and set(r) <= {"click_id", "reason"} for r in value)

@@ -441,6 +441,19 @@ class Runner:
         for name in SCALAR_EXPECTATIONS:
             if name in expect and result.get(name, "") != expect[name]:
                 failures.append(Failure(i, name, expect[name], result.get(name, "")))
+        # Unset (null) when the decision carries no deep link.
+        if (
+            "match_guaranteed" in expect
+            and result.get("match_guaranteed") != expect["match_guaranteed"]
+        ):
+            failures.append(
+                Failure(
+                    i,
+                    "match_guaranteed",
+                    expect["match_guaranteed"],
+                    result.get("match_guaranteed"),
+                )
+            )
         if (
             "contributors" in expect
             and list(result.get("contributors", [])) != expect["contributors"]

@@ -13,6 +13,8 @@ from lookback.api.decider.v1 import decider_service_pb2 as pb
 from lookback.api.decider.v1 import decider_service_pb2_grpc as pb_grpc
 from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
+from lookback.api.links.v1 import link_service_pb2 as links_pb
+from lookback.api.links.v1 import link_service_pb2_grpc as links_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2_grpc as postback_grpc
@@ -32,6 +34,8 @@ from lookback.decider.engine import DecisionEngine
 from lookback.decider.explain import Explainer
 from lookback.decider.explain_servicer import RULES as EXPLAIN_RULES
 from lookback.decider.explain_servicer import ExplainServicer
+from lookback.decider.links import RULES as LINKS_RULES
+from lookback.decider.links import LinkServicer
 from lookback.decider.outcomes import RULES as OUTCOMES_RULES
 from lookback.decider.outcomes import OutcomesServicer
 from lookback.decider.privacy import RULES as PRIVACY_RULES
@@ -43,7 +47,7 @@ log = logging.getLogger("lookback.decider")
 
 class DeciderComponent:
     name = "decider"
-    auth_rules = {**RULES, **OUTCOMES_RULES, **EXPLAIN_RULES, **PRIVACY_RULES}
+    auth_rules = {**RULES, **OUTCOMES_RULES, **EXPLAIN_RULES, **PRIVACY_RULES, **LINKS_RULES}
 
     def __init__(self, config: DeciderConfig) -> None:
         self.config = config
@@ -94,7 +98,9 @@ class DeciderComponent:
         )
         explain_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(self.explainer), server)
         privacy_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(self.eraser), server)
+        links_grpc.add_LinkServiceServicer_to_server(LinkServicer(self.store.stub), server)
         return [
+            links_pb.DESCRIPTOR.services_by_name["LinkService"].full_name,
             privacy_pb.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
             explain_pb.DESCRIPTOR.services_by_name["ExplainService"].full_name,
             pb.DESCRIPTOR.services_by_name["DeciderService"].full_name,

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2_grpc
 from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.decider.v1 import decider_service_pb2_grpc as decider_grpc
 from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
+from lookback.api.links.v1 import link_service_pb2_grpc as links_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.privacy.v1 import privacy_service_pb2_grpc as privacy_grpc
 from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
@@ -69,6 +70,7 @@ class GatewayComponent:
             ),
             # An access request reads every record of up to 100 devices.
             privacy=clients.stub(privacy_grpc.PrivacyServiceStub, decider_ch, 30.0, key),
+            links=clients.stub(links_grpc.LinkServiceStub, decider_ch, key=key),
             # A stream has no deadline; the raw stub, with the key per call.
             watch=(
                 outcomes_grpc.OutcomesServiceStub(decider_ch).WatchDecisions,

@@ -35,7 +35,7 @@ class GatewayConfig(ServerConfig):
     the client's address is the N-th from the right of that list (its
     left-most when shorter); 0 ignores the header and takes the TCP peer's."""
     link_rate_limit: float = 20.0
-    """Link requests (``/v1/click``, ``/v1/impression``) a second per client
+    """Link requests (``/v1/click``, ``/v1/impression``, ``/l/{code}``) a second per client
     IP, per gateway process; 0 turns the limit off."""
     link_rate_burst: float = 40.0
     """Link requests one client IP may make at once above ``link_rate_limit``."""
@@ -45,3 +45,9 @@ class GatewayConfig(ServerConfig):
     app shares its ``sdk`` key), per gateway process; 0 turns the limit off."""
     sdk_rate_burst: float = 400.0
     """SDK requests one key may make at once above ``sdk_rate_limit``."""
+    link_cache_ttl: float = 5.0
+    """Seconds a link (``/l/{code}``) is served from this process's cache: a
+    changed or disabled link shows everywhere within this."""
+    well_known_ttl: float = 60.0
+    """Seconds the ``.well-known`` files are served as built (and clients
+    told to cache them)."""

@@ -65,6 +65,8 @@ from lookback.api.apps.v1 import app_settings_service_pb2_grpc as apps_grpc
 from lookback.api.explain.v1 import explain_service_pb2 as explain_pb
 from lookback.api.explain.v1 import explain_service_pb2_grpc as explain_grpc
 from lookback.api.ingestion.v1 import ingestion_service_pb2 as ingestion_pb
+from lookback.api.links.v1 import link_service_pb2 as links_pb
+from lookback.api.links.v1 import link_service_pb2_grpc as links_grpc
 from lookback.api.outcomes.v1 import outcomes_service_pb2 as outcomes_pb
 from lookback.api.outcomes.v1 import outcomes_service_pb2_grpc as outcomes_grpc
 from lookback.api.privacy.v1 import privacy_service_pb2 as privacy_pb
@@ -72,7 +74,7 @@ from lookback.api.privacy.v1 import privacy_service_pb2_grpc as privacy_grpc
 from lookback.api.reports.v1 import reports_service_pb2 as reports_pb
 from lookback.api.reports.v1 import reports_service_pb2_grpc as reports_grpc
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
-from lookback.api.types.v1 import app_pb2, device_pb2, erasure_pb2, install_pb2, touch_pb2
+from lookback.api.types.v1 import app_pb2, device_pb2, erasure_pb2, install_pb2, link_pb2, touch_pb2
 from lookback.core import auth, intake, jsonapi, redact, telemetry, wire
 from lookback.core.errors import (
     Code,
@@ -84,12 +86,16 @@ from lookback.core.errors import (
 )
 from lookback.core.validation import MAX_HASHED_IDS, check_device
 from lookback.decider.client import AppDirectory, DeciderClient
+from lookback.domain import useragent
+from lookback.gateway import linkroutes
 from lookback.gateway.clientip import client_ip
 from lookback.gateway.config import GatewayConfig
-from lookback.gateway.links import check_link_signature, touch_from_link
+from lookback.gateway.linkroutes import LinkDirectory
+from lookback.gateway.links import LINK_FIXED, check_link_signature, touch_from_link
 from lookback.gateway.ratelimit import RateLimiter
 from lookback.gateway.redirects import check_redirect_target
 from lookback.touchpoint_store.client import TouchWriter
+from lookback.touchpoint_store.logreader import app_ids
 
 log = logging.getLogger("lookback.gateway")
 
@@ -454,6 +460,11 @@ def records_json(records: store_pb.DeviceRecords) -> dict[str, Any]:
     }
 
 
+def _found(target: str) -> web.Response:
+    """A ``302`` to ``target``, answered (not raised: no exception on the hot path)."""
+    return web.Response(status=302, headers={"Location": target})
+
+
 class Gateway:
     """The HTTP handlers, over the decider's and the store's stubs."""
 
@@ -471,6 +482,7 @@ class Gateway:
         reports: reports_grpc.ReportsServiceStub | None = None,
         explain: tuple[explain_grpc.ExplainServiceStub, Any] | None = None,
         privacy: privacy_grpc.PrivacyServiceStub | None = None,
+        links: links_grpc.LinkServiceStub | None = None,
     ) -> None:
         self.config = config = config or GatewayConfig()
         self.link_limits = RateLimiter(
@@ -488,6 +500,8 @@ class Gateway:
         multicallable with the metadata (key) it presents."""
         self.privacy = privacy
         """The decider's PrivacyService (erasure and access)."""
+        self.link_service = links
+        """The decider's LinkService (creating and changing links)."""
         self.watch = watch
         """The raw WatchDecisions multicallable and the metadata (key) it presents."""
         self.auth = authenticator
@@ -495,6 +509,9 @@ class Gateway:
         self.touches = touches
         self.health = health
         self.draining = False
+        store = touches.stub if touches is not None else None  # None: route listings only
+        self.links = LinkDirectory(store, ttl=self.config.link_cache_ttl)
+        self._well_known: dict[tuple[str, str], tuple[float, bytes]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -507,6 +524,9 @@ class Gateway:
         s2s_touches = auth.app_rule(auth.S2S, lambda m: (t.app_id for t in m.touches))
         r.add_get("/v1/click", _guard(a, public, "touch.", self.click))
         r.add_get("/v1/impression", _guard(a, public, "touch.", self.impression))
+        r.add_get("/l/{code}", _guard(a, public, "", self.follow_link))
+        r.add_get("/.well-known/apple-app-site-association", _guard(a, public, "", self.well_known))
+        r.add_get("/.well-known/assetlinks.json", _guard(a, public, "", self.well_known))
         r.add_post("/v1/touches", _guard(a, s2s_touches, "", self.record_touches))
         r.add_post("/v1/installs", _guard(a, sdk, "install.", self.install))
         r.add_post("/v1/opens", _guard(a, sdk, "open.", self.open))
@@ -540,6 +560,11 @@ class Gateway:
         r.add_post("/v1/erasures", _guard(a, admin, "", self.create_erasure))
         r.add_get("/v1/erasures/{erasure_id}", _guard(a, admin, "", self.get_erasure))
         r.add_post("/v1/apps/{app_id}/devices:access", _guard(a, own, "", self.access_devices))
+        r.add_post("/v1/apps/{app_id}/links", _guard(a, own, "link.", self.create_link))
+        r.add_get("/v1/apps/{app_id}/links", _guard(a, own, "", self.list_links))
+        r.add_get("/v1/apps/{app_id}/links/{code}", _guard(a, own, "", self.get_link))
+        r.add_patch("/v1/apps/{app_id}/links/{code}", _guard(a, own, "link.", self.update_link))
+        r.add_post("/v1/apps/{app_id}/links/{code}:disable", _guard(a, own, "", self.disable_link))
         r.add_get("/dashboard", _guard(a, public, "", self.dashboard))
         r.add_get("/dashboard/{asset}", _guard(a, public, "", self.dashboard_asset))
         r.add_get("/healthz", _guard(a, public, "", self.healthz))
@@ -585,6 +610,70 @@ class Gateway:
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         return await self._link(request, touch_pb2.TOUCH_TYPE_CLICK)
+
+    async def follow_link(self, request: web.Request) -> web.StreamResponse:
+        """``GET /l/{code}``: record the click, send the person on by
+        platform (:mod:`.linkroutes`). A crawler and a disabled link are sent
+        to the web fallback and record nothing."""
+        peer = self.client_ip(request)
+        self.link_limits.take(peer)
+        link = await self.links.get(request.match_info["code"])
+        app = await self.directory.get(link.app_id) if link is not None else None
+        if link is None or app is None:
+            raise NotFound("unknown link")
+        user_agent = request.headers.get("User-Agent", "")
+        if link.disabled or useragent.is_bot(user_agent):
+            target = linkroutes.fallback(link, app)
+            if not target:
+                raise NotFound("the link has nowhere to send this browser")
+            return _found(target)
+        q = request.query
+        fixed = sorted(k for k in q if k in LINK_FIXED)
+        if fixed:
+            raise InvalidArgument([FieldViolation(k, "is set by the link") for k in fixed])
+        touch = touch_from_link(q, touch_pb2.TOUCH_TYPE_CLICK, peer, user_agent)
+        signed = check_link_signature(
+            q.items(), app, link.media_source, self.config.signing_secrets, time.time()
+        )
+        if not signed:
+            touch.ip = peer  # an unsigned link cannot choose its IP
+        touch.app_id = link.app_id
+        for name in ("media_source", "campaign", "adset", "ad", "site_id", "deep_link_value"):
+            setattr(touch, name, getattr(link, name))
+        touch.deep_link_params.update(link.deep_link_params)
+        intake.prepare_touch(touch)
+        target = linkroutes.destination(
+            link, app, linkroutes.platform_of(user_agent), touch.click_id
+        )
+        if not target:
+            raise NotFound("the link has nowhere to send this browser")
+        await self.touches.put(touch)
+        return _found(target)
+
+    async def well_known(self, request: web.Request) -> web.StreamResponse:
+        """The Universal Links / App Links files of the apps this host serves,
+        built from their settings and cached for ``well_known_ttl`` seconds."""
+        name = request.path.rsplit("/", 1)[-1]
+        host = request.host
+        cached = self._well_known.get((name, host))
+        now = time.monotonic()
+        if cached is None or now - cached[0] > self.config.well_known_ttl:
+            apps = []
+            async for app_id in app_ids(self.touches.stub):
+                app = await self.directory.get(app_id)
+                if app is not None and linkroutes.serves(app, host):
+                    apps.append(app)
+            if name == "assetlinks.json":
+                body = linkroutes.asset_links(apps)
+            else:
+                body = linkroutes.apple_app_site_association(apps)
+            cached = (now, body)
+            self._well_known[(name, host)] = cached
+        return web.Response(
+            body=cached[1],
+            content_type="application/json",
+            headers={"Cache-Control": f"public, max-age={int(self.config.well_known_ttl)}"},
+        )
 
     async def impression(self, request: web.Request) -> web.StreamResponse:
         return await self._link(request, touch_pb2.TOUCH_TYPE_IMPRESSION)
@@ -841,6 +930,72 @@ class Gateway:
             privacy_pb.AccessDevicesRequest(app_id=app_id, devices=devices)
         )
         return web.json_response(records_json(answer.records))
+
+    def _links(self, request: web.Request) -> tuple[links_grpc.LinkServiceStub, str]:
+        allow(request, request.match_info)
+        assert self.link_service is not None
+        return self.link_service, request.match_info["app_id"]
+
+    def _link_json(self, request: web.Request, link: link_pb2.Link) -> dict[str, Any]:
+        """A link as the API shows it, with its public URL on this host."""
+        body = jsonapi.dump(link)
+        body["url"] = f"{request.scheme}://{request.host}/l/{link.code}"
+        return body
+
+    async def create_link(self, request: web.Request) -> web.StreamResponse:
+        """``{"media_source", "campaign", ..., "deep_link_value",
+        "deep_link_params", "web_fallback_url"}`` → 201 the link with its code."""
+        stub, app_id = self._links(request)
+        link = jsonapi.parse(link_pb2.Link, await _json_body(request))
+        answer = await stub.CreateLink(links_pb.CreateLinkRequest(app_id=app_id, link=link))
+        self.links.cache.drop(answer.link.code)
+        return web.json_response({"link": self._link_json(request, answer.link)}, status=201)
+
+    async def list_links(self, request: web.Request) -> web.StreamResponse:
+        stub, app_id = self._links(request)
+        q = request.query
+        try:
+            size = int(q.get("page_size") or 0)
+        except ValueError:
+            raise InvalidArgument([FieldViolation("page_size", "must be a number")]) from None
+        answer = await stub.ListLinks(
+            links_pb.ListLinksRequest(
+                app_id=app_id, page_size=size, page_token=q.get("page_token", "")
+            )
+        )
+        return web.json_response(
+            {
+                "links": [self._link_json(request, link) for link in answer.links],
+                "next_page_token": answer.next_page_token,
+            }
+        )
+
+    async def get_link(self, request: web.Request) -> web.StreamResponse:
+        stub, app_id = self._links(request)
+        answer = await stub.GetLink(
+            links_pb.GetLinkRequest(app_id=app_id, code=request.match_info["code"])
+        )
+        return web.json_response({"link": self._link_json(request, answer.link)})
+
+    async def update_link(self, request: web.Request) -> web.StreamResponse:
+        """The fields given change (``{"campaign": "b", "disabled": true}``)."""
+        stub, app_id = self._links(request)
+        body = await _json_body(request)
+        link = jsonapi.parse(link_pb2.Link, body)
+        link.code = request.match_info["code"]
+        mask = field_mask_pb2.FieldMask(paths=sorted(body))
+        answer = await stub.UpdateLink(
+            links_pb.UpdateLinkRequest(app_id=app_id, link=link, update_mask=mask)
+        )
+        self.links.cache.drop(link.code)
+        return web.json_response({"link": self._link_json(request, answer.link)})
+
+    async def disable_link(self, request: web.Request) -> web.StreamResponse:
+        stub, app_id = self._links(request)
+        code = request.match_info["code"]
+        answer = await stub.DisableLink(links_pb.DisableLinkRequest(app_id=app_id, code=code))
+        self.links.cache.drop(code)
+        return web.json_response({"link": self._link_json(request, answer.link)})
 
     async def get_report(self, request: web.Request) -> web.StreamResponse:
         """``?start_time=&end_time=`` (RFC 3339), ``bucket=hour|day`` (none: a

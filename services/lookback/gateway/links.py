@@ -28,6 +28,8 @@ LINK_PARAMS = frozenset(
         *DEVICE_ID_TYPES,
     }
 )
+LINK_FIXED = frozenset({"app_id", *TOUCH_LABELS, "redirect"}) - {"click_id"}
+"""Parameters a link (``/l/{code}``) sets itself: a partner cannot change them."""
 HASHED_PARAMS = {
     f"{alg}_{t}": (ID_TYPE_NUMBER[t], HASH_ALGORITHM_NUMBER[alg])
     for t in DEVICE_ID_TYPES

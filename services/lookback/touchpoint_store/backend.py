@@ -18,6 +18,7 @@ from lookback.api.types.v1 import (
     decision_pb2,
     erasure_pb2,
     install_pb2,
+    link_pb2,
     postback_pb2,
     touch_pb2,
 )
@@ -345,4 +346,15 @@ class StoreBackend(Protocol):
 
     async def pending_erasures(self, limit: int) -> list[erasure_pb2.Erasure]:
         """Erasure requests not completed (without their keys)."""
+        ...
+
+    async def put_link(self, link: link_pb2.Link, create: bool) -> bool:
+        """Store a link; with ``create``, False (and nothing written) when
+        its code exists already."""
+        ...
+
+    async def get_link(self, code: str) -> link_pb2.Link | None: ...
+
+    async def list_links(self, app_id: str, after_code: str, limit: int) -> list[link_pb2.Link]:
+        """The app's links with codes after ``after_code``, by code."""
         ...

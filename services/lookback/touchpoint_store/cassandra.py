@@ -56,6 +56,7 @@ from lookback.api.types.v1 import (
     decision_pb2,
     erasure_pb2,
     install_pb2,
+    link_pb2,
     postback_pb2,
     touch_pb2,
 )
@@ -1005,6 +1006,26 @@ class CassandraBackend:
         rows = await self._run("pending_erasures", (limit,))
         found = await asyncio.gather(*(self.get_erasure(r["erasure_id"]) for r in rows))
         return [f.erasure for f in found if f is not None]
+
+    # --- links -------------------------------------------------------------
+
+    async def put_link(self, link: link_pb2.Link, create: bool) -> bool:
+        """By code first (the transaction decides a create), then the app's
+        listing (rewritten by a retry: idempotent)."""
+        params = (link.code, link.app_id, link.SerializeToString())
+        rows = await self._run("create_link" if create else "replace_link", params)
+        if create and rows and not rows[0].get("[applied]", True):
+            return False
+        await self._run("put_link_by_app", (link.app_id, link.code, params[2]))
+        return True
+
+    async def get_link(self, code: str) -> link_pb2.Link | None:
+        rows = await self._run("link_by_code", (code,))
+        return link_pb2.Link.FromString(rows[0]["body"]) if rows else None
+
+    async def list_links(self, app_id: str, after_code: str, limit: int) -> list[link_pb2.Link]:
+        rows = await self._run("links_of_app", (app_id, after_code, limit))
+        return [link_pb2.Link.FromString(r["body"]) for r in rows]
 
 
 def _as_ms(at: Any) -> int:

@@ -8,6 +8,7 @@
 | prior installs by device key, newest first | ``installs_by_device`` | (app_id, key) |
 | event by event id (exactly once) | ``events`` | (app_id, event_id) |
 | app by id | ``apps`` | app_id |
+| link by code; an app's links by code | ``links``; ``links_by_app`` | code; app_id |
 | an app's outcomes log (the outbox) after a cursor | ``outcomes`` | (app_id, bucket) |
 | an app's decisions in a time range, newest first | ``decisions_by_day`` | (app_id, bucket) |
 | decision by id | ``decisions_by_id`` | (app_id, decision_id) |
@@ -108,6 +109,13 @@ MIGRATIONS: dict[int, list[str]] = {
             shard int, erasure_id text, PRIMARY KEY (shard, erasure_id)
         )""",
     ],
+    # 8: links, by code (the public look-up) and by app (listing).
+    8: [
+        """CREATE TABLE IF NOT EXISTS links (code text PRIMARY KEY, app_id text, body blob)""",
+        """CREATE TABLE IF NOT EXISTS links_by_app (
+            app_id text, code text, body blob, PRIMARY KEY ((app_id), code)
+        )""",
+    ],
 }
 
 FIRST_WRITE_WINS = 1 << 62
@@ -196,6 +204,12 @@ STATEMENTS: dict[str, str] = {
     "mark_erasure_pending": "INSERT INTO erasures_pending (shard, erasure_id) VALUES (0, ?)",
     "unmark_erasure_pending": "DELETE FROM erasures_pending WHERE shard = 0 AND erasure_id = ?",
     "pending_erasures": "SELECT erasure_id FROM erasures_pending WHERE shard = 0 LIMIT ?",
+    # --- links ---
+    "create_link": "INSERT INTO links (code, app_id, body) VALUES (?, ?, ?) IF NOT EXISTS",
+    "replace_link": "INSERT INTO links (code, app_id, body) VALUES (?, ?, ?)",
+    "put_link_by_app": "INSERT INTO links_by_app (app_id, code, body) VALUES (?, ?, ?)",
+    "link_by_code": "SELECT body FROM links WHERE code = ?",
+    "links_of_app": "SELECT body FROM links_by_app WHERE app_id = ? AND code > ? LIMIT ?",
 }
 
 

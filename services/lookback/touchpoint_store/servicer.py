@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as pb_grpc
-from lookback.api.types.v1 import app_pb2, decision_pb2, erasure_pb2, explanation_pb2, touch_pb2
+from lookback.api.types.v1 import (
+    app_pb2,
+    decision_pb2,
+    erasure_pb2,
+    explanation_pb2,
+    touch_pb2,
+)
 from lookback.core import convert
 from lookback.core import validation as check
 from lookback.core.clock import now_micros
@@ -387,3 +393,33 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
         check.ensure(check.check_page_size, request.page_size)
         erasures = await self.backend.pending_erasures(request.page_size or 100)
         return pb.ListPendingErasuresResponse(erasures=erasures)
+
+    async def PutLink(self, request: pb.PutLinkRequest, context: object) -> pb.PutLinkResponse:
+        v = Violations()
+        check.check_id(v, request.link.code, "link.code")
+        check.check_id(v, request.link.app_id, "link.app_id")
+        v.raise_if_any()
+        if not await self.backend.put_link(request.link, request.create):
+            raise AlreadyExists(f"link {request.link.code!r} exists already")
+        return pb.PutLinkResponse()
+
+    async def GetLink(self, request: pb.GetLinkRequest, context: object) -> pb.GetLinkResponse:
+        check.ensure(check.check_id, request.code, "code")
+        link = await self.backend.get_link(request.code)
+        if link is None:
+            raise NotFound(f"no link {request.code!r}")
+        return pb.GetLinkResponse(link=link)
+
+    async def ListLinks(
+        self, request: pb.ListLinksRequest, context: object
+    ) -> pb.ListLinksResponse:
+        v = Violations()
+        check.check_id(v, request.app_id, "app_id")
+        check.check_page_size(v, request.page_size)
+        if request.after_code:
+            check.check_id(v, request.after_code, "after_code")
+        v.raise_if_any()
+        links = await self.backend.list_links(
+            request.app_id, request.after_code, request.page_size or 100
+        )
+        return pb.ListLinksResponse(links=links)

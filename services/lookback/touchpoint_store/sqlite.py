@@ -20,6 +20,7 @@ from lookback.api.types.v1 import (
     decision_pb2,
     erasure_pb2,
     install_pb2,
+    link_pb2,
     postback_pb2,
     touch_pb2,
 )
@@ -129,6 +130,11 @@ _MIGRATIONS = {
     CREATE TABLE erasures (
         erasure_id TEXT PRIMARY KEY, pending INTEGER NOT NULL, body BLOB NOT NULL);
     CREATE TABLE backfills (name TEXT PRIMARY KEY);
+    """,
+    # An app's links, by their (public, unique) code.
+    6: """
+    CREATE TABLE links (code TEXT PRIMARY KEY, app_id TEXT NOT NULL, body BLOB NOT NULL);
+    CREATE INDEX links_by_app ON links (app_id, code);
     """,
 }
 
@@ -855,3 +861,31 @@ class SqliteBackend:
             ).fetchall()
         )
         return [erasure_pb2.StoredErasure.FromString(r[0]).erasure for r in rows]
+
+    # --- links -------------------------------------------------------------
+
+    @staticmethod
+    def _put_link(db: Db, link: link_pb2.Link, create: bool) -> bool:
+        verb = "INSERT OR IGNORE" if create else "INSERT OR REPLACE"
+        cur = db.execute(
+            f"{verb} INTO links VALUES (?,?,?)", (link.code, link.app_id, link.SerializeToString())
+        )
+        return cur.rowcount == 1
+
+    async def put_link(self, link: link_pb2.Link, create: bool) -> bool:
+        return await self.db.write(self._put_link, link, create)
+
+    async def get_link(self, code: str) -> link_pb2.Link | None:
+        row = self.db.read(
+            lambda db: db.execute("SELECT body FROM links WHERE code=?", (code,)).fetchone()
+        )
+        return link_pb2.Link.FromString(row[0]) if row else None
+
+    async def list_links(self, app_id: str, after_code: str, limit: int) -> list[link_pb2.Link]:
+        rows = self.db.read(
+            lambda db: db.execute(
+                "SELECT body FROM links WHERE app_id=? AND code > ? ORDER BY code LIMIT ?",
+                (app_id, after_code, limit),
+            ).fetchall()
+        )
+        return [link_pb2.Link.FromString(r[0]) for r in rows]

@@ -15,6 +15,7 @@ from lookback.api.types.v1 import decision_pb2 as _decision_pb2
 from lookback.api.types.v1 import erasure_pb2 as _erasure_pb2
 from lookback.api.types.v1 import explanation_pb2 as _explanation_pb2
 from lookback.api.types.v1 import install_pb2 as _install_pb2
+from lookback.api.types.v1 import link_pb2 as _link_pb2
 from lookback.api.types.v1 import postback_pb2 as _postback_pb2
 from lookback.api.types.v1 import touch_pb2 as _touch_pb2
 import builtins as _builtins
@@ -1704,3 +1705,148 @@ class ListPendingErasuresResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPendingErasuresResponse: _TypeAlias = ListPendingErasuresResponse  # noqa: Y015
+
+@_typing.final
+class PutLinkRequest(_message.Message):
+    """Request for PutLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    CREATE_FIELD_NUMBER: _builtins.int
+    create: _builtins.bool
+    """True: create it, failing if its code exists; false: replace it."""
+    @_builtins.property
+    def link(self) -> _link_pb2.Link:
+        """The link."""
+
+    def __init__(
+        self,
+        *,
+        link: _link_pb2.Link | None = ...,
+        create: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "link", b"link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutLinkRequest: _TypeAlias = PutLinkRequest  # noqa: Y015
+
+@_typing.final
+class PutLinkResponse(_message.Message):
+    """Response for PutLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutLinkResponse: _TypeAlias = PutLinkResponse  # noqa: Y015
+
+@_typing.final
+class GetLinkRequest(_message.Message):
+    """Request for GetLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The code."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLinkRequest: _TypeAlias = GetLinkRequest  # noqa: Y015
+
+@_typing.final
+class GetLinkResponse(_message.Message):
+    """Response for GetLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def link(self) -> _link_pb2.Link:
+        """The link."""
+
+    def __init__(
+        self,
+        *,
+        link: _link_pb2.Link | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLinkResponse: _TypeAlias = GetLinkResponse  # noqa: Y015
+
+@_typing.final
+class ListLinksRequest(_message.Message):
+    """Request for ListLinks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    AFTER_CODE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """The app."""
+    after_code: _builtins.str
+    """Links with a code after this one; empty: from the first."""
+    page_size: _builtins.int
+    """At most this many (1 to 1000; 0: 100)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        after_code: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_code", b"after_code", "app_id", b"app_id", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLinksRequest: _TypeAlias = ListLinksRequest  # noqa: Y015
+
+@_typing.final
+class ListLinksResponse(_message.Message):
+    """Response for ListLinks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[_link_pb2.Link]:
+        """The links, by code."""
+
+    def __init__(
+        self,
+        *,
+        links: _abc.Iterable[_link_pb2.Link] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["links", b"links"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLinksResponse: _TypeAlias = ListLinksResponse  # noqa: Y015

@@ -143,6 +143,21 @@ class TouchpointStoreServiceStub:
                 request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.SerializeToString,
                 response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.FromString,
                 _registered_method=True)
+        self.PutLink = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/PutLink',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkResponse.FromString,
+                _registered_method=True)
+        self.GetLink = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/GetLink',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkResponse.FromString,
+                _registered_method=True)
+        self.ListLinks = channel.unary_unary(
+                '/lookback.store.v1.TouchpointStoreService/ListLinks',
+                request_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksRequest.SerializeToString,
+                response_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksResponse.FromString,
+                _registered_method=True)
 
 
 class TouchpointStoreServiceServicer:
@@ -315,6 +330,28 @@ class TouchpointStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutLink(self, request, context):
+        """Stores a link: creates it (ALREADY_EXISTS if its code is taken) or
+        replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLink(self, request, context):
+        """Reads a link by its code (any app's: codes are unique); NOT_FOUND if none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLinks(self, request, context):
+        """Lists an app's links by code, after a code, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TouchpointStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -422,6 +459,21 @@ def add_TouchpointStoreServiceServicer_to_server(servicer, server):
                     servicer.ListPendingErasures,
                     request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.FromString,
                     response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.SerializeToString,
+            ),
+            'PutLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutLink,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkResponse.SerializeToString,
+            ),
+            'GetLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLink,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkResponse.SerializeToString,
+            ),
+            'ListLinks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLinks,
+                    request_deserializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksRequest.FromString,
+                    response_serializer=lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -994,6 +1046,87 @@ class TouchpointStoreService:
             '/lookback.store.v1.TouchpointStoreService/ListPendingErasures',
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresRequest.SerializeToString,
             lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListPendingErasuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/PutLink',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.PutLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/GetLink',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.GetLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLinks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.store.v1.TouchpointStoreService/ListLinks',
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksRequest.SerializeToString,
+            lookback_dot_store_dot_v1_dot_touchpoint__store__service__pb2.ListLinksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,6 +104,14 @@ class TouchpointStoreServiceStub:
     """Reads an erasure request; NOT_FOUND if unknown."""
     ListPendingErasures: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListPendingErasuresRequest, _touchpoint_store_service_pb2.ListPendingErasuresResponse]
     """Lists the erasure requests still pending (to resume them)."""
+    PutLink: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.PutLinkRequest, _touchpoint_store_service_pb2.PutLinkResponse]
+    """Stores a link: creates it (ALREADY_EXISTS if its code is taken) or
+    replaces it.
+    """
+    GetLink: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetLinkRequest, _touchpoint_store_service_pb2.GetLinkResponse]
+    """Reads a link by its code (any app's: codes are unique); NOT_FOUND if none."""
+    ListLinks: _grpc.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListLinksRequest, _touchpoint_store_service_pb2.ListLinksResponse]
+    """Lists an app's links by code, after a code, paged."""
 
 @_typing.type_check_only
 class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
@@ -180,6 +188,14 @@ class TouchpointStoreServiceAsyncStub(TouchpointStoreServiceStub):
     """Reads an erasure request; NOT_FOUND if unknown."""
     ListPendingErasures: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListPendingErasuresRequest, _touchpoint_store_service_pb2.ListPendingErasuresResponse]  # type: ignore[assignment]
     """Lists the erasure requests still pending (to resume them)."""
+    PutLink: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.PutLinkRequest, _touchpoint_store_service_pb2.PutLinkResponse]  # type: ignore[assignment]
+    """Stores a link: creates it (ALREADY_EXISTS if its code is taken) or
+    replaces it.
+    """
+    GetLink: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.GetLinkRequest, _touchpoint_store_service_pb2.GetLinkResponse]  # type: ignore[assignment]
+    """Reads a link by its code (any app's: codes are unique); NOT_FOUND if none."""
+    ListLinks: _aio.UnaryUnaryMultiCallable[_touchpoint_store_service_pb2.ListLinksRequest, _touchpoint_store_service_pb2.ListLinksResponse]  # type: ignore[assignment]
+    """Lists an app's links by code, after a code, paged."""
 
 class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores and finds attribution data. Match keys are opaque strings derived
@@ -379,5 +395,31 @@ class TouchpointStoreServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_touchpoint_store_service_pb2.ListPendingErasuresResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListPendingErasuresResponse]]:
         """Lists the erasure requests still pending (to resume them)."""
+
+    @_abc_1.abstractmethod
+    def PutLink(
+        self,
+        request: _touchpoint_store_service_pb2.PutLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.PutLinkResponse, _abc.Awaitable[_touchpoint_store_service_pb2.PutLinkResponse]]:
+        """Stores a link: creates it (ALREADY_EXISTS if its code is taken) or
+        replaces it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLink(
+        self,
+        request: _touchpoint_store_service_pb2.GetLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.GetLinkResponse, _abc.Awaitable[_touchpoint_store_service_pb2.GetLinkResponse]]:
+        """Reads a link by its code (any app's: codes are unique); NOT_FOUND if none."""
+
+    @_abc_1.abstractmethod
+    def ListLinks(
+        self,
+        request: _touchpoint_store_service_pb2.ListLinksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_touchpoint_store_service_pb2.ListLinksResponse, _abc.Awaitable[_touchpoint_store_service_pb2.ListLinksResponse]]:
+        """Lists an app's links by code, after a code, paged."""
 
 def add_TouchpointStoreServiceServicer_to_server(servicer: TouchpointStoreServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookback.api.types.v1 import postback_pb2 as lookback_dot_types_dot_v1_dot_postback__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blookback/types/v1/app.proto\x12\x11lookback.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"\xb0\x07\n\x0b\x41ppSettings\x12\x31\n\x0e\x63lick_lookback\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12[\n\x18\x63lick_lookback_by_source\x18\x02 \x03(\x0b\x32\x39.lookback.types.v1.AppSettings.ClickLookbackBySourceEntry\x12\x30\n\rview_lookback\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cprobabilistic_click_lookback\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12>\n\x1bprobabilistic_view_lookback\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10preload_lookback\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14reattribution_window\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13reengagement_window\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08min_ctit\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0csrn_networks\x18\n \x03(\t\x12@\n\tpostbacks\x18\x0b \x03(\x0b\x32-.lookback.types.v1.AppSettings.PostbacksEntry\x12%\n\x1d\x64isable_click_injection_check\x18\x0c \x01(\x08\x12\x1a\n\x12redirect_allowlist\x18\r \x03(\t\x12+\n\x08max_ctit\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x62locked_ips\x18\x0f \x03(\t\x1aW\n\x1a\x43lickLookbackBySourceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration:\x02\x38\x01\x1aU\n\x0ePostbacksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x32\n\x05value\x18\x02 \x01(\x0b\x32#.lookback.types.v1.PartnerPostbacks:\x02\x38\x01\"\xaa\x01\n\x06\x41ppKey\x12\x12\n\nkey_sha256\x18\x01 \x01(\x0c\x12*\n\x05scope\x18\x02 \x01(\x0e\x32\x1b.lookback.types.v1.KeyScope\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x02\n\x03\x41pp\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12-\n\x08platform\x18\x02 \x01(\x0e\x32\x1b.lookback.types.v1.Platform\x12\x30\n\x08settings\x18\x03 \x01(\x0b\x32\x1e.lookback.types.v1.AppSettings\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04keys\x18\x07 \x03(\x0b\x32\x19.lookback.types.v1.AppKey*`\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x14\n\x10PLATFORM_ANDROID\x10\x01\x12\x10\n\x0cPLATFORM_IOS\x10\x02\x12\x12\n\x0ePLATFORM_OTHER\x10\x03*K\n\x08KeyScope\x12\x19\n\x15KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x11\n\rKEY_SCOPE_SDK\x10\x01\x12\x11\n\rKEY_SCOPE_S2S\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blookback/types/v1/app.proto\x12\x11lookback.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"\xe0\x07\n\x0b\x41ppSettings\x12\x31\n\x0e\x63lick_lookback\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12[\n\x18\x63lick_lookback_by_source\x18\x02 \x03(\x0b\x32\x39.lookback.types.v1.AppSettings.ClickLookbackBySourceEntry\x12\x30\n\rview_lookback\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12?\n\x1cprobabilistic_click_lookback\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12>\n\x1bprobabilistic_view_lookback\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10preload_lookback\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14reattribution_window\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13reengagement_window\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08min_ctit\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0csrn_networks\x18\n \x03(\t\x12@\n\tpostbacks\x18\x0b \x03(\x0b\x32-.lookback.types.v1.AppSettings.PostbacksEntry\x12%\n\x1d\x64isable_click_injection_check\x18\x0c \x01(\x08\x12\x1a\n\x12redirect_allowlist\x18\r \x03(\t\x12+\n\x08max_ctit\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x62locked_ips\x18\x0f \x03(\t\x12.\n\x05links\x18\x10 \x01(\x0b\x32\x1f.lookback.types.v1.LinkSettings\x1aW\n\x1a\x43lickLookbackBySourceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration:\x02\x38\x01\x1aU\n\x0ePostbacksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x32\n\x05value\x18\x02 \x01(\x0b\x32#.lookback.types.v1.PartnerPostbacks:\x02\x38\x01\"\xc6\x01\n\x0cLinkSettings\x12\x17\n\x0f\x61ndroid_package\x18\x01 \x01(\t\x12\x18\n\x10ios_app_store_id\x18\x02 \x01(\t\x12\x18\n\x10web_fallback_url\x18\x03 \x01(\t\x12\x13\n\x0bios_team_id\x18\x04 \x01(\t\x12\x15\n\rios_bundle_id\x18\x05 \x01(\t\x12(\n android_sha256_cert_fingerprints\x18\x06 \x03(\t\x12\x13\n\x0blink_domain\x18\x07 \x01(\t\"\xaa\x01\n\x06\x41ppKey\x12\x12\n\nkey_sha256\x18\x01 \x01(\x0c\x12*\n\x05scope\x18\x02 \x01(\x0e\x32\x1b.lookback.types.v1.KeyScope\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x02\n\x03\x41pp\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12-\n\x08platform\x18\x02 \x01(\x0e\x32\x1b.lookback.types.v1.Platform\x12\x30\n\x08settings\x18\x03 \x01(\x0b\x32\x1e.lookback.types.v1.AppSettings\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04keys\x18\x07 \x03(\x0b\x32\x19.lookback.types.v1.AppKey*`\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x14\n\x10PLATFORM_ANDROID\x10\x01\x12\x10\n\x0cPLATFORM_IOS\x10\x02\x12\x12\n\x0ePLATFORM_OTHER\x10\x03*K\n\x08KeyScope\x12\x19\n\x15KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x11\n\rKEY_SCOPE_SDK\x10\x01\x12\x11\n\rKEY_SCOPE_S2S\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,18 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPSETTINGS_CLICKLOOKBACKBYSOURCEENTRY']._serialized_options = b'8\001'
   _globals['_APPSETTINGS_POSTBACKSENTRY']._loaded_options = None
   _globals['_APPSETTINGS_POSTBACKSENTRY']._serialized_options = b'8\001'
-  _globals['_PLATFORM']._serialized_start=1546
-  _globals['_PLATFORM']._serialized_end=1642
-  _globals['_KEYSCOPE']._serialized_start=1644
-  _globals['_KEYSCOPE']._serialized_end=1719
+  _globals['_PLATFORM']._serialized_start=1795
+  _globals['_PLATFORM']._serialized_end=1891
+  _globals['_KEYSCOPE']._serialized_start=1893
+  _globals['_KEYSCOPE']._serialized_end=1968
   _globals['_APPSETTINGS']._serialized_start=150
-  _globals['_APPSETTINGS']._serialized_end=1094
-  _globals['_APPSETTINGS_CLICKLOOKBACKBYSOURCEENTRY']._serialized_start=920
-  _globals['_APPSETTINGS_CLICKLOOKBACKBYSOURCEENTRY']._serialized_end=1007
-  _globals['_APPSETTINGS_POSTBACKSENTRY']._serialized_start=1009
-  _globals['_APPSETTINGS_POSTBACKSENTRY']._serialized_end=1094
-  _globals['_APPKEY']._serialized_start=1097
-  _globals['_APPKEY']._serialized_end=1267
-  _globals['_APP']._serialized_start=1270
-  _globals['_APP']._serialized_end=1544
+  _globals['_APPSETTINGS']._serialized_end=1142
+  _globals['_APPSETTINGS_CLICKLOOKBACKBYSOURCEENTRY']._serialized_start=968
+  _globals['_APPSETTINGS_CLICKLOOKBACKBYSOURCEENTRY']._serialized_end=1055
+  _globals['_APPSETTINGS_POSTBACKSENTRY']._serialized_start=1057
+  _globals['_APPSETTINGS_POSTBACKSENTRY']._serialized_end=1142
+  _globals['_LINKSETTINGS']._serialized_start=1145
+  _globals['_LINKSETTINGS']._serialized_end=1343
+  _globals['_APPKEY']._serialized_start=1346
+  _globals['_APPKEY']._serialized_end=1516
+  _globals['_APP']._serialized_start=1519
+  _globals['_APP']._serialized_end=1793
 # @@protoc_insertion_point(module_scope)

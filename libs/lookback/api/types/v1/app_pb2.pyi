@@ -144,6 +144,7 @@ class AppSettings(_message.Message):
     REDIRECT_ALLOWLIST_FIELD_NUMBER: _builtins.int
     MAX_CTIT_FIELD_NUMBER: _builtins.int
     BLOCKED_IPS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     disable_click_injection_check: _builtins.bool
     """Turns off the click-injection rule. By default a click later than the
     store's install-begin time is rejected as `click_after_install_begin`.
@@ -217,6 +218,12 @@ class AppSettings(_message.Message):
         or IPv6 (`203.0.113.0/24`, `2001:db8::/32`; a bare address is one host).
         """
 
+    @_builtins.property
+    def links(self) -> Global___LinkSettings:
+        """Where the app's links send people, and what the gateway's `.well-known`
+        files say about the app (docs/links.md).
+        """
+
     def __init__(
         self,
         *,
@@ -235,14 +242,75 @@ class AppSettings(_message.Message):
         redirect_allowlist: _abc.Iterable[_builtins.str] | None = ...,
         max_ctit: _duration_pb2.Duration | None = ...,
         blocked_ips: _abc.Iterable[_builtins.str] | None = ...,
+        links: Global___LinkSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "view_lookback", b"view_lookback"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "links", b"links", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "reengagement_window", b"reengagement_window", "view_lookback", b"view_lookback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_ips", b"blocked_ips", "click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "redirect_allowlist", b"redirect_allowlist", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_ips", b"blocked_ips", "click_lookback", b"click_lookback", "click_lookback_by_source", b"click_lookback_by_source", "disable_click_injection_check", b"disable_click_injection_check", "links", b"links", "max_ctit", b"max_ctit", "min_ctit", b"min_ctit", "postbacks", b"postbacks", "preload_lookback", b"preload_lookback", "probabilistic_click_lookback", b"probabilistic_click_lookback", "probabilistic_view_lookback", b"probabilistic_view_lookback", "reattribution_window", b"reattribution_window", "redirect_allowlist", b"redirect_allowlist", "reengagement_window", b"reengagement_window", "srn_networks", b"srn_networks", "view_lookback", b"view_lookback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppSettings: _TypeAlias = AppSettings  # noqa: Y015
+
+@_typing.final
+class LinkSettings(_message.Message):
+    """An app's store pages, web fallback and Universal Links / App Links
+    identity.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANDROID_PACKAGE_FIELD_NUMBER: _builtins.int
+    IOS_APP_STORE_ID_FIELD_NUMBER: _builtins.int
+    WEB_FALLBACK_URL_FIELD_NUMBER: _builtins.int
+    IOS_TEAM_ID_FIELD_NUMBER: _builtins.int
+    IOS_BUNDLE_ID_FIELD_NUMBER: _builtins.int
+    ANDROID_SHA256_CERT_FINGERPRINTS_FIELD_NUMBER: _builtins.int
+    LINK_DOMAIN_FIELD_NUMBER: _builtins.int
+    android_package: _builtins.str
+    """The Play package links send Android users to; empty: the app id of an
+    Android app.
+    """
+    ios_app_store_id: _builtins.str
+    """The App Store id (digits) links send iOS users to; empty: the app id of
+    an iOS app (`id123` or `123`).
+    """
+    web_fallback_url: _builtins.str
+    """Where links send everyone else (and crawlers): an https URL; a link may
+    name its own.
+    """
+    ios_team_id: _builtins.str
+    """Apple team id (10 characters), for apple-app-site-association."""
+    ios_bundle_id: _builtins.str
+    """iOS bundle id, for apple-app-site-association."""
+    link_domain: _builtins.str
+    """The host the app's links are served on; the `.well-known` files of
+    that host list the app. Empty: every host's files list it.
+    """
+    @_builtins.property
+    def android_sha256_cert_fingerprints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256 fingerprints of the Android signing certificates
+        (`AB:CD:...`, 32 bytes), for assetlinks.json.
+        """
+
+    def __init__(
+        self,
+        *,
+        android_package: _builtins.str = ...,
+        ios_app_store_id: _builtins.str = ...,
+        web_fallback_url: _builtins.str = ...,
+        ios_team_id: _builtins.str = ...,
+        ios_bundle_id: _builtins.str = ...,
+        android_sha256_cert_fingerprints: _abc.Iterable[_builtins.str] | None = ...,
+        link_domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["android_package", b"android_package", "android_sha256_cert_fingerprints", b"android_sha256_cert_fingerprints", "ios_app_store_id", b"ios_app_store_id", "ios_bundle_id", b"ios_bundle_id", "ios_team_id", b"ios_team_id", "link_domain", b"link_domain", "web_fallback_url", b"web_fallback_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkSettings: _TypeAlias = LinkSettings  # noqa: Y015
 
 @_typing.final
 class AppKey(_message.Message):

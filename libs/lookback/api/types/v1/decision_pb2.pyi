@@ -183,6 +183,26 @@ class Decision(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DeepLinkParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DECISION_ID_FIELD_NUMBER: _builtins.int
     APP_ID_FIELD_NUMBER: _builtins.int
     INSTALL_ID_FIELD_NUMBER: _builtins.int
@@ -203,6 +223,9 @@ class Decision(_message.Message):
     AD_FIELD_NUMBER: _builtins.int
     SITE_ID_FIELD_NUMBER: _builtins.int
     ORIGINAL_DECISION_ID_FIELD_NUMBER: _builtins.int
+    DEEP_LINK_VALUE_FIELD_NUMBER: _builtins.int
+    DEEP_LINK_PARAMS_FIELD_NUMBER: _builtins.int
+    MATCH_GUARANTEED_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Unique id of this decision (the postbacks' idempotency root)."""
     app_id: _builtins.str
@@ -236,6 +259,15 @@ class Decision(_message.Message):
     """For reinstalls: the decision of the original install that keeps the
     attribution.
     """
+    deep_link_value: _builtins.str
+    """The winning click's deferred deep link (empty when it has none, for
+    impressions and organic installs).
+    """
+    match_guaranteed: _builtins.bool
+    """Set when the decision carries a deep link: true when the winning click
+    was matched deterministically (install referrer, device id, SRN,
+    preload, deep link), false when probabilistically.
+    """
     @_builtins.property
     def contributors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Assisting media sources, most recent first, at most 3."""
@@ -260,6 +292,10 @@ class Decision(_message.Message):
     def unanswered_srns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Self-reporting networks that did not answer within the budget."""
 
+    @_builtins.property
+    def deep_link_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The winning click's deep-link parameters."""
+
     def __init__(
         self,
         *,
@@ -283,12 +319,17 @@ class Decision(_message.Message):
         ad: _builtins.str = ...,
         site_id: _builtins.str = ...,
         original_decision_id: _builtins.str = ...,
+        deep_link_value: _builtins.str = ...,
+        deep_link_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        match_guaranteed: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "event_time", b"event_time", "latency", b"latency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_match_guaranteed", b"_match_guaranteed", "decided_at", b"decided_at", "event_time", b"event_time", "latency", b"latency", "match_guaranteed", b"match_guaranteed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ad", b"ad", "adset", b"adset", "app_id", b"app_id", "campaign", b"campaign", "click_id", b"click_id", "contributors", b"contributors", "counted", b"counted", "decided_at", b"decided_at", "decision_id", b"decision_id", "event_time", b"event_time", "install_id", b"install_id", "kind", b"kind", "latency", b"latency", "media_source", b"media_source", "method", b"method", "original_decision_id", b"original_decision_id", "rejected", b"rejected", "site_id", b"site_id", "touch_type", b"touch_type", "unanswered_srns", b"unanswered_srns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_guaranteed", b"_match_guaranteed", "ad", b"ad", "adset", b"adset", "app_id", b"app_id", "campaign", b"campaign", "click_id", b"click_id", "contributors", b"contributors", "counted", b"counted", "decided_at", b"decided_at", "decision_id", b"decision_id", "deep_link_params", b"deep_link_params", "deep_link_value", b"deep_link_value", "event_time", b"event_time", "install_id", b"install_id", "kind", b"kind", "latency", b"latency", "match_guaranteed", b"match_guaranteed", "media_source", b"media_source", "method", b"method", "original_decision_id", b"original_decision_id", "rejected", b"rejected", "site_id", b"site_id", "touch_type", b"touch_type", "unanswered_srns", b"unanswered_srns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__match_guaranteed: _TypeAlias = _typing.Literal["match_guaranteed"]  # noqa: Y015
+    _WhichOneofArgType__match_guaranteed: _TypeAlias = _typing.Literal["_match_guaranteed", b"_match_guaranteed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__match_guaranteed) -> _WhichOneofReturnType__match_guaranteed | None: ...
 
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
 

@@ -28,15 +28,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lookback.api.types.v1 import device_pb2 as lookback_dot_types_dot_v1_dot_device__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlookback/types/v1/touch.proto\x12\x11lookback.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elookback/types/v1/device.proto\"\xab\x03\n\x05Touch\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.lookback.types.v1.TouchType\x12\x14\n\x0cmedia_source\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\r\n\x05\x61\x64set\x18\x05 \x01(\t\x12\n\n\x02\x61\x64\x18\x06 \x01(\t\x12\x0f\n\x07site_id\x18\x07 \x01(\t\x12\x10\n\x08\x63lick_id\x18\x08 \x01(\t\x12.\n\nengaged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06\x64\x65vice\x18\n \x01(\x0b\x32$.lookback.types.v1.DeviceIdentifiers\x12\n\n\x02ip\x18\x0b \x01(\t\x12\x12\n\nuser_agent\x18\x0c \x01(\t\x12\x16\n\x0eis_retargeting\x18\r \x01(\x08\x12\x31\n\x0e\x63lick_lookback\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0breceived_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp*m\n\tTouchType\x12\x1a\n\x16TOUCH_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOUCH_TYPE_CLICK\x10\x01\x12\x19\n\x15TOUCH_TYPE_IMPRESSION\x10\x02\x12\x13\n\x0fTOUCH_TYPE_NONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlookback/types/v1/touch.proto\x12\x11lookback.types.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elookback/types/v1/device.proto\"\xc3\x04\n\x05Touch\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.lookback.types.v1.TouchType\x12\x14\n\x0cmedia_source\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\r\n\x05\x61\x64set\x18\x05 \x01(\t\x12\n\n\x02\x61\x64\x18\x06 \x01(\t\x12\x0f\n\x07site_id\x18\x07 \x01(\t\x12\x10\n\x08\x63lick_id\x18\x08 \x01(\t\x12.\n\nengaged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06\x64\x65vice\x18\n \x01(\x0b\x32$.lookback.types.v1.DeviceIdentifiers\x12\n\n\x02ip\x18\x0b \x01(\t\x12\x12\n\nuser_agent\x18\x0c \x01(\t\x12\x16\n\x0eis_retargeting\x18\r \x01(\x08\x12\x31\n\x0e\x63lick_lookback\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0breceived_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65\x65p_link_value\x18\x10 \x01(\t\x12\x46\n\x10\x64\x65\x65p_link_params\x18\x11 \x03(\x0b\x32,.lookback.types.v1.Touch.DeepLinkParamsEntry\x1a\x35\n\x13\x44\x65\x65pLinkParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*m\n\tTouchType\x12\x1a\n\x16TOUCH_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOUCH_TYPE_CLICK\x10\x01\x12\x19\n\x15TOUCH_TYPE_IMPRESSION\x10\x02\x12\x13\n\x0fTOUCH_TYPE_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.types.v1.touch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOUCHTYPE']._serialized_start=579
-  _globals['_TOUCHTYPE']._serialized_end=688
+  _globals['_TOUCH_DEEPLINKPARAMSENTRY']._loaded_options = None
+  _globals['_TOUCH_DEEPLINKPARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_TOUCHTYPE']._serialized_start=731
+  _globals['_TOUCHTYPE']._serialized_end=840
   _globals['_TOUCH']._serialized_start=150
-  _globals['_TOUCH']._serialized_end=577
+  _globals['_TOUCH']._serialized_end=729
+  _globals['_TOUCH_DEEPLINKPARAMSENTRY']._serialized_start=676
+  _globals['_TOUCH_DEEPLINKPARAMSENTRY']._serialized_end=729
 # @@protoc_insertion_point(module_scope)

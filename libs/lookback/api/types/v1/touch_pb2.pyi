@@ -4,10 +4,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lookback.api.types.v1 import device_pb2 as _device_pb2
 import builtins as _builtins
@@ -55,6 +57,26 @@ class Touch(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DeepLinkParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     APP_ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     MEDIA_SOURCE_FIELD_NUMBER: _builtins.int
@@ -70,6 +92,8 @@ class Touch(_message.Message):
     IS_RETARGETING_FIELD_NUMBER: _builtins.int
     CLICK_LOOKBACK_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DEEP_LINK_VALUE_FIELD_NUMBER: _builtins.int
+    DEEP_LINK_PARAMS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The app the ad promoted."""
     type: Global___TouchType.ValueType
@@ -92,6 +116,10 @@ class Touch(_message.Message):
     """The user agent at engagement."""
     is_retargeting: _builtins.bool
     """True for a retargeting (re-engagement) campaign's touch."""
+    deep_link_value: _builtins.str
+    """What the app should open once it runs (a deferred deep link): a value
+    the app understands (a product id, a path). Clicks only.
+    """
     @_builtins.property
     def engaged_at(self) -> _timestamp_pb2.Timestamp:
         """When the user engaged."""
@@ -109,6 +137,10 @@ class Touch(_message.Message):
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """When Lookback received the touch (set by ingestion)."""
+
+    @_builtins.property
+    def deep_link_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Further deep-link parameters (at most 20; names and values short)."""
 
     def __init__(
         self,
@@ -128,10 +160,12 @@ class Touch(_message.Message):
         is_retargeting: _builtins.bool = ...,
         click_lookback: _duration_pb2.Duration | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        deep_link_value: _builtins.str = ...,
+        deep_link_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["click_lookback", b"click_lookback", "device", b"device", "engaged_at", b"engaged_at", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ad", b"ad", "adset", b"adset", "app_id", b"app_id", "campaign", b"campaign", "click_id", b"click_id", "click_lookback", b"click_lookback", "device", b"device", "engaged_at", b"engaged_at", "ip", b"ip", "is_retargeting", b"is_retargeting", "media_source", b"media_source", "received_at", b"received_at", "site_id", b"site_id", "type", b"type", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ad", b"ad", "adset", b"adset", "app_id", b"app_id", "campaign", b"campaign", "click_id", b"click_id", "click_lookback", b"click_lookback", "deep_link_params", b"deep_link_params", "deep_link_value", b"deep_link_value", "device", b"device", "engaged_at", b"engaged_at", "ip", b"ip", "is_retargeting", b"is_retargeting", "media_source", b"media_source", "received_at", b"received_at", "site_id", b"site_id", "type", b"type", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
