@@ -88,6 +88,7 @@ from lookback.touchpoint_store.cql import LoopConnection, rows_of
 from lookback.touchpoint_store.erasure import (
     EVENT_ITEM,
     OPEN_ITEM,
+    OPEN_KINDS,
     Erased,
     record_keys,
     records_of,
@@ -1045,7 +1046,6 @@ async def backfill_install_items(backend: CassandraBackend) -> tuple[int, int]:
     (idempotent: run it again and it writes the same rows). Returns how many
     events and open decisions it indexed."""
     ks = backend.settings.keyspace
-    opens = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
     counted = [0, 0]
 
     async def scan(table: str, id_column: str, extra: str, item_of: Any, n: int) -> None:
@@ -1076,7 +1076,7 @@ async def backfill_install_items(backend: CassandraBackend) -> tuple[int, int]:
 
     def open_item(row: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
         d = decision_pb2.Decision.FromString(row["body"])
-        if d.kind not in opens or not d.install_id:
+        if d.kind not in OPEN_KINDS or not d.install_id:
             return None
         at = decision_time(d, backend.clock())
         return backend._item_row(row["app_id"], d.install_id, OPEN_ITEM + d.decision_id, at)

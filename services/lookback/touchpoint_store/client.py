@@ -11,18 +11,17 @@ from collections.abc import Sequence
 from lookback.api.store.v1 import touchpoint_store_service_pb2 as store_pb
 from lookback.api.store.v1 import touchpoint_store_service_pb2_grpc as store_grpc
 from lookback.api.types.v1 import touch_pb2
-from lookback.core import convert
 from lookback.core.batching import Batcher
-from lookback.domain import devices
 
 MAX_WRITE = 500
 """Single touches per batched write at most."""
 
 
 def index_touch(touch: touch_pb2.Touch) -> store_pb.IndexedTouch:
-    """The touch with the keys it can be found by."""
-    keys = devices.touch_match_keys(convert.device(touch.device), touch.ip)
-    return store_pb.IndexedTouch(touch=touch, match_keys=keys)
+    """The touch as ``PutTouches`` takes it. No match keys: the store derives
+    them itself from the touch (so that an erasure finds every index row),
+    and would replace any sent."""
+    return store_pb.IndexedTouch(touch=touch)
 
 
 class TouchWriter:

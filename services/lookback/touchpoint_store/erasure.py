@@ -17,6 +17,8 @@ OPEN_ITEM = "d:"
 """``install_items`` entry of an open's decision: ``d:<decision id>``."""
 EVENT_ITEM = "e:"
 """``install_items`` entry of an event: ``e:<event id>``."""
+OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
+"""The kinds of an open's decision (an install's decision is in its record)."""
 
 
 def record_keys(record: store_pb.InstallRecord) -> set[str]:

@@ -24,10 +24,9 @@ from lookback.core.outbound import OutboundPolicy
 from lookback.core.validation import validate_app
 from lookback.domain import devices
 from lookback.touchpoint_store.backend import DecisionFilter, InstallQuery, StoreBackend
-from lookback.touchpoint_store.erasure import touch_keys
+from lookback.touchpoint_store.erasure import OPEN_KINDS, touch_keys
 
 _FOREVER = 2**62
-_OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
 MAX_REPLAY_DECISIONS = 1000
 _REPLAY_IDS_PER_READ = 100
 MAX_ERASE_KEYS = 10_000
@@ -252,7 +251,7 @@ class TouchpointStore(pb_grpc.TouchpointStoreServiceServicer):
     ) -> explanation_pb2.Explanation | None:
         """An open's explanation is kept with its decision; an install's in
         its record (while the record still holds that decision)."""
-        if decision.kind in _OPEN_KINDS:
+        if decision.kind in OPEN_KINDS:
             raw = await self.backend.get_open_explanation(decision.app_id, decision.decision_id)
             return explanation_pb2.Explanation.FromString(raw) if raw else None
         record = await self.backend.get_install_record(decision.app_id, decision.install_id)

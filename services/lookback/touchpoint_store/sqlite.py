@@ -49,6 +49,7 @@ from lookback.touchpoint_store.backend import (
 from lookback.touchpoint_store.erasure import (
     EVENT_ITEM,
     OPEN_ITEM,
+    OPEN_KINDS,
     Erased,
     record_keys,
     records_of,
@@ -156,8 +157,6 @@ def _chunks(values: Sequence[str] | set[str]) -> list[list[str]]:
     ordered = sorted(values)
     return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
 
-
-_OPEN_KINDS = (decision_pb2.DECISION_KIND_REENGAGEMENT, decision_pb2.DECISION_KIND_NONE)
 
 # Reads by many values (an erasure's, an access request's): each ends in
 # ``IN`` and is completed by :func:`_rows`.
@@ -665,7 +664,7 @@ class SqliteBackend:
             self._item(db, app_id, event.install_id, EVENT_ITEM + event_id, at)
         rows = db.execute(
             f"SELECT app_id, decided_at, body FROM decisions WHERE kind IN ({_placeholders(2)})",
-            _OPEN_KINDS,
+            OPEN_KINDS,
         ).fetchall()
         for app_id, at, body in rows:
             decision = decision_pb2.Decision.FromString(body)
