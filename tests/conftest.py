@@ -1,15 +1,19 @@
 """Fixtures for every kind of test: the real backends, for the whole session
-(ours, or external ones named in the environment), and a postback receiver
-of the test's own."""
+(ours, or external ones named in the environment), a postback queue on each
+backend, and a postback receiver of the test's own."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from lookback.postback.queue import PostbackQueue, SqliteQueue
+from lookback.postback.redis_queue import RedisQueue
 from lookback.testing.processes import free_ports
 from lookback.testing.receiver import PostbackSink
 from tests import REPO
@@ -64,6 +68,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             check=False,
             timeout=60,
         )
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PostbackQueue]:
+    """An empty postback queue on each backend in turn: the embedded SQLite
+    one, and Redis (the session's, under a prefix of this test's own)."""
+    q: PostbackQueue
+    if request.param == "sqlite":
+        q = SqliteQueue(tmp_path / "q.sqlite3")
+    else:
+        q = RedisQueue(request.getfixturevalue("redis_url"), prefix=f"test:{uuid.uuid4().hex}:")
+    await q.open()
+    yield q
+    await q.close()
 
 
 @pytest.fixture

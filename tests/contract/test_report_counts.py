@@ -8,32 +8,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from lookback.domain import reports
 from lookback.domain.durations import DAY, HOUR
 from lookback.postback.component import make_counts
-from lookback.postback.queue import PostbackQueue, SqliteQueue
-from lookback.postback.redis_queue import RedisQueue
+from lookback.postback.queue import PostbackQueue
 from lookback.reports.counts import ReportCounts
 from lookback.reports.facts import Fact
 
 T0 = int(time.time()) // 86400 * DAY
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-async def counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ReportCounts]:
-    queue: PostbackQueue
-    if request.param == "sqlite":
-        queue = SqliteQueue(tmp_path / "q.sqlite3")
-    else:
-        queue = RedisQueue(request.getfixturevalue("redis_url"), prefix=f"t:{uuid.uuid4().hex}:")
-    await queue.open()
-    yield make_counts(queue)
-    await queue.close()
+@pytest.fixture
+def counts(queue: PostbackQueue) -> ReportCounts:
+    """The counts kept by a postback queue, on each backend."""
+    return make_counts(queue)
 
 
 def install(n: int, source: str = "networka", hour: int = 0) -> Fact:

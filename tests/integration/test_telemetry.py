@@ -216,6 +216,16 @@ async def test_one_install_is_one_trace_across_every_service(
     ]
     assert timeouts and timeouts[0].value >= 1
     assert "lookback.postback.queue.depth" in points
+    # Per partner: its delivery delay, and its lane's deliveries in flight and circuit.
+    delays = [
+        p for p in points["lookback.postback.delay"] if p.attributes == {"partner": "networka"}
+    ]
+    assert delays and delays[0].count >= 1 and delays[0].sum > 0
+    for name in ("lookback.postback.lane.in_flight", "lookback.postback.lane.circuit_open"):
+        lanes = [p for p in points[name] if p.attributes.get("partner") == "networka"]
+        assert lanes and lanes[0].attributes["server.address"] == "127.0.0.1", name
+        if name.endswith("circuit_open"):
+            assert {p.value for p in lanes} == {0}  # delivered: closed
 
 
 def test_log_lines_outside_a_span_say_so() -> None:

@@ -1,11 +1,14 @@
 """App settings rules that keep outbound requests where they belong: a
 postback template's host is fixed text, a signing secret belongs to its
-partner, an app names a bounded set of SRN networks (checked by check_app,
-before any destination is resolved)."""
+partner, an app names a bounded set of SRN networks, a partner's
+``max_in_flight`` is in range (checked by check_app, before any destination
+is resolved)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from lookback.api.types.v1 import app_pb2
 from lookback.core.errors import Violations
@@ -57,3 +60,20 @@ def test_srn_networks_are_capped_unique_and_named_well() -> None:
     twice = violations(app_with(srn_networks=["srn_a", "srn_b", "srn_a"]))
     assert set(twice) == {"settings.srn_networks[2]"}
     assert set(violations(app_with(srn_networks=["Bad Name"]))) == {"settings.srn_networks[0]"}
+
+
+@pytest.mark.parametrize("value", [0, 1, 20, 1000])
+def test_a_partner_max_in_flight_of_0_to_1000_is_accepted(value: int) -> None:
+    app = app_with()
+    app.settings.postbacks["adnet"].max_in_flight = value
+    assert violations(app) == {}
+
+
+@pytest.mark.parametrize("value", [-1, 1001, 2**31 - 1])
+def test_a_partner_max_in_flight_out_of_range_is_named(value: int) -> None:
+    app = app_with()
+    app.settings.postbacks["adnet"].max_in_flight = value
+    app.settings.postbacks["othernet"].max_in_flight = 5
+    found = violations(app)
+    assert set(found) == {"settings.postbacks[adnet].max_in_flight"}
+    assert "1 to 1000" in found["settings.postbacks[adnet].max_in_flight"]

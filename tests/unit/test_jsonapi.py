@@ -56,7 +56,10 @@ BODIES: list[tuple[type[Message], dict[str, Any]]] = [
                 "min_ctit": "0",
                 "srn_networks": ["srn_social"],
                 "postbacks": {
-                    "networka": {"install": {"url": "https://p/i?c={click_id}", "method": "post"}}
+                    "networka": {
+                        "install": {"url": "https://p/i?c={click_id}", "method": "post"},
+                        "max_in_flight": 20,
+                    }
                 },
             },
         },

@@ -22,6 +22,11 @@ BEFORE_MIGRATIONS = """
         delivered_at REAL, created_at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_at);
 """
+LANES = """
+    ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_lane_due ON jobs (state, lane, next_at);
+"""
+"""Migration 4: partner lanes."""
 
 
 def schema(path: Path) -> dict[str, object]:
@@ -35,6 +40,7 @@ def schema(path: Path) -> dict[str, object]:
             ).fetchall(),
             "columns": db.execute("PRAGMA table_xinfo(jobs)").fetchall(),
             "index": db.execute("PRAGMA index_xinfo(jobs_due)").fetchall(),
+            "lane_index": db.execute("PRAGMA index_xinfo(jobs_lane_due)").fetchall(),
         }
 
 
@@ -60,7 +66,7 @@ async def test_a_new_queue_file_has_the_schema_from_before_migrations(tmp_path: 
     await queue.close()
     reference = tmp_path / "reference.sqlite3"
     with sqlite3.connect(reference) as db:
-        db.executescript(BEFORE_MIGRATIONS)
+        db.executescript(BEFORE_MIGRATIONS + LANES)
     assert schema(tmp_path / "new.sqlite3") == schema(reference)
 
 
@@ -79,7 +85,7 @@ async def test_a_queue_file_from_before_migrations_keeps_its_jobs(tmp_path: Path
             await queue.close()
         with sqlite3.connect(path) as db:
             versions = db.execute("SELECT version FROM schema_version").fetchall()
-            assert versions == [(1,), (2,), (3,)]
+            assert versions == [(1,), (2,), (3,), (4,)]
     queue = SqliteQueue(path)
     await queue.open()
     try:
@@ -119,5 +125,33 @@ async def test_migration_3_adds_the_reports_counts_to_an_old_file(tmp_path: Path
             "installs"
         ]
         assert (await queue.get("pending-1")) is not None
+    finally:
+        await queue.close()
+
+
+async def test_migration_4_puts_old_jobs_in_a_lane_of_their_own(tmp_path: Path) -> None:
+    """Jobs queued before lanes keep the lane '' and are claimed as one
+    lane; new ones go to their partner's and host's."""
+    path = tmp_path / "old.sqlite3"
+    old_queue_file(path)
+    queue = SqliteQueue(path)
+    await queue.open()
+    try:
+        new = postback_pb2.PostbackJob(job_id="new-1", url="http://127.0.0.1:9/p", partner="p")
+        assert await queue.enqueue([new], now=150.0) == 1
+        assert await queue.lane_depths() == {"": 1, "p@127.0.0.1": 1}
+        seen: list[list[str]] = []
+
+        def plan(lanes: object) -> dict[str, int]:
+            seen.append(list(lanes))  # type: ignore[call-overload]
+            return {"": 5}
+
+        (claimed,) = await queue.claim(10, now=200.0, lease=30.0, plan=plan)
+        assert seen == [["", "p@127.0.0.1"]]
+        assert (claimed.job.job_id, claimed.lane) == ("pending-1", "")
+        (other,) = await queue.claim(
+            10, now=200.0, lease=30.0, plan=lambda lanes: {"p@127.0.0.1": 5}
+        )
+        assert (other.job.job_id, other.lane) == ("new-1", "p@127.0.0.1")
     finally:
         await queue.close()

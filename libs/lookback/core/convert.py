@@ -255,6 +255,7 @@ def partner_postbacks(p: postback_pb2.PartnerPostbacks) -> model.PartnerPostback
             if p.HasField(trigger) and (t := getattr(p, trigger)).url  # type: ignore[arg-type]
         },
         signing_secret=p.signing_secret,
+        max_in_flight=p.max_in_flight,
     )
 
 
@@ -270,6 +271,7 @@ def postback_job(p: Postback, app_id: str, created: Micros) -> postback_pb2.Post
         signing_secret=p.signing_secret,
         create_time=micros_to_ts(created),
         source_id=p.source_id,
+        max_in_flight=p.max_in_flight,
     )
 
 

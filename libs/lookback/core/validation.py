@@ -69,6 +69,8 @@ MAX_URL = 4000
 """Characters of a postback URL (template or rendered) at most."""
 MAX_BODY = 64 * 1024
 """Characters of a postback body (template or rendered) at most."""
+MAX_IN_FLIGHT = 1000
+"""A partner's ``max_in_flight`` setting (and a job's) at most."""
 _JOB_ID = re.compile(r"[!-~]{1,600}")
 """A postback job id is sent as a header (``Idempotency-Key``): printable ASCII only."""
 MAX_REDIRECT_HOSTS = 50
@@ -424,6 +426,11 @@ def check_app(v: Violations, app: app_pb2.App) -> None:
                     v, getattr(templates, trigger), f"settings.postbacks[{partner}].{trigger}"
                 )
         _check_click_signing(v, partner, templates)
+        if not 0 <= templates.max_in_flight <= MAX_IN_FLIGHT:
+            v.add(
+                f"settings.postbacks[{partner}].max_in_flight",
+                f"must be 1 to {MAX_IN_FLIGHT}, or 0 for the dispatcher's default",
+            )
     if len(s.blocked_ips) > MAX_BLOCKED_IPS:
         v.add("settings.blocked_ips", f"at most {MAX_BLOCKED_IPS} entries")
     for i, entry in enumerate(s.blocked_ips[:MAX_BLOCKED_IPS]):
@@ -688,6 +695,8 @@ def check_postback_jobs(
         check_text(p, job.signing_secret, "signing_secret", 200)
         check_text(p, job.source_id, "source_id", 600)
         check_text(p, job.traceparent, "traceparent", 100)
+        if not 0 <= job.max_in_flight <= MAX_IN_FLIGHT:
+            p.add("max_in_flight", f"must be 0 to {MAX_IN_FLIGHT}")
 
 
 def check_page_size(v: Violations, page_size: int, path: str = "page_size") -> None:

@@ -218,10 +218,14 @@ class PostbackTemplate:
 
 @dataclass(frozen=True, slots=True)
 class PartnerPostbacks:
-    """A partner's postback templates by trigger, and its signing secret."""
+    """A partner's postback templates by trigger, its signing secret, and how
+    many of its deliveries may be in flight at once."""
 
     templates: Mapping[str, PostbackTemplate] = field(default_factory=dict)
     signing_secret: str = ""
+    max_in_flight: int = 0
+    """Deliveries in flight at once on each dispatcher, per destination host
+    (1 to 1000); 0: the dispatcher's default."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ class Postback:
     body: str
     signing_secret: str
     source_id: str
+    max_in_flight: int = 0
+    """The partner's ``max_in_flight`` setting; 0: the dispatcher's default."""
 
 
 def iso_time(micros: Micros) -> str:
@@ -130,6 +132,7 @@ def render_postback(
         body=render(template.body, macros),
         signing_secret=partner_postbacks.signing_secret,
         source_id=source_id,
+        max_in_flight=partner_postbacks.max_in_flight,
     )
 
 

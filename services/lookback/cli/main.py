@@ -3,7 +3,7 @@
 lookback serve SERVICE [--flag value ...]   one service (flags: --help)
 lookback up [--demo]                        the whole suite, supervised
 lookback demo [--gateway URL]               clicks and installs, as a table
-lookback postbacks dead|show|replay         dead letters (--help)
+lookback postbacks dead|show|replay|partners dead letters, partner lanes (--help)
 lookback apps create|show|rotate-key        apps and their keys (--help)
 lookback links create|list|get|update|disable   an app's attribution links (--help)
 lookback decisions get|list|tail            read decisions back (--help)
@@ -127,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up.add_argument("--redis", default="", metavar="URL", help="Redis: queue, cache coherence")
     p_up.add_argument("--demo", action="store_true", help="run the demo once the suite is ready")
     sub.add_parser("migrate", help="bring the Cassandra schema up to date (store flags)")
-    sub.add_parser("postbacks", help="dead|show|replay: dead letters, over the dispatcher's RPCs")
+    sub.add_parser(
+        "postbacks",
+        help="dead|show|replay|partners: dead letters and partner lanes (the dispatcher's RPCs)",
+    )
     sub.add_parser("apps", help="create|show|rotate-key: apps and their keys, over the decider")
     sub.add_parser("links", help="create|list|get|update|disable: an app's links (--help)")
     sub.add_parser("decisions", help="get|list|tail: read decisions back, over the decider")

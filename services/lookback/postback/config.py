@@ -14,7 +14,24 @@ class PostbackConfig(ServerConfig):
     queue_path: str = ".lookback/data/postbacks.sqlite3"
     """SQLite file of the embedded queue."""
     workers: int = 32
-    """Deliveries in flight at once."""
+    """Deliveries in flight at once, shared among the partner lanes (a
+    partner and destination host each; docs/postbacks.md)."""
+    max_in_flight_per_partner: int = 0
+    """Deliveries one lane may have in flight at once; 0: no limit but its
+    share of ``workers``. An app's partner setting ``max_in_flight``, then
+    ``max_in_flight_by_partner``, come first."""
+    max_in_flight_by_partner: dict[str, str] = field(default_factory=dict)
+    """``max_in_flight_per_partner`` for some partners (``partner=N,...``)."""
+    slow_attempt: float = 1.0
+    """Seconds an attempt takes on average that make its lane slow: a slow
+    lane gets less than a fair share and never borrows idle workers."""
+    circuit_failures: int = 5
+    """Failed attempts in a row (timeouts, network errors, 5xx) that open a
+    lane's circuit: its jobs then wait in the queue until a probe succeeds."""
+    circuit_cooldown: float = 5.0
+    """Seconds an opened circuit waits before its first probe."""
+    circuit_max_cooldown: float = 300.0
+    """The wait doubles after each failed probe, up to this many seconds."""
     request_timeout: float = 5.0
     """Seconds one delivery attempt may take."""
     lease_seconds: float = 30.0

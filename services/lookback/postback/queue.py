@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from lookback.api.postback.v1 import postback_dispatcher_service_pb2 as pb
 from lookback.api.types.v1 import postback_pb2
 from lookback.core.sqlite import SqliteDatabase
+from lookback.postback.lanes import lane_of
 from lookback.reports.counts import MIGRATION as REPORT_TABLES
 
 PURGE_INTERVAL = 60.0
@@ -80,6 +81,14 @@ class JobState:
     last_error: str
     delivered_at: float | None
     created_at: float
+    lane: str = ""
+    """The job's lane (:func:`~lookback.postback.lanes.lane_of`, set when
+    it was queued; empty for a job queued before lanes existed)."""
+
+
+Plan = Callable[[Sequence[str]], Mapping[str, int]]
+"""Given the lanes that have due jobs not in flight, how many to claim from
+each (:func:`~lookback.postback.lanes.share_out`); lanes left out get none."""
 
 
 class PostbackQueue(Protocol):
@@ -91,8 +100,13 @@ class PostbackQueue(Protocol):
         """Store new jobs durably; returns how many were new."""
         ...
 
-    async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
-        """Lease up to ``limit`` due jobs; each claim counts as an attempt."""
+    async def claim(
+        self, limit: int, now: float, lease: float, plan: Plan | None = None
+    ) -> list[JobState]:
+        """Lease up to ``limit`` due jobs, oldest due first within a lane;
+        each claim counts as an attempt. With a ``plan``, as many from each
+        lane as it says; without, due jobs from every lane (the dispatcher
+        always plans; which lanes go first is then up to the queue)."""
         ...
 
     async def delivered(self, job_id: str, now: float) -> None: ...
@@ -108,6 +122,10 @@ class PostbackQueue(Protocol):
     async def depth(self) -> int:
         """Jobs not yet delivered, dead or cancelled (due now, in flight or
         waiting to retry)."""
+        ...
+
+    async def lane_depths(self) -> dict[str, int]:
+        """:meth:`depth` by lane (lanes with none left out)."""
         ...
 
     async def list_dead(self, limit: int) -> list[JobState]:
@@ -150,6 +168,12 @@ _MIGRATIONS = {
     2: "CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
     # 3: the reports' counts (lookback.reports.counts), kept with the cursors.
     3: REPORT_TABLES,
+    # Partner lanes (lookback.postback.lanes): jobs queued before keep the
+    # lane '' and are delivered as one lane of their own.
+    4: """
+    ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_lane_due ON jobs (state, lane, next_at);
+    """,
 }
 
 Db = sqlite3.Connection
@@ -157,7 +181,7 @@ Db = sqlite3.Connection
 
 def _get(db: Db, job_id: str) -> JobState | None:
     row = db.execute(
-        "SELECT body, state, attempts, last_error, delivered_at, created_at FROM jobs"
+        "SELECT body, state, attempts, last_error, delivered_at, created_at, lane FROM jobs"
         " WHERE job_id=?",
         (job_id,),
     ).fetchone()
@@ -169,29 +193,65 @@ def _get(db: Db, job_id: str) -> JobState | None:
 def _enqueue(db: Db, jobs: Sequence[postback_pb2.PostbackJob], now: float) -> int:
     return sum(
         db.execute(
-            "INSERT OR IGNORE INTO jobs (job_id, body, state, next_at, created_at)"
-            " VALUES (?,?,?,?,?)",
-            (job.job_id, job.SerializeToString(), PENDING, now, now),
+            "INSERT OR IGNORE INTO jobs (job_id, body, state, next_at, created_at, lane)"
+            " VALUES (?,?,?,?,?,?)",
+            (job.job_id, job.SerializeToString(), PENDING, now, now, lane_of(job.partner, job.url)),
         ).rowcount
         for job in jobs
     )
 
 
+def _due_lanes(db: Db, now: float) -> list[str]:
+    """The lanes with due jobs not in flight: index seeks, two per lane
+    with pending jobs, whatever the backlog."""
+    out: list[str] = []
+    row = db.execute(
+        "SELECT lane FROM jobs WHERE state=? ORDER BY state, lane LIMIT 1", (PENDING,)
+    ).fetchone()
+    while row is not None:
+        lane = row[0]
+        if db.execute(
+            "SELECT 1 FROM jobs WHERE state=? AND lane=? AND next_at<=? AND lease_until<=? LIMIT 1",
+            (PENDING, lane, now, now),
+        ).fetchone():
+            out.append(lane)
+        row = db.execute(
+            "SELECT lane FROM jobs WHERE state=? AND lane>? ORDER BY state, lane LIMIT 1",
+            (PENDING, lane),
+        ).fetchone()
+    return out
+
+
 def _claim(
-    db: Db, limit: int, now: float, lease: float, purge_before: float | None
+    db: Db, limit: int, now: float, lease: float, purge_before: float | None, plan: Plan | None
 ) -> list[JobState]:
     if purge_before is not None:  # forget delivered and cancelled jobs past their retention
         db.execute("DELETE FROM jobs WHERE state=? AND delivered_at<?", (DELIVERED, purge_before))
         # A cancelled job's next_at is when it was cancelled (see _cancel).
         db.execute("DELETE FROM jobs WHERE state=? AND next_at<?", (CANCELLED, purge_before))
-    ids = [
-        r[0]
-        for r in db.execute(
-            "SELECT job_id FROM jobs WHERE state=? AND next_at<=? AND lease_until<=?"
-            " ORDER BY next_at LIMIT ?",
-            (PENDING, now, now, limit),
-        ).fetchall()
-    ]
+    if plan is None:
+        ids = [
+            r[0]
+            for r in db.execute(
+                "SELECT job_id FROM jobs WHERE state=? AND next_at<=? AND lease_until<=?"
+                " ORDER BY next_at LIMIT ?",
+                (PENDING, now, now, limit),
+            ).fetchall()
+        ]
+    else:
+        ids = []
+        for lane, n in plan(_due_lanes(db, now)).items():
+            n = min(n, limit - len(ids))
+            if n <= 0:
+                continue
+            ids += [
+                r[0]
+                for r in db.execute(
+                    "SELECT job_id FROM jobs WHERE state=? AND lane=? AND next_at<=?"
+                    " AND lease_until<=? ORDER BY next_at LIMIT ?",
+                    (PENDING, lane, now, now, n),
+                ).fetchall()
+            ]
     db.executemany(
         "UPDATE jobs SET lease_until=?, attempts=attempts+1 WHERE job_id=?",
         [(now + lease, i) for i in ids],
@@ -292,12 +352,16 @@ class SqliteQueue:
     async def set_cursor(self, name: str, value: str) -> None:
         await self.db.write(_set_cursor, name, value)
 
-    async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
+    async def claim(
+        self, limit: int, now: float, lease: float, plan: Plan | None = None
+    ) -> list[JobState]:
+        # The plan runs on the writer's thread: it must be a pure function
+        # of what it is given (share_out over a snapshot of the lanes).
         purge_before = None
         if now >= self._next_purge:
             self._next_purge = now + min(PURGE_INTERVAL, self.retention)
             purge_before = now - self.retention
-        return await self.db.write(_claim, limit, now, lease, purge_before)
+        return await self.db.write(_claim, limit, now, lease, purge_before, plan)
 
     async def delivered(self, job_id: str, now: float) -> None:
         # A job cancelled while in flight stays cancelled (and forgotten).
@@ -333,6 +397,14 @@ class SqliteQueue:
             lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (PENDING,)).fetchone()
         )
         return int(row[0])
+
+    async def lane_depths(self) -> dict[str, int]:
+        rows = self.db.read(
+            lambda db: db.execute(
+                "SELECT lane, COUNT(*) FROM jobs WHERE state=? GROUP BY lane", (PENDING,)
+            ).fetchall()
+        )
+        return {str(lane): int(n) for lane, n in rows}
 
     async def list_dead(self, limit: int) -> list[JobState]:
         def dead(db: Db) -> list[JobState]:

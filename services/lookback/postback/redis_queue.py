@@ -7,12 +7,19 @@ Keys (prefix ``lookback:pb:``):
   cancelled); created once per job id, so enqueuing the same id twice queues
   it once; it expires ``retention`` seconds after delivery or cancellation
   (dead and pending jobs do not expire);
-- ``stream``: the jobs due now, read by the consumer group ``dispatchers``;
-  a worker that dies leaves its entries pending, and ``XAUTOCLAIM`` hands
-  them to another worker once their lease (idle time) runs out; an entry is
-  deleted once acknowledged, so the stream holds only unfinished work;
-- ``delayed``: a sorted set of jobs waiting for a retry, scored by due time;
-  due ones move back into the stream;
+- ``stream:<lane>``: the lane's jobs due now (a lane is a partner and a
+  destination host, :mod:`lookback.postback.lanes`), read by the consumer
+  group ``dispatchers``; a worker that dies leaves its entries pending, and
+  ``XAUTOCLAIM`` hands them to another worker once their lease (idle time)
+  runs out; an entry is deleted once acknowledged, so the stream holds
+  only unfinished work; ``stream`` (no lane) holds what was queued before
+  lanes existed, and is read like any lane's;
+- ``delayed:<lane>``: a sorted set of the lane's jobs waiting for a retry,
+  scored by due time; due ones move back into the lane's stream;
+- ``lanes``: the set of lanes that may have jobs (a lane with none left is
+  taken out by the claim that finds it empty); a claim counts each lane's
+  due entries (its stream's length less its entries in flight) and reads
+  from each lane as many as the dispatcher's plan gives it;
 - ``dead``: the dead-letter stream (job id and reason), besides the job's
   own state ``DEAD``; capped at about a million records.
 
@@ -50,12 +57,14 @@ from redis.exceptions import ResponseError
 
 from lookback.api.types.v1 import postback_pb2
 from lookback.core import redis_client
+from lookback.postback.lanes import lane_of
 from lookback.postback.queue import (
     CANCELLED,
     DEAD,
     DELIVERED,
     PENDING,
     JobState,
+    Plan,
     batches,
     forget,
     sources_of,
@@ -70,24 +79,136 @@ HOUSEKEEPING_INTERVAL = 0.1
 DEAD_PAGE = 1000
 """Dead-letter records read per round trip when looking jobs up by source."""
 
-# Create the job once and queue it, atomically.
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'body', ARGV[1], 'state', ARGV[2], 'attempts', 0,
-           'last_error', '', 'created_at', ARGV[3])
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[4])
-return 1
+# The keys of a lane, in the scripts that go over lanes (ARGV[1] is the
+# prefix in each). Keys named in a script rather than passed: Lookback runs
+# on a single Redis, not a cluster (docs/redis.md).
+_LANE_KEYS = """
+local prefix = ARGV[1]
+local function stream_of(lane)
+  if lane == '' then return prefix .. 'stream' end
+  return prefix .. 'stream:' .. lane
+end
+local function delayed_of(lane)
+  if lane == '' then return prefix .. 'delayed' end
+  return prefix .. 'delayed:' .. lane
+end
+local function all_lanes()
+  local lanes = redis.call('SMEMBERS', prefix .. 'lanes')
+  table.insert(lanes, '')
+  return lanes
+end
 """
 
-# Move jobs whose retry is due back into the stream.
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('XADD', KEYS[2], '*', 'id', id)
+# Create the job once and queue it in its lane, atomically (ARGV: prefix,
+# body, state, time, id, lane, group).
+_ENQUEUE = (
+    _LANE_KEYS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local lane = ARGV[6]
+local stream = stream_of(lane)
+redis.call('HSET', KEYS[1], 'body', ARGV[2], 'state', ARGV[3], 'attempts', 0,
+           'last_error', '', 'created_at', ARGV[4], 'lane', lane)
+if redis.call('EXISTS', stream) == 0 then
+  redis.call('XGROUP', 'CREATE', stream, ARGV[7], '0', 'MKSTREAM')
 end
-return #due
+if lane ~= '' then redis.call('SADD', prefix .. 'lanes', lane) end
+redis.call('HSET', KEYS[1], 'entry', redis.call('XADD', stream, '*', 'id', ARGV[5]))
+return 1
 """
+)
+
+# Move jobs whose retry is due back into their lane's stream (ARGV: prefix,
+# now, at most this many per lane).
+_PROMOTE = (
+    _LANE_KEYS
+    + """
+local moved = 0
+for _, lane in ipairs(all_lanes()) do
+  local delayed = delayed_of(lane)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed, id)
+    local entry = redis.call('XADD', stream_of(lane), '*', 'id', id)
+    redis.call('HSET', prefix .. 'job:' .. id, 'entry', entry)
+  end
+  moved = moved + #due
+end
+return moved
+"""
+)
+
+# The lanes with due entries (not in flight), and those with entries in
+# flight; lanes with nothing left leave the set (ARGV: prefix, group).
+_LANES = (
+    _LANE_KEYS
+    + """
+local due, busy = {}, {}
+for _, lane in ipairs(all_lanes()) do
+  local stream = stream_of(lane)
+  local n = redis.call('XLEN', stream)
+  if n > 0 then
+    local pending = redis.call('XPENDING', stream, ARGV[2])[1]
+    if n > pending then table.insert(due, lane) end
+    if pending > 0 then table.insert(busy, lane) end
+  elseif lane ~= '' and redis.call('ZCARD', delayed_of(lane)) == 0 then
+    redis.call('SREM', prefix .. 'lanes', lane)
+  end
+end
+return {due, busy}
+"""
+)
+
+# Read up to n new entries from each lane's stream for this consumer, and
+# count an attempt of each job (ARGV: prefix, group, consumer, then lane
+# and n per lane). Returns per entry: lane, entry id, job id, the job's
+# fields (none if the job is gone).
+_CLAIM = (
+    _LANE_KEYS
+    + """
+local out = {}
+for i = 4, #ARGV, 2 do
+  local lane = ARGV[i]
+  local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[i + 1],
+                          'STREAMS', stream_of(lane), '>')
+  if read then
+    for _, entry in ipairs(read[1][2]) do
+      local fields, id = entry[2], nil
+      for j = 1, #fields, 2 do
+        if fields[j] == 'id' then id = fields[j + 1] end
+      end
+      local job = {}
+      if id then
+        local key = prefix .. 'job:' .. id
+        if redis.call('EXISTS', key) == 1 then
+          redis.call('HINCRBY', key, 'attempts', 1)
+          job = redis.call('HGETALL', key)
+        end
+      end
+      table.insert(out, {lane, entry[1], id or '', job})
+    end
+  end
+end
+return out
+"""
+)
+
+# Each lane's jobs not finished: due, in flight or waiting to retry
+# (ARGV: prefix). Returns lane, count, lane, count...
+_DEPTHS = (
+    _LANE_KEYS
+    + """
+local out = {}
+for _, lane in ipairs(all_lanes()) do
+  local n = redis.call('XLEN', stream_of(lane)) + redis.call('ZCARD', delayed_of(lane))
+  if n > 0 then
+    table.insert(out, lane)
+    table.insert(out, n)
+  end
+end
+return out
+"""
+)
 
 
 # Record the outcome of a delivery attempt (KEYS: the job, delayed, the dead
@@ -114,20 +235,32 @@ end
 return 1
 """
 
-# Cancel and forget jobs, each atomically (KEYS: delayed, then the jobs;
-# ARGV: the retention in ms, the time, then per job its id and its body
+# Cancel and forget jobs, each atomically (KEYS: the jobs; ARGV: the
+# prefix, the retention in ms, the time, then per job its id and its body
 # without URL, body and trace context, read just before: a job's body never
 # changes but here). Returns {cancelled, forgotten}.
-_CANCEL = f"""
+_CANCEL = (
+    _LANE_KEYS
+    + f"""
 local cancelled, forgotten = 0, 0
-for i = 2, #KEYS do
-  local id, body = ARGV[2 * i - 1], ARGV[2 * i]
+for i = 1, #KEYS do
+  local id, body = ARGV[2 * i + 2], ARGV[2 * i + 3]
   local state = tonumber(redis.call('HGET', KEYS[i], 'state'))
   if state ~= nil then
     if state == {PENDING} or state == {DEAD} then
-      redis.call('HSET', KEYS[i], 'state', {CANCELLED}, 'cancelled_at', ARGV[2])
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('PEXPIRE', KEYS[i], ARGV[1])
+      redis.call('HSET', KEYS[i], 'state', {CANCELLED}, 'cancelled_at', ARGV[3])
+      local lane = redis.call('HGET', KEYS[i], 'lane') or ''
+      local waiting = redis.call('ZREM', delayed_of(lane), id)
+      local entry = redis.call('HGET', KEYS[i], 'entry')
+      if state == {PENDING} and waiting == 0 and entry then
+        -- Due, in its lane's stream: out of it (and of the lane's depth) now,
+        -- unless a worker has it in flight (its outcome acknowledges it).
+        local stream = stream_of(lane)
+        if #redis.call('XPENDING', stream, '{GROUP}', entry, entry, 1) == 0 then
+          redis.call('XDEL', stream, entry)
+        end
+      end
+      redis.call('PEXPIRE', KEYS[i], ARGV[2])
       cancelled = cancelled + 1
     end
     redis.call('HSET', KEYS[i], 'body', body, 'last_error', '')
@@ -136,6 +269,7 @@ for i = 2, #KEYS do
 end
 return {{cancelled, forgotten}}
 """
+)
 
 
 def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
@@ -149,6 +283,7 @@ def _state(job_id: str, fields: dict[bytes, bytes]) -> JobState | None:
         last_error=fields.get(b"last_error", b"").decode(),
         delivered_at=float(delivered) if delivered else None,
         created_at=float(fields.get(b"created_at", b"0")),
+        lane=fields.get(b"lane", b"").decode(),
     )
 
 
@@ -188,13 +323,22 @@ class RedisQueue:
         self.dead_stream = prefix + "dead"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.redis: aioredis.Redis | None = None
-        self._entries: dict[str, bytes] = {}  # job id -> stream entry id, for claimed jobs
+        self.lanes_key = prefix + "lanes"
+        # job id -> (its lane, its stream entry id), for claimed jobs
+        self._entries: dict[str, tuple[str, bytes]] = {}
+        self._busy: list[str] = []  # lanes with entries in flight, as of the last claim
         self._last_housekeeping = 0.0
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
+
+    def _stream_of(self, lane: str) -> str:
+        return self.stream if not lane else f"{self.stream}:{lane}"
+
+    def _delayed_of(self, lane: str) -> str:
+        return self.delayed if not lane else f"{self.delayed}:{lane}"
 
     @property
     def _retention_ms(self) -> int:
@@ -216,6 +360,9 @@ class RedisQueue:
         self._promote = self.r.register_script(_PROMOTE)
         self._outcome = self.r.register_script(_OUTCOME)
         self._cancel = self.r.register_script(_CANCEL)
+        self._lanes = self.r.register_script(_LANES)
+        self._claim = self.r.register_script(_CLAIM)
+        self._depths = self.r.register_script(_DEPTHS)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -243,63 +390,109 @@ class RedisQueue:
         pipe = self.r.pipeline(transaction=False)  # one round trip for the batch
         for job in jobs:
             await self._enqueue(
-                keys=[self._job_key(job.job_id), self.stream],
-                args=[job.SerializeToString(), PENDING, now, job.job_id],
+                keys=[self._job_key(job.job_id)],
+                args=[
+                    self.prefix,
+                    job.SerializeToString(),
+                    PENDING,
+                    now,
+                    job.job_id,
+                    lane_of(job.partner, job.url),
+                    GROUP,
+                ],
                 client=pipe,
             )
         return sum(int(n) for n in await pipe.execute())
 
-    async def claim(self, limit: int, now: float, lease: float) -> list[JobState]:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    async def claim(
+        self, limit: int, now: float, lease: float, plan: Plan | None = None
+    ) -> list[JobState]:
+        states: list[JobState] = []
+        finished: dict[str, list[bytes]] = {}  # lane -> entries done with already
+        gone: list[str] = []
         # Housekeeping at most a few times a second, not on every claim:
-        # retries that are due go back into the stream, and entries a dead
-        # worker left behind are taken over once their lease has run out.
+        # retries that are due go back into their lanes' streams, and entries
+        # a dead worker left behind are taken over once their lease has run out.
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
             self._last_housekeeping = now
-            await self._promote(keys=[self.delayed, self.stream], args=[now, 1000])
-            claimed = await self.r.xautoclaim(
-                self.stream,
-                GROUP,
-                self.consumer,
-                min_idle_time=int(lease * 1000),
-                start_id="0-0",
-                count=limit,
-            )
-            entries += [e for e in claimed[1] if e[1]]
-        if len(entries) < limit:
-            fresh = await self.r.xreadgroup(
-                GROUP, self.consumer, {self.stream: ">"}, count=limit - len(entries)
-            )
-            for _, items in fresh or []:
-                entries += items
-        if not entries:
-            return []
-        # One round trip for all: count the attempt and read each job.
-        ids = [fields[b"id"].decode() for _, fields in entries]
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hincrby(self._job_key(job_id), "attempts", 1)
-            pipe.hgetall(self._job_key(job_id))
-        replies = await pipe.execute()
-        states, finished, gone = [], [], []
-        for (entry_id, _), job_id, raw in zip(entries, ids, replies[1::2], strict=True):
-            state = _state(job_id, raw)
-            if state is None or state.state != PENDING:
-                # Delivered, dead or cancelled already: never again.
-                finished.append(entry_id)
-                if state is None:  # the job expired: drop the count just made
-                    gone.append(self._job_key(job_id))
-                continue
-            self._entries[job_id] = entry_id
-            states.append(state)
-        if finished:
+            await self._promote(args=[self.prefix, now, 1000])
+            if self._busy:
+                pipe = self.r.pipeline(transaction=False)
+                for lane in self._busy:
+                    pipe.xautoclaim(
+                        self._stream_of(lane),
+                        GROUP,
+                        self.consumer,
+                        min_idle_time=int(lease * 1000),
+                        start_id="0-0",
+                        count=limit,
+                    )
+                reclaimed = await pipe.execute()
+                taken = [
+                    (lane, entry_id, fields[b"id"].decode())
+                    for lane, reply in zip(self._busy, reclaimed, strict=True)
+                    for entry_id, fields in reply[1]
+                    if fields
+                ][:limit]
+                if taken:
+                    pipe = self.r.pipeline(transaction=False)
+                    for _, _, job_id in taken:
+                        pipe.hincrby(self._job_key(job_id), "attempts", 1)
+                        pipe.hgetall(self._job_key(job_id))
+                    replies = await pipe.execute()
+                    for (lane, entry_id, job_id), raw in zip(taken, replies[1::2], strict=True):
+                        self._take(lane, entry_id, job_id, raw, states, finished, gone)
+        due, busy = await self._lanes(args=[self.prefix, GROUP])
+        self._busy = [b.decode() for b in busy]
+        lanes = [d.decode() for d in due]
+        room = limit - len(states)
+        if lanes and room > 0:
+            if plan is not None:
+                take = plan(lanes)
+            else:  # every lane alike
+                take = dict.fromkeys(lanes, max(1, room // len(lanes)))
+            args: list[Any] = [self.prefix, GROUP, self.consumer]
+            for lane, n in take.items():
+                n = min(n, room)
+                if n > 0:
+                    args += [lane, n]
+                    room -= n
+            if len(args) > 3:
+                for lane, entry_id, job_id, flat in await self._claim(args=args):
+                    raw = dict(zip(flat[::2], flat[1::2], strict=True))
+                    self._take(
+                        lane.decode(), entry_id, job_id.decode(), raw, states, finished, gone
+                    )
+        if finished or gone:
             pipe = self.r.pipeline(transaction=True)
-            pipe.xack(self.stream, GROUP, *finished)
-            pipe.xdel(self.stream, *finished)
+            for lane, entries in finished.items():
+                pipe.xack(self._stream_of(lane), GROUP, *entries)
+                pipe.xdel(self._stream_of(lane), *entries)
             for key in gone:
                 pipe.delete(key)
             await pipe.execute()
         return states
+
+    def _take(
+        self,
+        lane: str,
+        entry_id: bytes,
+        job_id: str,
+        raw: dict[bytes, bytes],
+        states: list[JobState],
+        finished: dict[str, list[bytes]],
+        gone: list[str],
+    ) -> None:
+        """A claimed entry: a job to deliver, or one to acknowledge and skip."""
+        state = _state(job_id, raw) if job_id else None
+        if state is None or state.state != PENDING:
+            # Delivered, dead or cancelled already: never again.
+            finished.setdefault(lane, []).append(entry_id)
+            if state is None and job_id:  # the job expired: drop any count just made
+                gone.append(self._job_key(job_id))
+            return
+        self._entries[job_id] = (lane, entry_id)
+        states.append(state)
 
     async def _finish(self, outcome: _Outcome) -> None:
         """Record an outcome; returns once it is stored (group commit: the
@@ -317,10 +510,17 @@ class RedisQueue:
             # One MULTI/EXEC: each job's state is written and its stream entry
             # acknowledged together, so a delivered job is never claimed again.
             pipe = self.r.pipeline(transaction=True)
-            acks = []
+            acks: dict[str, list[bytes]] = {}
             for outcome, _ in batch:
+                lane, entry = self._entries.pop(outcome.job_id, ("", None))
+                if entry is not None:
+                    acks.setdefault(lane, []).append(entry)
                 await self._outcome(
-                    keys=[self._job_key(outcome.job_id), self.delayed, self.dead_stream],
+                    keys=[
+                        self._job_key(outcome.job_id),
+                        self._delayed_of(lane),
+                        self.dead_stream,
+                    ],
                     args=[
                         outcome.kind,
                         outcome.job_id,
@@ -331,12 +531,9 @@ class RedisQueue:
                     ],
                     client=pipe,
                 )
-                entry = self._entries.pop(outcome.job_id, None)
-                if entry is not None:
-                    acks.append(entry)
-            if acks:  # done with these entries: acknowledged, and out of the stream
-                pipe.xack(self.stream, GROUP, *acks)
-                pipe.xdel(self.stream, *acks)
+            for lane, entries in acks.items():  # done with: acknowledged, out of the stream
+                pipe.xack(self._stream_of(lane), GROUP, *entries)
+                pipe.xdel(self._stream_of(lane), *entries)
             try:
                 await pipe.execute()
             except Exception as exc:
@@ -358,10 +555,13 @@ class RedisQueue:
         await self._finish(_Outcome(job_id, "dead", error=error))
 
     async def depth(self) -> int:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.xlen(self.stream)  # due or in flight (entries are deleted when done)
-        pipe.zcard(self.delayed)  # waiting to retry
-        return sum(int(n) for n in await pipe.execute())
+        return sum((await self.lane_depths()).values())
+
+    async def lane_depths(self) -> dict[str, int]:
+        # Stream entries are due or in flight (they are deleted when done),
+        # the delayed set's wait to retry.
+        flat = await self._depths(args=[self.prefix])
+        return {lane.decode(): int(n) for lane, n in zip(flat[::2], flat[1::2], strict=True)}
 
     async def get(self, job_id: str) -> JobState | None:
         return _state(job_id, await self.r.hgetall(self._job_key(job_id)))
@@ -389,8 +589,13 @@ class RedisQueue:
         pipe.hset(
             self._job_key(job_id), mapping={"state": PENDING, "attempts": 0, "last_error": ""}
         )
-        pipe.xadd(self.stream, {"id": job_id})
-        await pipe.execute()
+        pipe.xadd(self._stream_of(state.lane), {"id": job_id})
+        if state.lane:
+            pipe.sadd(self.lanes_key, state.lane)
+        entry = (await pipe.execute())[1]
+        # Its entry, for a cancellation to take out of the stream (until it is
+        # written, a cancellation leaves it there for a claim to skip).
+        await self.r.hset(self._job_key(job_id), "entry", entry)
         return await self.get(job_id)
 
     async def cancel(
@@ -410,15 +615,13 @@ class RedisQueue:
             found = [(i, b) for i, b in zip(ids, bodies, strict=True) if b is not None]
             if not found:
                 continue
-            args: list[Any] = [self._retention_ms, now]
+            args: list[Any] = [self.prefix, self._retention_ms, now]
             for job_id, body in found:
                 args += [
                     job_id,
                     forget(postback_pb2.PostbackJob.FromString(body)).SerializeToString(),
                 ]
-            n, f = await self._cancel(
-                keys=[self.delayed, *(self._job_key(i) for i, _ in found)], args=args
-            )
+            n, f = await self._cancel(keys=[self._job_key(i) for i, _ in found], args=args)
             cancelled += int(n)
             forgotten += int(f)
         return cancelled, forgotten

@@ -12,7 +12,14 @@ from lookback.core import telemetry
 from lookback.core import validation as check
 from lookback.core.errors import FailedPrecondition, NotFound, Violations
 from lookback.postback.dispatcher import Dispatcher
+from lookback.postback.lanes import CLOSED, HALF_OPEN, OPEN, Lane, split_lane
 from lookback.postback.queue import JobState, PostbackQueue
+
+CIRCUITS = {
+    CLOSED: pb.CIRCUIT_STATE_CLOSED,
+    OPEN: pb.CIRCUIT_STATE_OPEN,
+    HALF_OPEN: pb.CIRCUIT_STATE_HALF_OPEN,
+}
 
 MAX_CANCEL = 100_000
 """Job ids, and source ids, a CancelPostbacks call may name (each)."""
@@ -97,6 +104,44 @@ class PostbackDispatcherServicer(pb_grpc.PostbackDispatcherServiceServicer):
             list(request.job_ids), list(request.source_ids), time.time()
         )
         return pb.CancelPostbacksResponse(cancelled=cancelled, forgotten=forgotten)
+
+    async def ListPartnerLanes(
+        self, request: pb.ListPartnerLanesRequest, context: object
+    ) -> pb.ListPartnerLanesResponse:
+        await self.dispatcher.measure()  # the queue's depths as of now
+        now = time.time()
+        lanes = sorted(self.dispatcher.lanes.values(), key=lambda x: split_lane(x.name))
+        return pb.ListPartnerLanesResponse(
+            lanes=[partner_lane(lane, self.dispatcher.share(lane, now), now) for lane in lanes]
+        )
+
+
+def partner_lane(lane: Lane, share: int, now: float) -> pb.PartnerLane:
+    partner, host = split_lane(lane.name)
+    state = lane.state(now)
+    out = pb.PartnerLane(
+        partner=partner,
+        host=host,
+        queued=lane.queued,
+        in_flight=lane.in_flight,
+        share=share,
+        circuit=CIRCUITS[state],  # type: ignore[arg-type]
+        consecutive_failures=lane.failures,
+        paced_in_flight=lane.pace or 0.0,
+        delivered=lane.delivered,
+        retried=lane.retried,
+        dead=lane.dead,
+        last_error=lane.last_error,
+    )
+    if state == OPEN:
+        out.circuit_probe_time.FromNanoseconds(int(lane.probe_at * 1e9))
+    if lane.latency is not None:
+        out.attempt_latency.FromNanoseconds(int(lane.latency * 1e9))
+    for q, target in ((0.5, out.delay_p50), (0.99, out.delay_p99)):
+        value = lane.delay_percentile(q)
+        if value is not None:
+            target.FromNanoseconds(int(value * 1e9))
+    return out
 
 
 def job_status(state: JobState) -> pb.JobStatus:

@@ -23,41 +23,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lookback.api.types.v1 import postback_pb2 as lookback_dot_types_dot_v1_dot_postback__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6lookback/postback/v1/postback_dispatcher_service.proto\x12\x14lookback.postback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"\x92\x01\n\tJobStatus\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\"+\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"P\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.lookback.postback.v1.JobStatus\")\n\x17ReplayDeadLetterRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"K\n\x18ReplayDeadLetterResponse\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.lookback.postback.v1.JobStatus\"G\n\x17\x45nqueuePostbacksRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\",\n\x18\x45nqueuePostbacksResponse\x12\x10\n\x08\x65nqueued\x18\x01 \x01(\x05\"\'\n\x15GetPostbackJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x01\n\x16GetPostbackJobResponse\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x16\x43\x61ncelPostbacksRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x12\n\nsource_ids\x18\x02 \x03(\t\"?\n\x17\x43\x61ncelPostbacksResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\x12\x11\n\tforgotten\x18\x02 \x01(\x05*\xa0\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x12\x1c\n\x18\x44\x45LIVERY_STATE_CANCELLED\x10\x04\x32\xce\x04\n\x19PostbackDispatcherService\x12q\n\x10\x45nqueuePostbacks\x12-.lookback.postback.v1.EnqueuePostbacksRequest\x1a..lookback.postback.v1.EnqueuePostbacksResponse\x12k\n\x0eGetPostbackJob\x12+.lookback.postback.v1.GetPostbackJobRequest\x1a,.lookback.postback.v1.GetPostbackJobResponse\x12n\n\x0fListDeadLetters\x12,.lookback.postback.v1.ListDeadLettersRequest\x1a-.lookback.postback.v1.ListDeadLettersResponse\x12q\n\x10ReplayDeadLetter\x12-.lookback.postback.v1.ReplayDeadLetterRequest\x1a..lookback.postback.v1.ReplayDeadLetterResponse\x12n\n\x0f\x43\x61ncelPostbacks\x12,.lookback.postback.v1.CancelPostbacksRequest\x1a-.lookback.postback.v1.CancelPostbacksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6lookback/postback/v1/postback_dispatcher_service.proto\x12\x14lookback.postback.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lookback/types/v1/postback.proto\"\x92\x01\n\tJobStatus\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\"+\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"P\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.lookback.postback.v1.JobStatus\")\n\x17ReplayDeadLetterRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"K\n\x18ReplayDeadLetterResponse\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.lookback.postback.v1.JobStatus\"G\n\x17\x45nqueuePostbacksRequest\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lookback.types.v1.PostbackJob\",\n\x18\x45nqueuePostbacksResponse\x12\x10\n\x08\x65nqueued\x18\x01 \x01(\x05\"\'\n\x15GetPostbackJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x01\n\x16GetPostbackJobResponse\x12+\n\x03job\x18\x01 \x01(\x0b\x32\x1e.lookback.types.v1.PostbackJob\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lookback.postback.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x16\x43\x61ncelPostbacksRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x12\n\nsource_ids\x18\x02 \x03(\t\"?\n\x17\x43\x61ncelPostbacksResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x05\x12\x11\n\tforgotten\x18\x02 \x01(\x05\"\x19\n\x17ListPartnerLanesRequest\"L\n\x18ListPartnerLanesResponse\x12\x30\n\x05lanes\x18\x01 \x03(\x0b\x32!.lookback.postback.v1.PartnerLane\"\xd8\x03\n\x0bPartnerLane\x12\x0f\n\x07partner\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0e\n\x06queued\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\r\n\x05share\x18\x05 \x01(\x05\x12\x33\n\x07\x63ircuit\x18\x06 \x01(\x0e\x32\".lookback.postback.v1.CircuitState\x12\x1c\n\x14\x63onsecutive_failures\x18\x07 \x01(\x05\x12\x36\n\x12\x63ircuit_probe_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fpaced_in_flight\x18\t \x01(\x01\x12\x32\n\x0f\x61ttempt_latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tdelay_p50\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tdelay_p99\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdelivered\x18\r \x01(\x03\x12\x0f\n\x07retried\x18\x0e \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x0f \x01(\x03\x12\x12\n\nlast_error\x18\x10 \x01(\t*\xa0\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x12\x1c\n\x18\x44\x45LIVERY_STATE_CANCELLED\x10\x04*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xc1\x05\n\x19PostbackDispatcherService\x12q\n\x10\x45nqueuePostbacks\x12-.lookback.postback.v1.EnqueuePostbacksRequest\x1a..lookback.postback.v1.EnqueuePostbacksResponse\x12k\n\x0eGetPostbackJob\x12+.lookback.postback.v1.GetPostbackJobRequest\x1a,.lookback.postback.v1.GetPostbackJobResponse\x12n\n\x0fListDeadLetters\x12,.lookback.postback.v1.ListDeadLettersRequest\x1a-.lookback.postback.v1.ListDeadLettersResponse\x12q\n\x10ReplayDeadLetter\x12-.lookback.postback.v1.ReplayDeadLetterRequest\x1a..lookback.postback.v1.ReplayDeadLetterResponse\x12n\n\x0f\x43\x61ncelPostbacks\x12,.lookback.postback.v1.CancelPostbacksRequest\x1a-.lookback.postback.v1.CancelPostbacksResponse\x12q\n\x10ListPartnerLanes\x12-.lookback.postback.v1.ListPartnerLanesRequest\x1a..lookback.postback.v1.ListPartnerLanesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.postback.v1.postback_dispatcher_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATE']._serialized_start=1044
-  _globals['_DELIVERYSTATE']._serialized_end=1204
-  _globals['_JOBSTATUS']._serialized_start=148
-  _globals['_JOBSTATUS']._serialized_end=294
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=296
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=339
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=341
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=421
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=423
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=464
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=466
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=541
-  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_start=543
-  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_end=614
-  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_start=616
-  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_end=660
-  _globals['_GETPOSTBACKJOBREQUEST']._serialized_start=662
-  _globals['_GETPOSTBACKJOBREQUEST']._serialized_end=701
-  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_start=704
-  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_end=913
-  _globals['_CANCELPOSTBACKSREQUEST']._serialized_start=915
-  _globals['_CANCELPOSTBACKSREQUEST']._serialized_end=976
-  _globals['_CANCELPOSTBACKSRESPONSE']._serialized_start=978
-  _globals['_CANCELPOSTBACKSRESPONSE']._serialized_end=1041
-  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_start=1207
-  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_end=1797
+  _globals['_DELIVERYSTATE']._serialized_start=1656
+  _globals['_DELIVERYSTATE']._serialized_end=1816
+  _globals['_CIRCUITSTATE']._serialized_start=1818
+  _globals['_CIRCUITSTATE']._serialized_end=1942
+  _globals['_JOBSTATUS']._serialized_start=180
+  _globals['_JOBSTATUS']._serialized_end=326
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=328
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=371
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=373
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=453
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=455
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=496
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=498
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=573
+  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_start=575
+  _globals['_ENQUEUEPOSTBACKSREQUEST']._serialized_end=646
+  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_start=648
+  _globals['_ENQUEUEPOSTBACKSRESPONSE']._serialized_end=692
+  _globals['_GETPOSTBACKJOBREQUEST']._serialized_start=694
+  _globals['_GETPOSTBACKJOBREQUEST']._serialized_end=733
+  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_start=736
+  _globals['_GETPOSTBACKJOBRESPONSE']._serialized_end=945
+  _globals['_CANCELPOSTBACKSREQUEST']._serialized_start=947
+  _globals['_CANCELPOSTBACKSREQUEST']._serialized_end=1008
+  _globals['_CANCELPOSTBACKSRESPONSE']._serialized_start=1010
+  _globals['_CANCELPOSTBACKSRESPONSE']._serialized_end=1073
+  _globals['_LISTPARTNERLANESREQUEST']._serialized_start=1075
+  _globals['_LISTPARTNERLANESREQUEST']._serialized_end=1100
+  _globals['_LISTPARTNERLANESRESPONSE']._serialized_start=1102
+  _globals['_LISTPARTNERLANESRESPONSE']._serialized_end=1178
+  _globals['_PARTNERLANE']._serialized_start=1181
+  _globals['_PARTNERLANE']._serialized_end=1653
+  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_start=1945
+  _globals['_POSTBACKDISPATCHERSERVICE']._serialized_end=2650
 # @@protoc_insertion_point(module_scope)

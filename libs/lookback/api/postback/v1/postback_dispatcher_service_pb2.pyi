@@ -6,6 +6,7 @@ Durable server-to-server postbacks to partners."""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -57,6 +58,38 @@ DELIVERY_STATE_CANCELLED: DeliveryState.ValueType  # 4
 forgotten.
 """
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not set; never valid on the wire."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Deliveries go out as the lane's share allows."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """The endpoint kept failing: its jobs wait in the queue, none is sent,
+    until `circuit_probe_time`.
+    """
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """One probe delivery is allowed; its outcome closes or opens the circuit."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """The state of a lane's circuit breaker."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not set; never valid on the wire."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Deliveries go out as the lane's share allows."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""The endpoint kept failing: its jobs wait in the queue, none is sent,
+until `circuit_probe_time`.
+"""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""One probe delivery is allowed; its outcome closes or opens the circuit."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
 class JobStatus(_message.Message):
@@ -353,3 +386,146 @@ class CancelPostbacksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelPostbacksResponse: _TypeAlias = CancelPostbacksResponse  # noqa: Y015
+
+@_typing.final
+class ListPartnerLanesRequest(_message.Message):
+    """Request for ListPartnerLanes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPartnerLanesRequest: _TypeAlias = ListPartnerLanesRequest  # noqa: Y015
+
+@_typing.final
+class ListPartnerLanesResponse(_message.Message):
+    """Response for ListPartnerLanes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartnerLane]:
+        """The lanes with jobs queued, in flight, or delivered to since this
+        dispatcher started, by partner then host.
+        """
+
+    def __init__(
+        self,
+        *,
+        lanes: _abc.Iterable[Global___PartnerLane] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPartnerLanesResponse: _TypeAlias = ListPartnerLanesResponse  # noqa: Y015
+
+@_typing.final
+class PartnerLane(_message.Message):
+    """One partner's deliveries to one destination host, as one dispatcher
+    sees them (shares and circuits are per dispatcher).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTNER_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    CIRCUIT_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    CIRCUIT_PROBE_TIME_FIELD_NUMBER: _builtins.int
+    PACED_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_LATENCY_FIELD_NUMBER: _builtins.int
+    DELAY_P50_FIELD_NUMBER: _builtins.int
+    DELAY_P99_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    partner: _builtins.str
+    """The partner (media source)."""
+    host: _builtins.str
+    """The destination host."""
+    queued: _builtins.int
+    """Jobs of the lane not yet delivered, dead or cancelled, across the
+    queue (due, in flight or waiting to retry), as last measured.
+    """
+    in_flight: _builtins.int
+    """Deliveries of the lane in flight on this dispatcher."""
+    share: _builtins.int
+    """Deliveries the lane may have in flight at once right now."""
+    circuit: Global___CircuitState.ValueType
+    """The circuit breaker's state."""
+    consecutive_failures: _builtins.int
+    """Failed attempts in a row (timeouts, network errors, 5xx)."""
+    paced_in_flight: _builtins.float
+    """Deliveries in flight the endpoint accepts without answering 429 (its
+    pace); 0: not paced.
+    """
+    delivered: _builtins.int
+    """Jobs delivered since this dispatcher started."""
+    retried: _builtins.int
+    """Attempts that will be retried, since this dispatcher started."""
+    dead: _builtins.int
+    """Jobs given up on (dead letters), since this dispatcher started."""
+    last_error: _builtins.str
+    """What the last failed attempt ended with (`HTTP 503`, `TimeoutError`);
+    never the URL or the response body.
+    """
+    @_builtins.property
+    def circuit_probe_time(self) -> _timestamp_pb2.Timestamp:
+        """When an open circuit lets a probe through."""
+
+    @_builtins.property
+    def attempt_latency(self) -> _duration_pb2.Duration:
+        """How long an attempt takes (moving average)."""
+
+    @_builtins.property
+    def delay_p50(self) -> _duration_pb2.Duration:
+        """Median delay from a job's creation (the decision) to its delivery,
+        over the lane's recent deliveries.
+        """
+
+    @_builtins.property
+    def delay_p99(self) -> _duration_pb2.Duration:
+        """99th percentile of that delay."""
+
+    def __init__(
+        self,
+        *,
+        partner: _builtins.str = ...,
+        host: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        share: _builtins.int = ...,
+        circuit: Global___CircuitState.ValueType = ...,
+        consecutive_failures: _builtins.int = ...,
+        circuit_probe_time: _timestamp_pb2.Timestamp | None = ...,
+        paced_in_flight: _builtins.float = ...,
+        attempt_latency: _duration_pb2.Duration | None = ...,
+        delay_p50: _duration_pb2.Duration | None = ...,
+        delay_p99: _duration_pb2.Duration | None = ...,
+        delivered: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        dead: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_latency", b"attempt_latency", "circuit_probe_time", b"circuit_probe_time", "delay_p50", b"delay_p50", "delay_p99", b"delay_p99"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_latency", b"attempt_latency", "circuit", b"circuit", "circuit_probe_time", b"circuit_probe_time", "consecutive_failures", b"consecutive_failures", "dead", b"dead", "delay_p50", b"delay_p50", "delay_p99", b"delay_p99", "delivered", b"delivered", "host", b"host", "in_flight", b"in_flight", "last_error", b"last_error", "paced_in_flight", b"paced_in_flight", "partner", b"partner", "queued", b"queued", "retried", b"retried", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartnerLane: _TypeAlias = PartnerLane  # noqa: Y015

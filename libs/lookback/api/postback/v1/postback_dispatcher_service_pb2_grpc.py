@@ -61,6 +61,11 @@ class PostbackDispatcherServiceStub:
                 request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.SerializeToString,
                 response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.FromString,
                 _registered_method=True)
+        self.ListPartnerLanes = channel.unary_unary(
+                '/lookback.postback.v1.PostbackDispatcherService/ListPartnerLanes',
+                request_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesRequest.SerializeToString,
+                response_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesResponse.FromString,
+                _registered_method=True)
 
 
 class PostbackDispatcherServiceServicer:
@@ -107,6 +112,15 @@ class PostbackDispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPartnerLanes(self, request, context):
+        """Lists this dispatcher's partner lanes (a partner and destination host
+        each): what is queued for each, what is in flight, its share of the
+        workers, its circuit and how late its postbacks arrive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +148,11 @@ def add_PostbackDispatcherServiceServicer_to_server(servicer, server):
                     servicer.CancelPostbacks,
                     request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.FromString,
                     response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.SerializeToString,
+            ),
+            'ListPartnerLanes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartnerLanes,
+                    request_deserializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesRequest.FromString,
+                    response_serializer=lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +291,33 @@ class PostbackDispatcherService:
             '/lookback.postback.v1.PostbackDispatcherService/CancelPostbacks',
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksRequest.SerializeToString,
             lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.CancelPostbacksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartnerLanes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookback.postback.v1.PostbackDispatcherService/ListPartnerLanes',
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesRequest.SerializeToString,
+            lookback_dot_postback_dot_v1_dot_postback__dispatcher__service__pb2.ListPartnerLanesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class PostbackDispatcherServiceStub:
     caused them. A cancelled job is never sent, and enqueuing its id again
     queues nothing.
     """
+    ListPartnerLanes: _grpc.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ListPartnerLanesRequest, _postback_dispatcher_service_pb2.ListPartnerLanesResponse]
+    """Lists this dispatcher's partner lanes (a partner and destination host
+    each): what is queued for each, what is in flight, its share of the
+    workers, its circuit and how late its postbacks arrive.
+    """
 
 @_typing.type_check_only
 class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
@@ -73,6 +78,11 @@ class PostbackDispatcherServiceAsyncStub(PostbackDispatcherServiceStub):
     erasure). The jobs are named by id, or by the decision or event that
     caused them. A cancelled job is never sent, and enqueuing its id again
     queues nothing.
+    """
+    ListPartnerLanes: _aio.UnaryUnaryMultiCallable[_postback_dispatcher_service_pb2.ListPartnerLanesRequest, _postback_dispatcher_service_pb2.ListPartnerLanesResponse]  # type: ignore[assignment]
+    """Lists this dispatcher's partner lanes (a partner and destination host
+    each): what is queued for each, what is in flight, its share of the
+    workers, its circuit and how late its postbacks arrive.
     """
 
 class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -123,6 +133,17 @@ class PostbackDispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         erasure). The jobs are named by id, or by the decision or event that
         caused them. A cancelled job is never sent, and enqueuing its id again
         queues nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPartnerLanes(
+        self,
+        request: _postback_dispatcher_service_pb2.ListPartnerLanesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_postback_dispatcher_service_pb2.ListPartnerLanesResponse, _abc.Awaitable[_postback_dispatcher_service_pb2.ListPartnerLanesResponse]]:
+        """Lists this dispatcher's partner lanes (a partner and destination host
+        each): what is queued for each, what is in flight, its share of the
+        workers, its circuit and how late its postbacks arrive.
         """
 
 def add_PostbackDispatcherServiceServicer_to_server(servicer: PostbackDispatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,23 +26,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lookback/types/v1/postback.proto\x12\x11lookback.types.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x10PostbackTemplate\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\x06method\x18\x02 \x01(\x0e\x32\x1d.lookback.types.v1.HttpMethod\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\"\xfa\x02\n\x10PartnerPostbacks\x12\x34\n\x07install\x18\x01 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12:\n\rreattribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x39\n\x0creengagement\x18\x03 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x32\n\x05\x65vent\x18\x04 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x16\n\x0esigning_secret\x18\x05 \x01(\t\x12\x36\n\rclick_signing\x18\x06 \x01(\x0e\x32\x1f.lookback.types.v1.ClickSigning\x12\x35\n\x08rejected\x18\x07 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\"\xae\x02\n\x0bPostbackJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07partner\x18\x03 \x01(\t\x12\x33\n\x07trigger\x18\x04 \x01(\x0e\x32\".lookback.types.v1.PostbackTrigger\x12\x0b\n\x03url\x18\x05 \x01(\t\x12-\n\x06method\x18\x06 \x01(\x0e\x32\x1d.lookback.types.v1.HttpMethod\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x16\n\x0esigning_secret\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsource_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t*\xd3\x01\n\x0fPostbackTrigger\x12 \n\x1cPOSTBACK_TRIGGER_UNSPECIFIED\x10\x00\x12\x1c\n\x18POSTBACK_TRIGGER_INSTALL\x10\x01\x12\"\n\x1ePOSTBACK_TRIGGER_REATTRIBUTION\x10\x02\x12!\n\x1dPOSTBACK_TRIGGER_REENGAGEMENT\x10\x03\x12\x1a\n\x16POSTBACK_TRIGGER_EVENT\x10\x04\x12\x1d\n\x19POSTBACK_TRIGGER_REJECTED\x10\x05*T\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02*`\n\x0c\x43lickSigning\x12\x1d\n\x19\x43LICK_SIGNING_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43LICK_SIGNING_OFF\x10\x01\x12\x1a\n\x16\x43LICK_SIGNING_REQUIRED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lookback/types/v1/postback.proto\x12\x11lookback.types.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x10PostbackTemplate\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\x06method\x18\x02 \x01(\x0e\x32\x1d.lookback.types.v1.HttpMethod\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\"\x91\x03\n\x10PartnerPostbacks\x12\x34\n\x07install\x18\x01 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12:\n\rreattribution\x18\x02 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x39\n\x0creengagement\x18\x03 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x32\n\x05\x65vent\x18\x04 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x16\n\x0esigning_secret\x18\x05 \x01(\t\x12\x36\n\rclick_signing\x18\x06 \x01(\x0e\x32\x1f.lookback.types.v1.ClickSigning\x12\x35\n\x08rejected\x18\x07 \x01(\x0b\x32#.lookback.types.v1.PostbackTemplate\x12\x15\n\rmax_in_flight\x18\x08 \x01(\x05\"\xc5\x02\n\x0bPostbackJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0f\n\x07partner\x18\x03 \x01(\t\x12\x33\n\x07trigger\x18\x04 \x01(\x0e\x32\".lookback.types.v1.PostbackTrigger\x12\x0b\n\x03url\x18\x05 \x01(\t\x12-\n\x06method\x18\x06 \x01(\x0e\x32\x1d.lookback.types.v1.HttpMethod\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x16\n\x0esigning_secret\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsource_id\x18\n \x01(\t\x12\x13\n\x0btraceparent\x18\x0b \x01(\t\x12\x15\n\rmax_in_flight\x18\x0c \x01(\x05*\xd3\x01\n\x0fPostbackTrigger\x12 \n\x1cPOSTBACK_TRIGGER_UNSPECIFIED\x10\x00\x12\x1c\n\x18POSTBACK_TRIGGER_INSTALL\x10\x01\x12\"\n\x1ePOSTBACK_TRIGGER_REATTRIBUTION\x10\x02\x12!\n\x1dPOSTBACK_TRIGGER_REENGAGEMENT\x10\x03\x12\x1a\n\x16POSTBACK_TRIGGER_EVENT\x10\x04\x12\x1d\n\x19POSTBACK_TRIGGER_REJECTED\x10\x05*T\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02*`\n\x0c\x43lickSigning\x12\x1d\n\x19\x43LICK_SIGNING_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43LICK_SIGNING_OFF\x10\x01\x12\x1a\n\x16\x43LICK_SIGNING_REQUIRED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookback.types.v1.postback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POSTBACKTRIGGER']._serialized_start=869
-  _globals['_POSTBACKTRIGGER']._serialized_end=1080
-  _globals['_HTTPMETHOD']._serialized_start=1082
-  _globals['_HTTPMETHOD']._serialized_end=1166
-  _globals['_CLICKSIGNING']._serialized_start=1168
-  _globals['_CLICKSIGNING']._serialized_end=1264
+  _globals['_POSTBACKTRIGGER']._serialized_start=915
+  _globals['_POSTBACKTRIGGER']._serialized_end=1126
+  _globals['_HTTPMETHOD']._serialized_start=1128
+  _globals['_HTTPMETHOD']._serialized_end=1212
+  _globals['_CLICKSIGNING']._serialized_start=1214
+  _globals['_CLICKSIGNING']._serialized_end=1310
   _globals['_POSTBACKTEMPLATE']._serialized_start=88
   _globals['_POSTBACKTEMPLATE']._serialized_end=180
   _globals['_PARTNERPOSTBACKS']._serialized_start=183
-  _globals['_PARTNERPOSTBACKS']._serialized_end=561
-  _globals['_POSTBACKJOB']._serialized_start=564
-  _globals['_POSTBACKJOB']._serialized_end=866
+  _globals['_PARTNERPOSTBACKS']._serialized_end=584
+  _globals['_POSTBACKJOB']._serialized_start=587
+  _globals['_POSTBACKJOB']._serialized_end=912
 # @@protoc_insertion_point(module_scope)

@@ -150,6 +150,7 @@ class PartnerPostbacks(_message.Message):
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     CLICK_SIGNING_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     signing_secret: _builtins.str
     """Name of the secret holding the HMAC-SHA256 signing key; empty for none.
     A secret is bound to its partner: its name is the partner's media
@@ -158,6 +159,11 @@ class PartnerPostbacks(_message.Message):
     click_signing: Global___ClickSigning.ValueType
     """Whether this partner's attribution links must be signed (with the same
     secret).
+    """
+    max_in_flight: _builtins.int
+    """Deliveries of this partner's postbacks in flight at once on each
+    dispatcher, per destination host: 1 to 1000; 0 (unset): the
+    dispatcher's default (docs/postbacks.md).
     """
     @_builtins.property
     def install(self) -> Global___PostbackTemplate:
@@ -191,10 +197,11 @@ class PartnerPostbacks(_message.Message):
         signing_secret: _builtins.str = ...,
         click_signing: Global___ClickSigning.ValueType = ...,
         rejected: Global___PostbackTemplate | None = ...,
+        max_in_flight: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "rejected", b"rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_signing", b"click_signing", "event", b"event", "install", b"install", "reattribution", b"reattribution", "reengagement", b"reengagement", "rejected", b"rejected", "signing_secret", b"signing_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_signing", b"click_signing", "event", b"event", "install", b"install", "max_in_flight", b"max_in_flight", "reattribution", b"reattribution", "reengagement", b"reengagement", "rejected", b"rejected", "signing_secret", b"signing_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,6 +224,7 @@ class PostbackJob(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Unique job id; sent as the idempotency key. Enqueuing the same id twice
     delivers once.
@@ -241,6 +249,10 @@ class PostbackJob(_message.Message):
     """W3C trace context (`traceparent`) of the request that queued the job, set
     by the dispatcher while tracing is on: delivery attempts join that trace.
     """
+    max_in_flight: _builtins.int
+    """The partner's `max_in_flight` setting, from the app's settings; 0: the
+    dispatcher's default.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the job was created."""
@@ -259,10 +271,11 @@ class PostbackJob(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         source_id: _builtins.str = ...,
         traceparent: _builtins.str = ...,
+        max_in_flight: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "body", b"body", "create_time", b"create_time", "job_id", b"job_id", "method", b"method", "partner", b"partner", "signing_secret", b"signing_secret", "source_id", b"source_id", "traceparent", b"traceparent", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "body", b"body", "create_time", b"create_time", "job_id", b"job_id", "max_in_flight", b"max_in_flight", "method", b"method", "partner", b"partner", "signing_secret", b"signing_secret", "source_id", b"source_id", "traceparent", b"traceparent", "trigger", b"trigger", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
